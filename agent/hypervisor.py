@@ -1,0 +1,91 @@
+"""What the agent needs from a hypervisor: the port the libvirt adapter (and test fakes) implement.
+
+Every method is a coroutine that never blocks the event loop. Failures are raised as
+:class:`schemas.errors.BatonError` with a wire-safe code: ``unavailable`` while the connection is
+down, ``not_found`` for an unknown domain, ``unsupported`` when the driver cannot do it,
+``hypervisor`` with libvirt's own message otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.migration_plan import MigrationPlan
+from schemas.agent import (
+    CpuCompatibility,
+    CpuInfo,
+    DomainInfo,
+    Memory,
+    Network,
+    StoragePool,
+    Versions,
+)
+from schemas.events import JobStats, VmEvent
+
+EventSink = Callable[[VmEvent], None]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What libvirt tells about the host (bridges and paths come from the host itself)."""
+
+    hostname: str
+    cpu: CpuInfo
+    versions: Versions
+    memory: Memory
+    networks: list[Network] = field(default_factory=list)
+    pools: list[StoragePool] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CpuVerdict:
+    result: CpuCompatibility
+    reason: str
+
+
+@dataclass(frozen=True)
+class GuestCpu:
+    """A domain's migratable CPU definition (None: the domain uses the hypervisor's default)."""
+
+    cpu_xml: str | None
+    virt_type: str
+
+
+class Hypervisor(Protocol):
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def run(self) -> None:
+        """Keep a connection open for as long as the task lives: connect, watch, reconnect."""
+
+    async def wait_connected(self, within_s: float) -> bool: ...
+
+    async def host_facts(self) -> HostFacts: ...
+
+    async def domains(self, names: list[str] | None, include_cpu_xml: bool) -> list[DomainInfo]: ...
+
+    async def guest_cpu(self, domain: str) -> GuestCpu: ...
+
+    async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict: ...
+
+    async def running_domain_count(self) -> int: ...
+
+    async def migrate(self, vm: str, plan: MigrationPlan) -> None:
+        """Until libvirt's migrate call returns; cancelling aborts the job first."""
+
+    async def job_stats(self, vm: str) -> JobStats | None: ...
+
+    async def abort_job(self, vm: str) -> None: ...
+
+    async def set_max_speed(self, vm: str, bandwidth_mib_s: int) -> None: ...
+
+    async def set_max_downtime(self, vm: str, downtime_ms: int) -> None: ...
+
+    async def remove_domain(self, vm: str) -> bool: ...
+
+    async def refresh_pools(self) -> None: ...

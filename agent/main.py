@@ -1,0 +1,151 @@
+"""``baton-agent``: one per hypervisor host.
+
+Owns, in one TaskGroup: the self-healing libvirt connection, the event publisher, the heartbeat
+and the micro service's request tasks. Shutdown (SIGTERM/SIGINT): stop the service (no new
+requests), cancel the long-lived tasks, drain NATS, and the libvirt connection closes as its task
+ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import structlog
+
+from agent import AGENT_VERSION, logsetup
+from agent.core import AgentCore
+from agent.libvirt_adapter import LibvirtHypervisor
+from agent.migration import MigrationManager
+from agent.publisher import EventPublisher, heartbeat_loop
+from agent.service import remote_domain_fetcher, start_service
+from schemas.events import VmEvent
+from schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostname, is_host_id
+
+log = structlog.get_logger(__name__)
+FIRST_CONNECT_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host_id: str
+    libvirt_uri: str
+    nats_url: str
+    migration_uri: str
+    prefix: str = DEFAULT_PREFIX
+    heartbeat_interval_s: float = 5.0
+    first_connect_wait_s: float = FIRST_CONNECT_WAIT_S  # then serve 'unavailable' until it connects
+    reserved_memory_mib: int = 0
+
+
+def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="baton-agent",
+        description="Baton's per-host agent: answers capability queries over NATS and publishes "
+        "the host's libvirt events. Run one per hypervisor host.")
+    parser.add_argument("--host-id", help="subject-safe id of this host [A-Za-z0-9_-] "
+                        "(default: derived from the hostname)")
+    parser.add_argument("--libvirt-uri", default="qemu:///system",
+                        help="libvirt connection to serve (default: %(default)s)")
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server URL")
+    parser.add_argument("--migration-uri", help="libvirt URI peers use to migrate to this host "
+                        "(default: the --libvirt-uri)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix")
+    parser.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
+    parser.add_argument("--reserved-memory-mib", type=int, default=0, metavar="MIB",
+                        help="memory held back for the host: not offered to incoming guests")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
+                        help="JSON log lines (default: when stderr is not a terminal)")
+    args = parser.parse_args(argv)
+    host_id = args.host_id or host_id_from_hostname()
+    if not is_host_id(host_id):
+        parser.error(f"--host-id {host_id!r} is not subject-safe: use letters, digits, '-', '_'")
+    if args.heartbeat_interval <= 0:
+        parser.error("--heartbeat-interval must be positive")
+    if args.reserved_memory_mib < 0:
+        parser.error("--reserved-memory-mib cannot be negative")
+    config = AgentConfig(host_id=host_id, libvirt_uri=args.libvirt_uri, nats_url=args.nats,
+                         migration_uri=args.migration_uri or args.libvirt_uri,
+                         prefix=args.prefix, heartbeat_interval_s=args.heartbeat_interval,
+                         reserved_memory_mib=args.reserved_memory_mib)
+    return config, args
+
+
+async def connect_nats(url: str, name: str) -> nats.NATS:
+    """Connect, retrying with backoff: agents may start before the NATS server does."""
+    delay = 0.5
+    while True:
+        try:
+            return await nats.connect(url, name=name, max_reconnect_attempts=-1,
+                                      reconnect_time_wait=1, connect_timeout=2)
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            log.warning("nats_connect_failed", url=url, error=str(exc) or type(exc).__name__,
+                        retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event,
+                    started: asyncio.Future[LibvirtHypervisor] | None = None) -> None:
+    """Serve until ``stop`` is set; ``started`` gets the hypervisor once requests are served."""
+    structlog.contextvars.bind_contextvars(host=config.host_id)
+    subjects = Subjects(config.prefix)
+    nc = await connect_nats(config.nats_url, f"baton-agent-{config.host_id}")
+    publisher = EventPublisher(nc, subjects, config.host_id)
+    migrations: MigrationManager | None = None
+
+    def on_event(event: VmEvent) -> None:
+        publisher.emit(event)
+        if migrations is not None:
+            migrations.observe(event)
+
+    hv = LibvirtHypervisor(config.libvirt_uri, config.host_id, on_event)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks)
+            long_lived = [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
+            if not await hv.wait_connected(config.first_connect_wait_s):
+                log.warning("libvirt_not_connected_yet", uri=config.libvirt_uri)
+            core = AgentCore(config.host_id, hv, config.migration_uri,
+                             remote_domain_fetcher(nc, subjects), config.heartbeat_interval_s,
+                             reserved_memory_bytes=config.reserved_memory_mib << 20)
+            service = await start_service(nc, subjects, core, hv, migrations, tasks)
+            long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))
+            log.info("agent_started", version=AGENT_VERSION, libvirt_uri=config.libvirt_uri,
+                     nats=config.nats_url)
+            if started is not None:
+                started.set_result(hv)
+            await stop.wait()
+            log.info("agent_stopping")
+            await service.stop()
+            for task in long_lived:
+                task.cancel()
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_args(argv)
+    logsetup.configure(args.log_level, args.log_json)
+    return asyncio.run(_main(config))
+
+
+async def _main(config: AgentConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_agent(config, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

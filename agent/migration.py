@@ -1,0 +1,196 @@
+"""The agent's half of a migration: what the coordinator asks of a source or a destination.
+
+Source: ``start`` answers at once and runs libvirt's migrate call in a task of the service's
+TaskGroup; while it runs, the job's figures go out as :class:`SourceProgress`, and exactly one
+:class:`SourceFinished` reports the outcome (with the completed job's figures, taken from
+libvirt's job-completed event, because with UNDEFINE_SOURCE the domain is gone by then).
+Destination: ``prepare`` pre-creates copy targets, removing what it made if any one fails.
+Either side: ``cleanup`` removes a leftover domain and disk files, never a file still in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from agent import disks
+from agent.hypervisor import Hypervisor
+from agent.migration_plan import MigrationPlan, plan_migration
+from schemas.base import utc_now
+from schemas.codec import encode
+from schemas.errors import BatonError, ErrorCode
+from schemas.events import JobCompletedEvent, JobStats, VmEvent
+from schemas.migration import (
+    Ack,
+    AgentAbortRequest,
+    CleanupReply,
+    CleanupRequest,
+    PrepareReply,
+    PrepareRequest,
+    SourceFinished,
+    SourceProgress,
+    SpeedRequest,
+    StartReply,
+    StartRequest,
+)
+from schemas.subjects import MigrationEvent, Subjects
+
+log = structlog.get_logger(__name__)
+Publish = Callable[[str, bytes], Awaitable[None]]
+COMPLETED_EVENT_WAIT_S = 3.0
+
+
+@dataclass
+class _Running:
+    request: StartRequest
+    abort_requested: bool = False
+    completed: asyncio.Future[JobStats] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class MigrationManager:
+    def __init__(self, host_id: str, hv: Hypervisor, subjects: Subjects, publish: Publish,
+                 tasks: asyncio.TaskGroup) -> None:
+        self._host_id = host_id
+        self._hv = hv
+        self._subjects = subjects
+        self._publish = publish
+        self._tasks = tasks
+        self._running: dict[str, _Running] = {}
+
+    # --- source -------------------------------------------------------------------------------
+
+    async def start(self, request: StartRequest) -> StartReply:
+        if request.migration_id in self._running:
+            raise BatonError(ErrorCode.CONFLICT, f"migration {request.migration_id} already runs")
+        if any(r.request.vm == request.vm for r in self._running.values()):
+            raise BatonError(ErrorCode.CONFLICT, f"{request.vm} is already migrating")
+        [domain] = await self._hv.domains([request.vm], include_cpu_xml=False)
+        plan = plan_migration(request, domain_active=domain.active)
+        self._running[request.migration_id] = _Running(request)
+        self._tasks.create_task(self._run(request, plan))
+        log.info("migration_started", migration_id=request.migration_id, vm=request.vm,
+                 destination=request.destination_uri, flags=sorted(plan.flags))
+        return StartReply(migration_id=request.migration_id)
+
+    async def _run(self, request: StartRequest, plan: MigrationPlan) -> None:
+        running = self._running[request.migration_id]
+        try:
+            error = await self._migrate_with_progress(request, plan)
+            stats = None
+            if error is None:
+                with contextlib.suppress(TimeoutError):
+                    stats = await asyncio.wait_for(running.completed, COMPLETED_EVENT_WAIT_S)
+        except Exception:  # a bug must not take the agent's TaskGroup (and the agent) down
+            log.exception("migration_task_failed", migration_id=request.migration_id)
+            stats, error = None, BatonError(ErrorCode.INTERNAL, "the agent failed while "
+                                            "migrating; its log has the details")
+        try:
+            await self._finish(request, running, stats, error)
+        finally:
+            del self._running[request.migration_id]
+
+    async def _migrate_with_progress(self, request: StartRequest,
+                                     plan: MigrationPlan) -> BatonError | None:
+        async with asyncio.TaskGroup() as tasks:
+            poller = tasks.create_task(self._report_progress(request, plan))
+            try:
+                await self._hv.migrate(request.vm, plan)
+            except BatonError as exc:
+                return exc
+            finally:
+                poller.cancel()
+        return None
+
+    async def _finish(self, request: StartRequest, running: _Running, stats: JobStats | None,
+                      error: BatonError | None) -> None:
+        finished = SourceFinished(migration_id=request.migration_id, host_id=self._host_id,
+                                  at=utc_now(), stats=stats,
+                                  error=None if error is None else error.to_reply(),
+                                  aborted=error is not None and running.abort_requested)
+        log.info("migration_finished", migration_id=request.migration_id, vm=request.vm,
+                 ok=error is None, aborted=finished.aborted,
+                 error=None if error is None else error.message)
+        await self._publish(self._subjects.migration(request.migration_id,
+                                                     MigrationEvent.SOURCE_FINISHED),
+                            encode(finished))
+
+    async def _report_progress(self, request: StartRequest, plan: MigrationPlan) -> None:
+        """Publish the job's figures every interval; apply the max downtime once a job runs."""
+        downtime_pending = plan.max_downtime_ms
+        subject = self._subjects.migration(request.migration_id, MigrationEvent.SOURCE_PROGRESS)
+        while True:
+            await asyncio.sleep(request.progress_interval_ms / 1000)
+            try:
+                stats = await self._hv.job_stats(request.vm)
+                if stats is not None and downtime_pending is not None:
+                    await self._hv.set_max_downtime(request.vm, downtime_pending)
+                    downtime_pending = None
+            except BatonError as exc:  # the domain vanishes from the source as the move ends
+                log.debug("migration_progress_unavailable", error=exc.message)
+                continue
+            if stats is not None:
+                progress = SourceProgress(migration_id=request.migration_id,
+                                          host_id=self._host_id, at=utc_now(), stats=stats)
+                await self._publish(subject, encode(progress))
+
+    def observe(self, event: VmEvent) -> None:
+        """Catch the job-completed event of a migrating domain (it carries the final figures)."""
+        if not isinstance(event, JobCompletedEvent):
+            return
+        for running in self._running.values():
+            if running.request.vm == event.vm and not running.completed.done():
+                running.completed.set_result(event.stats)
+
+    def _find(self, migration_id: str, vm: str) -> _Running:
+        running = self._running.get(migration_id)
+        if running is None or running.request.vm != vm:
+            raise BatonError(ErrorCode.NOT_FOUND,
+                             f"no migration {migration_id} of {vm} runs on this host")
+        return running
+
+    async def speed(self, request: SpeedRequest) -> Ack:
+        self._find(request.migration_id, request.vm)
+        await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s)
+        return Ack(detail=f"bandwidth set to {request.bandwidth_mib_s} MiB/s")
+
+    async def abort(self, request: AgentAbortRequest) -> Ack:
+        running = self._find(request.migration_id, request.vm)
+        running.abort_requested = True
+        await self._hv.abort_job(request.vm)
+        return Ack(detail="abort requested; the outcome follows as source.finished")
+
+    # --- destination and clean-up -------------------------------------------------------------
+
+    async def prepare(self, request: PrepareRequest) -> PrepareReply:
+        created: list[str] = []
+        try:
+            for plan in request.disks:
+                await disks.create_disk(plan)
+                created.append(plan.path)
+        except BatonError:
+            await asyncio.to_thread(disks.delete_unused, created, set())
+            raise
+        await self._hv.refresh_pools()
+        log.info("migration_prepared", migration_id=request.migration_id, created=created)
+        return PrepareReply(created_paths=created)
+
+    async def cleanup(self, request: CleanupRequest) -> CleanupReply:
+        removed = await self._hv.remove_domain(request.vm) if request.remove_domain else False
+        in_use = await self._paths_in_use()
+        deleted, kept, reasons = await asyncio.to_thread(disks.delete_unused,
+                                                         request.delete_paths, in_use)
+        if deleted:
+            await self._hv.refresh_pools()
+        log.info("migration_cleanup", migration_id=request.migration_id, vm=request.vm,
+                 domain_removed=removed, deleted=deleted, kept=kept)
+        return CleanupReply(domain_removed=removed, deleted_paths=deleted, kept_paths=kept,
+                            detail="; ".join(reasons))
+
+    async def _paths_in_use(self) -> set[str]:
+        domains = await self._hv.domains(None, include_cpu_xml=False)
+        return {d.source_path for dom in domains for d in dom.disks if d.source_path}

@@ -1,0 +1,95 @@
+"""The agent's NATS micro service: endpoint subjects wired to :class:`AgentCore`.
+
+Discoverable as ``baton-agent`` through ``$SRV.PING|INFO|STATS``; INFO metadata carries the host
+id, libvirt and QEMU versions and the CPU model so ``baton hosts`` needs a single round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client as NATS
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig, Service
+
+from agent.core import AgentCore
+from agent.hypervisor import Hypervisor
+from agent.migration import MigrationManager
+from agent.rpc import typed_handler
+from schemas import PROTOCOL_VERSION
+from schemas.agent import (
+    CapsRequest,
+    CpuCompareRequest,
+    DomainInfo,
+    DomainsReply,
+    DomainsRequest,
+    StatusRequest,
+    StorageProbeRequest,
+)
+from schemas.codec import decode_reply, encode
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import (
+    AgentAbortRequest,
+    CleanupRequest,
+    PrepareRequest,
+    SpeedRequest,
+    StartRequest,
+)
+from schemas.subjects import AGENT_SERVICE, AgentEndpoint, Subjects
+from schemas.timeouts import AGENT_DOMAINS
+
+
+async def service_metadata(core: AgentCore, hv: Hypervisor) -> dict[str, str]:
+    meta = {"host_id": core.host_id, "libvirt_uri": hv.uri}
+    try:
+        facts = await hv.host_facts()
+    except BatonError:
+        return meta | {"libvirt_version": "unknown", "hypervisor_version": "unknown",
+                       "cpu_model": "unknown"}
+    return meta | {"libvirt_version": facts.versions.libvirt,
+                   "hypervisor_version": facts.versions.hypervisor,
+                   "cpu_model": facts.cpu.host_model or facts.cpu.model}
+
+
+async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hypervisor,
+                        migrations: MigrationManager, tasks: asyncio.TaskGroup) -> Service:
+    service = await add_service(nc, ServiceConfig(
+        name=AGENT_SERVICE, version=PROTOCOL_VERSION,
+        description=f"Baton agent for host {core.host_id}",
+        metadata=await service_metadata(core, hv)))
+    routes = (
+        (AgentEndpoint.CAPS, CapsRequest, core.caps),
+        (AgentEndpoint.CPU_COMPARE, CpuCompareRequest, core.cpu_compare),
+        (AgentEndpoint.STORAGE_PROBE, StorageProbeRequest, core.storage_probe),
+        (AgentEndpoint.DOMAINS, DomainsRequest, core.domains),
+        (AgentEndpoint.STATUS, StatusRequest, core.status),
+        (AgentEndpoint.MIGRATION_PREPARE, PrepareRequest, migrations.prepare),
+        (AgentEndpoint.MIGRATION_START, StartRequest, migrations.start),
+        (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, migrations.speed),
+        (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
+        (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
+    )
+    for endpoint, request_type, handle in routes:
+        await service.add_endpoint(EndpointConfig(
+            name=endpoint.value.replace(".", "-"),
+            subject=subjects.agent(core.host_id, endpoint),
+            handler=typed_handler(request_type, handle, tasks)))  # type: ignore[arg-type]
+    return service
+
+
+def remote_domain_fetcher(nc: NATS, subjects: Subjects):  # type: ignore[no-untyped-def]
+    """How this agent reads a domain's migratable CPU from the agent of the host that runs it."""
+
+    async def fetch(host: str, domain: str) -> DomainInfo:
+        body = encode(DomainsRequest(names=[domain], include_cpu_xml=True))
+        try:
+            msg = await nc.request(subjects.agent(host, AgentEndpoint.DOMAINS), body,
+                                   timeout=AGENT_DOMAINS)
+        except TimeoutError:
+            raise BatonError(ErrorCode.TIMEOUT, f"agent of host {host!r} did not answer") from None
+        except Exception as exc:  # nats.errors.NoRespondersError and friends
+            raise BatonError(ErrorCode.UNAVAILABLE,
+                             f"no agent answers for host {host!r}: {type(exc).__name__}") from None
+        return decode_reply(msg.data, DomainsReply).domains[0]
+
+    return fetch

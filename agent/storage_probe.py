@@ -1,0 +1,97 @@
+"""Path facts and the shared-storage token probe (plain filesystem calls; run in a thread).
+
+Two hosts prove they see the same storage like this: the source's agent writes a random token
+into ``.baton-probe-<token>`` beside a disk, the destination's agent reads that file back and
+compares, and the source removes it. Only that file name pattern is ever written or removed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from schemas.agent import PathProbe, TokenAction, TokenOp, TokenResult
+
+TOKEN_PREFIX = ".baton-probe-"
+
+
+def probe_path(path: str) -> PathProbe:
+    p = Path(path)
+    exists = p.exists()
+    return PathProbe(
+        path=path,
+        exists=exists,
+        is_dir=p.is_dir(),
+        readable=exists and os.access(p, os.R_OK),
+        writable=os.access(p if exists else p.parent, os.W_OK),
+        size_bytes=p.stat().st_size if exists and p.is_file() else 0,
+        fs_free_bytes=_free_bytes(p),
+        fs_type=filesystem_type(p),
+    )
+
+
+def token_path(op: TokenOp) -> Path:
+    return Path(op.beside).parent / f"{TOKEN_PREFIX}{op.token}"
+
+
+def run_token_op(op: TokenOp) -> TokenResult:
+    path = token_path(op)
+    try:
+        ok, detail = _TOKEN_ACTIONS[op.action](path, op.token)
+    except OSError as exc:
+        ok, detail = False, f"{exc.strerror or 'error'}: {path}"
+    return TokenResult(action=op.action, token_path=str(path), ok=ok, detail=detail)
+
+
+def _write(path: Path, token: str) -> tuple[bool, str]:
+    path.write_text(token)
+    return True, "written"
+
+
+def _read(path: Path, token: str) -> tuple[bool, str]:
+    if not path.exists():
+        return False, "token file not found: this host does not see the same directory"
+    if path.read_text() != token:
+        return False, "token file differs: this is not the same storage"
+    return True, "token matches"
+
+
+def _remove(path: Path, token: str) -> tuple[bool, str]:
+    path.unlink(missing_ok=True)
+    return True, "removed"
+
+
+_TOKEN_ACTIONS = {TokenAction.WRITE: _write, TokenAction.READ: _read, TokenAction.REMOVE: _remove}
+
+
+def _existing_ancestor(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _free_bytes(p: Path) -> int:
+    try:
+        st = os.statvfs(_existing_ancestor(p))
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def filesystem_type(p: Path, mounts: Path = Path("/proc/self/mounts")) -> str | None:
+    """The type of the filesystem holding ``p`` (longest matching mount point wins)."""
+    target = str(_existing_ancestor(p).resolve())
+    best, best_type = "", None
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, fields[2]
+    return best_type

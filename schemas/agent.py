@@ -1,0 +1,228 @@
+"""Requests and replies of the per-host agent's endpoints (``baton.agent.<host>.<endpoint>``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+
+from schemas.base import HostId, Message, NonNegativeInt, VmName
+
+AbsolutePath = Annotated[str, msgspec.Meta(pattern=r"^/", min_length=1, max_length=4096)]
+ProbeToken = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+
+
+# --- caps -------------------------------------------------------------------------------------
+
+
+class CapsRequest(Message, kw_only=True, tag="agent.caps.request"):
+    refresh: bool = False  # re-read host facts now instead of answering from the cache
+
+
+class CpuInfo(Message, kw_only=True, tag="agent.cpu_info"):
+    arch: str
+    vendor: str
+    model: str
+    features: list[str] = []
+    host_model: str | None = None  # what libvirt's host-model CPU expands to for guests
+    usable_models: list[str] = []  # custom CPU models this host's hypervisor can run
+
+
+class Versions(Message, kw_only=True, tag="agent.versions"):
+    libvirt: str
+    hypervisor: str  # QEMU version as libvirt reports it
+    hypervisor_type: str
+    agent: str
+
+
+class Memory(Message, kw_only=True, tag="agent.memory"):
+    total_bytes: NonNegativeInt
+    free_bytes: NonNegativeInt  # free + reclaimable (page cache, buffers)
+    reserved_bytes: NonNegativeInt = 0  # held back for the host itself (agent configuration)
+    available_bytes: NonNegativeInt = 0  # what new guests may use: free minus reserved
+
+
+class Bridge(Message, kw_only=True, tag="agent.bridge"):
+    name: str
+    up: bool
+    mtu: NonNegativeInt
+
+
+class Network(Message, kw_only=True, tag="agent.network"):
+    name: str
+    active: bool
+    bridge: str | None = None
+    forward_mode: str | None = None
+
+
+class StoragePool(Message, kw_only=True, tag="agent.storage_pool"):
+    name: str
+    type: str
+    target_path: str | None
+    active: bool
+    capacity_bytes: NonNegativeInt = 0
+    allocation_bytes: NonNegativeInt = 0
+    available_bytes: NonNegativeInt = 0
+
+
+class HostCaps(Message, kw_only=True, tag="agent.caps.reply"):
+    host_id: HostId
+    hostname: str
+    migration_uri: str  # the libvirt URI peers use to migrate to this host
+    cpu: CpuInfo
+    versions: Versions
+    memory: Memory
+    bridges: list[Bridge] = []
+    networks: list[Network] = []
+    pools: list[StoragePool] = []
+    collected_at: datetime
+
+
+# --- cpu.compare ------------------------------------------------------------------------------
+
+
+class CpuCompareRequest(Message, kw_only=True, tag="agent.cpu_compare.request"):
+    """Give ``cpu_xml``, or ``domain`` (+ ``domain_host`` when the domain lives on another host)."""
+
+    cpu_xml: str | None = None
+    domain: VmName | None = None
+    domain_host: HostId | None = None
+
+
+class CpuCompatibility(StrEnum):
+    IDENTICAL = "identical"
+    SUPERSET = "superset"  # this host offers everything the guest CPU needs, and more
+    INCOMPATIBLE = "incompatible"
+
+
+class CpuCompareReply(Message, kw_only=True, tag="agent.cpu_compare.reply"):
+    host_id: HostId
+    result: CpuCompatibility
+    runnable: bool
+    reason: str
+
+
+# --- storage.probe ----------------------------------------------------------------------------
+
+
+class TokenAction(StrEnum):
+    WRITE = "write"  # create the token file beside the path
+    READ = "read"  # read the token file beside the path and compare
+    REMOVE = "remove"  # delete the token file beside the path (clean-up after a probe)
+
+
+class TokenOp(Message, kw_only=True, tag="agent.token_op"):
+    """Shared-storage proof: one host writes a token beside a disk, another reads it back."""
+
+    action: TokenAction
+    beside: AbsolutePath  # the token file goes into this path's directory
+    token: ProbeToken
+
+
+class StorageProbeRequest(Message, kw_only=True, tag="agent.storage_probe.request"):
+    paths: list[AbsolutePath] = []
+    token: TokenOp | None = None
+
+
+class PathProbe(Message, kw_only=True, tag="agent.path_probe"):
+    path: str
+    exists: bool
+    is_dir: bool = False
+    readable: bool = False
+    writable: bool = False
+    size_bytes: NonNegativeInt = 0
+    fs_free_bytes: NonNegativeInt = 0  # free bytes of the filesystem holding the path (or parent)
+    fs_type: str | None = None
+
+
+class TokenResult(Message, kw_only=True, tag="agent.token_result"):
+    action: TokenAction
+    token_path: str
+    ok: bool  # write/remove: done; read: the file exists and holds the token
+    detail: str = ""
+
+
+class StorageProbeReply(Message, kw_only=True, tag="agent.storage_probe.reply"):
+    host_id: HostId
+    paths: list[PathProbe] = []
+    token: TokenResult | None = None
+
+
+# --- domains ----------------------------------------------------------------------------------
+
+
+class DomainState(StrEnum):
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # shutting down
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+
+class DiskInfo(Message, kw_only=True, tag="agent.disk"):
+    target: str  # vda, sdb, ...
+    device: str  # disk, cdrom, floppy, lun
+    source_type: str  # file, block, network, volume
+    source_path: str | None = None
+    format: str | None = None
+    pool: str | None = None  # the storage pool holding the source, when one does
+    capacity_bytes: NonNegativeInt = 0
+    allocation_bytes: NonNegativeInt = 0
+    readonly: bool = False
+    shareable: bool = False
+
+
+class InterfaceInfo(Message, kw_only=True, tag="agent.interface"):
+    type: str  # bridge, network, direct, user, ...
+    source: str | None = None  # bridge or network name
+    mac: str | None = None
+    model: str | None = None
+
+
+class DomainInfo(Message, kw_only=True, tag="agent.domain"):
+    name: str
+    uuid: str
+    state: DomainState
+    state_reason: int = 0
+    active: bool
+    persistent: bool
+    memory_kib: NonNegativeInt
+    max_memory_kib: NonNegativeInt
+    vcpus: NonNegativeInt
+    virt_type: str = "unknown"  # libvirt domain type: kvm, qemu, test, ...
+    disks: list[DiskInfo] = []
+    interfaces: list[InterfaceInfo] = []
+    cpu_xml: str | None = None  # the migratable guest CPU definition, when asked for
+    migration_blockers: list[str] = []  # devices that make the domain unmigratable (hostdev, ...)
+
+
+class DomainsRequest(Message, kw_only=True, tag="agent.domains.request"):
+    names: list[VmName] | None = None  # only these (unknown names are an error); None = all
+    include_cpu_xml: bool = False
+
+
+class DomainsReply(Message, kw_only=True, tag="agent.domains.reply"):
+    host_id: HostId
+    domains: list[DomainInfo] = []
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+class StatusRequest(Message, kw_only=True, tag="agent.status.request"):
+    pass
+
+
+class AgentStatus(Message, kw_only=True, tag="agent.status.reply"):
+    host_id: HostId
+    agent_version: str
+    started_at: datetime
+    libvirt_connected: bool
+    libvirt_uri: str
+    last_heartbeat_at: datetime | None = None
+    heartbeat_interval_s: float

@@ -1,0 +1,137 @@
+"""Every NATS subject Baton uses comes from here; no subject literal lives anywhere else.
+
+Layout (``baton`` is the configurable prefix):
+
+- ``baton.agent.<host>.<endpoint>``          request/reply endpoints of one host's agent
+- ``baton.events.<host>.<vm>.<event>``       libvirt events of one VM on one host
+- ``baton.hosts.<host>.heartbeat``           periodic liveness of one host's agent
+- ``baton.coordinator.<endpoint>``           the coordinator's public request/reply API
+- ``baton.migrations.<id>.<event>``          phases and progress of one migration
+- ``$SRV.PING|INFO|STATS[.baton-agent]``     NATS micro discovery (fixed by the micro protocol)
+
+VM names may hold characters that are not subject-safe; :func:`vm_token` encodes them
+reversibly (``%XX`` for every byte outside ``[A-Za-z0-9_-]``) and event payloads carry the name.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from enum import StrEnum
+from urllib.parse import quote, unquote
+
+from schemas.base import HOST_ID_PATTERN
+
+DEFAULT_PREFIX = "baton"
+AGENT_SERVICE = "baton-agent"
+COORDINATOR_SERVICE = "baton-coordinator"
+
+_HOST_ID_RE = re.compile(HOST_ID_PATTERN)
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+class AgentEndpoint(StrEnum):
+    CAPS = "caps"  # host capabilities
+    CPU_COMPARE = "cpu.compare"  # can this host run a guest CPU definition
+    STORAGE_PROBE = "storage.probe"  # path facts and the shared-storage token probe
+    DOMAINS = "domains"  # the host's domains with disks and interfaces
+    STATUS = "status"  # agent liveness, libvirt connection, last heartbeat
+    MIGRATION_PREPARE = "migration.prepare"  # destination: pre-create disks for a copy
+    MIGRATION_START = "migration.start"  # source: run the migration (answers at once)
+    MIGRATION_SPEED = "migration.speed"  # source: change the bandwidth cap while running
+    MIGRATION_ABORT = "migration.abort"  # source: cancel the running migration job
+    MIGRATION_CLEANUP = "migration.cleanup"  # either side: remove a leftover domain or disks
+
+
+class CoordinatorEndpoint(StrEnum):
+    MIGRATE = "migrate"
+    CHECK = "check"
+    ABORT = "abort"
+    BANDWIDTH = "bandwidth"
+    JOBS = "jobs"
+
+
+class MigrationEvent(StrEnum):
+    PHASE = "phase"  # coordinator: every phase change, with the whole record
+    PROGRESS = "progress"  # coordinator: figures at least once a second while data moves
+    SOURCE_PROGRESS = "source.progress"  # source agent: raw job statistics
+    SOURCE_FINISHED = "source.finished"  # source agent: the migrate call returned
+
+
+class EventName(StrEnum):
+    LIFECYCLE = "lifecycle"
+    JOB_COMPLETED = "job_completed"
+    MIGRATION_ITERATION = "migration_iteration"
+    BLOCK_JOB = "block_job"
+
+
+def is_host_id(value: str) -> bool:
+    return bool(_HOST_ID_RE.match(value)) and len(value) <= 64
+
+
+def host_id_from_hostname(hostname: str | None = None) -> str:
+    """Derive a host id from the short hostname, replacing anything not subject-safe with '-'."""
+    short = (hostname or socket.gethostname()).split(".")[0]
+    token = re.sub(r"[^A-Za-z0-9_-]", "-", short)[:64]
+    return token or "host"
+
+
+def vm_token(vm_name: str) -> str:
+    """Subject token for a VM name: unchanged when safe, else percent-encoded (dots too)."""
+    return quote(vm_name, safe="-_").replace(".", "%2E")
+
+
+def vm_name_from_token(token: str) -> str:
+    return unquote(token)
+
+
+class Subjects:
+    """Subject names under one prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(f"invalid subject prefix {prefix!r}: use dot-separated [A-Za-z0-9_-] tokens")
+        self.prefix = prefix
+
+    def agent(self, host: str, endpoint: AgentEndpoint) -> str:
+        return f"{self.prefix}.agent.{_checked_host(host)}.{endpoint.value}"
+
+    def events(self, host: str, vm: str, event: EventName) -> str:
+        return f"{self.prefix}.events.{_checked_host(host)}.{vm_token(vm)}.{event.value}"
+
+    def events_filter(self, host: str = "*", vm: str | None = None, event: str = "*") -> str:
+        """Wildcard subscription for events; omit a part to match any."""
+        vm_part = "*" if vm is None else vm_token(vm)
+        return f"{self.prefix}.events.{host}.{vm_part}.{event}"
+
+    def heartbeat(self, host: str) -> str:
+        return f"{self.prefix}.hosts.{_checked_host(host)}.heartbeat"
+
+    def heartbeats(self) -> str:
+        return f"{self.prefix}.hosts.*.heartbeat"
+
+    def coordinator(self, endpoint: CoordinatorEndpoint) -> str:
+        return f"{self.prefix}.coordinator.{endpoint.value}"
+
+    def migration(self, migration_id: str, event: MigrationEvent) -> str:
+        return f"{self.prefix}.migrations.{_checked_token(migration_id)}.{event.value}"
+
+    def migrations_filter(self, migration_id: str = "*", event: str = ">") -> str:
+        return f"{self.prefix}.migrations.{migration_id}.{event}"
+
+
+def micro_discovery(verb: str, service: str | None = None) -> str:
+    """``$SRV.<verb>[.<service>]``: the NATS micro discovery subjects (prefix fixed by NATS)."""
+    return f"$SRV.{verb}" if service is None else f"$SRV.{verb}.{service}"
+
+
+def _checked_token(value: str) -> str:
+    if not is_host_id(value):
+        raise ValueError(f"invalid subject token {value!r}: use letters, digits, '-' or '_'")
+    return value
+
+
+def _checked_host(host: str) -> str:
+    if not is_host_id(host):
+        raise ValueError(f"invalid host id {host!r}: use letters, digits, '-' or '_'")
+    return host

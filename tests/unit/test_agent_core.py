@@ -1,0 +1,74 @@
+"""AgentCore's decisions against a fake hypervisor: caching, CPU comparison, failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.core import AgentCore
+from agent.hypervisor import CpuVerdict, GuestCpu
+from schemas.agent import CapsRequest, CpuCompareRequest, CpuCompatibility, DomainInfo
+from schemas.errors import BatonError, ErrorCode
+from tests.fakes import FakeHypervisor
+
+
+async def no_remote(host: str, domain: str) -> DomainInfo:
+    raise AssertionError("no remote lookup expected")
+
+
+def make_core(hv: FakeHypervisor, fetch=no_remote) -> AgentCore:
+    return AgentCore("h1", hv, "qemu+tcp://10.0.0.1/system", fetch, heartbeat_interval_s=5)
+
+
+async def test_caps_are_served_from_cache_until_a_refresh_is_asked():
+    hv = FakeHypervisor()
+    core = make_core(hv)
+    first = await core.caps(CapsRequest())
+    await core.caps(CapsRequest())
+    refreshed = await core.caps(CapsRequest(refresh=True))
+    assert 2 == hv.host_fact_reads
+    assert ("h1", "qemu+tcp://10.0.0.1/system") == (first.host_id, first.migration_uri)
+    assert refreshed.collected_at >= first.collected_at
+
+
+async def test_incompatible_cpu_is_not_runnable_and_keeps_libvirts_reason():
+    hv = FakeHypervisor(verdict=CpuVerdict(CpuCompatibility.INCOMPATIBLE, "lacks avx512f"))
+    reply = await make_core(hv).cpu_compare(CpuCompareRequest(cpu_xml="<cpu/>"))
+    assert (False, CpuCompatibility.INCOMPATIBLE, "lacks avx512f") == (
+        reply.runnable, reply.result, reply.reason)
+
+
+async def test_local_domain_cpu_is_compared_with_its_virt_type():
+    hv = FakeHypervisor(guests={"g1": GuestCpu("<cpu><model>qemu64</model></cpu>", "qemu")})
+    reply = await make_core(hv).cpu_compare(CpuCompareRequest(domain="g1"))
+    assert [("<cpu><model>qemu64</model></cpu>", "qemu")] == hv.compared
+    assert reply.runnable
+
+
+async def test_remote_domain_cpu_is_fetched_from_its_host():
+    asked = []
+
+    async def fetch(host: str, domain: str) -> DomainInfo:
+        asked.append((host, domain))
+        return DomainInfo(name=domain, uuid="u", state="running", active=True, persistent=True,
+                          memory_kib=1, max_memory_kib=1, vcpus=1, virt_type="kvm",
+                          cpu_xml="<cpu><model>EPYC</model></cpu>")
+
+    hv = FakeHypervisor()
+    await make_core(hv, fetch).cpu_compare(CpuCompareRequest(domain="g9", domain_host="h7"))
+    assert ([("h7", "g9")], [("<cpu><model>EPYC</model></cpu>", "kvm")]) == (asked, hv.compared)
+
+
+@pytest.mark.parametrize("request_", [
+    CpuCompareRequest(),
+    CpuCompareRequest(cpu_xml="<cpu/>", domain="g1"),
+])
+async def test_cpu_compare_needs_exactly_one_subject(request_):
+    with pytest.raises(BatonError) as caught:
+        await make_core(FakeHypervisor()).cpu_compare(request_)
+    assert ErrorCode.BAD_REQUEST == caught.value.code
+
+
+async def test_caps_while_disconnected_is_unavailable():
+    with pytest.raises(BatonError) as caught:
+        await make_core(FakeHypervisor(connected=False)).caps(CapsRequest())
+    assert ErrorCode.UNAVAILABLE == caught.value.code

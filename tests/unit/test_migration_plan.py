@@ -1,0 +1,51 @@
+"""How a start request maps onto libvirt migration flags and parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.migration_plan import MigrationFlag as F
+from agent.migration_plan import plan_migration
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import StartRequest
+
+
+def start(**options) -> StartRequest:
+    return StartRequest(migration_id="m1", vm="g1", destination_uri="qemu+tcp://10.77.0.2/system",
+                        destination_address="10.77.0.2", **options)
+
+
+def test_default_live_move_is_peer_to_peer_persistent_and_undefines_the_source():
+    plan = plan_migration(start(), domain_active=True)
+    assert {F.LIVE, F.PEER2PEER, F.PERSIST_DEST, F.UNDEFINE_SOURCE} == plan.flags
+    assert {"migrate_uri": "tcp://10.77.0.2"} == plan.params
+
+
+def test_copy_storage_copies_exactly_the_named_disks_with_every_tuning_option():
+    plan = plan_migration(start(copy_disks=["vda"], auto_converge=True, auto_converge_initial_pct=20,
+                                auto_converge_increment_pct=10, bandwidth_mib_s=30,
+                                max_downtime_ms=800, persistent=False, undefine_source=False),
+                          domain_active=True)
+    assert {F.LIVE, F.PEER2PEER, F.NON_SHARED_DISK, F.AUTO_CONVERGE} == plan.flags
+    assert {"migrate_uri": "tcp://10.77.0.2", "bandwidth": 30, "migrate_disks": ["vda"],
+            "auto_converge.initial": 20, "auto_converge.increment": 10} == plan.params
+    assert 800 == plan.max_downtime_ms
+
+
+def test_a_shut_off_domain_moves_offline_and_a_paused_one_moves_without_live():
+    offline = plan_migration(start(live=False), domain_active=False)
+    paused = plan_migration(start(live=False), domain_active=True)
+    assert {F.OFFLINE, F.PEER2PEER, F.PERSIST_DEST, F.UNDEFINE_SOURCE} == offline.flags
+    assert {} == offline.params
+    assert {F.PEER2PEER, F.PERSIST_DEST, F.UNDEFINE_SOURCE} == paused.flags
+
+
+@pytest.mark.parametrize(("options", "code"), [
+    ({}, ErrorCode.PRECONDITION_FAILED),  # live move of a shut-off domain
+    ({"live": False, "persistent": False}, ErrorCode.BAD_REQUEST),
+    ({"live": False, "copy_disks": ["vda"]}, ErrorCode.UNSUPPORTED),
+])
+def test_impossible_combinations_for_a_shut_off_domain_are_refused(options, code):
+    with pytest.raises(BatonError) as caught:
+        plan_migration(start(**options), domain_active=False)
+    assert code == caught.value.code
