@@ -1,0 +1,55 @@
+"""Agents on libvirt's test driver, in this process, on a real nats-server per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.libvirt_adapter import LibvirtHypervisor
+from agent.main import AgentConfig, run_agent
+from tests.integration.host_xml import write_host_xml
+
+
+@dataclass
+class RunningAgent:
+    host_id: str
+    hypervisor: LibvirtHypervisor
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+async def start_agent(nats_url: str, host_id: str, libvirt_uri: str,
+                      **overrides: float) -> RunningAgent:
+    config = AgentConfig(host_id=host_id, libvirt_uri=libvirt_uri, nats_url=nats_url,
+                         migration_uri=f"qemu+tcp://{host_id}/system",
+                         heartbeat_interval_s=overrides.get("heartbeat_interval_s", 0.2),
+                         first_connect_wait_s=overrides.get("first_connect_wait_s", 10.0))
+    stop = asyncio.Event()
+    started: asyncio.Future[LibvirtHypervisor] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_agent(config, stop, started))
+    done, _ = await asyncio.wait({task, started}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if started not in done:
+        task.cancel()
+        raise RuntimeError(f"agent {host_id} did not start")
+    return RunningAgent(host_id, started.result(), stop, task)
+
+
+async def stop_agent(agent: RunningAgent) -> None:
+    agent.stop.set()
+    await asyncio.wait_for(agent.task, 10)
+
+
+@pytest.fixture
+async def two_agents(nats_server, tmp_path: Path) -> AsyncIterator[dict[str, RunningAgent]]:
+    """Agents h1 (domains vm1, vm2) and h2 (domain vm3), each on its own test-driver host."""
+    agents = {
+        "h1": await start_agent(nats_server.url, "h1", write_host_xml(tmp_path, "h1", ["vm1", "vm2"])),
+        "h2": await start_agent(nats_server.url, "h2", write_host_xml(tmp_path, "h2", ["vm3"])),
+    }
+    yield agents
+    for agent in agents.values():
+        await stop_agent(agent)

@@ -1,0 +1,71 @@
+"""An agent whose libvirt is unreachable answers 'unavailable' at once, and the process runs as a
+real console script that stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from schemas.agent import HostCaps
+from schemas.codec import decode_reply
+from schemas.errors import BatonError, ErrorCode
+from schemas.subjects import AgentEndpoint, Subjects, micro_discovery
+from tests.integration.conftest import start_agent, stop_agent
+from tests.integration.host_xml import write_host_xml
+
+pytestmark = pytest.mark.integration
+S = Subjects()
+
+
+async def test_requests_while_libvirt_is_down_get_unavailable_not_a_hang(nats_server, nats_client):
+    # Port 9 on loopback: nothing listens there, so every connection attempt is refused.
+    agent = await start_agent(nats_server.url, "down1", "qemu+tcp://127.0.0.1:9/system",
+                              first_connect_wait_s=0.2)
+    try:
+        started = time.monotonic()
+        msg = await nats_client.request(S.agent("down1", AgentEndpoint.CAPS), b"", timeout=5)
+        with pytest.raises(BatonError) as caught:
+            decode_reply(msg.data, HostCaps)
+        assert ErrorCode.UNAVAILABLE == caught.value.code
+        assert "reconnecting" in caught.value.message
+        assert time.monotonic() - started < 2
+    finally:
+        await stop_agent(agent)
+
+
+def agent_command() -> list[str]:
+    script = Path(sys.executable).parent / "baton-agent"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.main"]
+
+
+async def test_console_script_serves_and_exits_zero_on_sigterm(nats_server, nats_client, tmp_path):
+    uri = write_host_xml(tmp_path, "p1", ["vmx"])
+    proc = await asyncio.create_subprocess_exec(
+        *agent_command(), "--host-id", "p1", "--libvirt-uri", uri, "--nats", nats_server.url,
+        "--log-json", stderr=asyncio.subprocess.PIPE)
+    try:
+        reply = await _wait_for_ping(nats_client, "p1")
+        assert "baton-agent" == reply["name"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 15)
+    events = [json.loads(line)["event"] for line in stderr.decode().splitlines()]
+    assert 0 == proc.returncode
+    assert {"agent_started", "agent_stopping"} <= set(events)
+
+
+async def _wait_for_ping(nc, host: str) -> dict:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            msg = await nc.request(micro_discovery("PING", "baton-agent"), b"", timeout=0.5)
+            return json.loads(msg.data)
+        except Exception:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"agent {host} never answered $SRV.PING")
