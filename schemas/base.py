@@ -15,7 +15,9 @@ from typing import Annotated
 import msgspec
 
 # Subject-safe token: NATS subjects split on '.', and '*', '>' and whitespace are special.
-HOST_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+# The lookahead stops Python's '$' from matching before a trailing newline; JSON Schema (ECMA-262)
+# reads the same pattern the same way.
+HOST_ID_PATTERN = r"^[A-Za-z0-9_-]+(?!\n)$"
 HostId = Annotated[str, msgspec.Meta(pattern=HOST_ID_PATTERN, min_length=1, max_length=64)]
 VmName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]

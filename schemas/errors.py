@@ -31,18 +31,21 @@ class ErrorReply(Message, kw_only=True, tag="error"):
 class BatonError(Exception):
     """A failure with a code that is safe to send over the wire."""
 
-    def __init__(self, code: ErrorCode, message: str, **details: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, error_id: str | None = None,
+                 **details: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.error_id = error_id
         self.details = details
 
     def to_reply(self) -> ErrorReply:
-        return ErrorReply(code=self.code, message=self.message, details=self.details)
+        return ErrorReply(code=self.code, message=self.message, error_id=self.error_id,
+                          details=self.details)
 
     @classmethod
     def from_reply(cls, reply: ErrorReply) -> BatonError:
-        return cls(reply.code, reply.message, **reply.details)
+        return cls(reply.code, reply.message, reply.error_id, **reply.details)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

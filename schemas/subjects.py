@@ -26,7 +26,7 @@ DEFAULT_PREFIX = "baton"
 AGENT_SERVICE = "baton-agent"
 COORDINATOR_SERVICE = "baton-coordinator"
 
-_HOST_ID_RE = re.compile(HOST_ID_PATTERN)
+_HOST_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -66,7 +66,7 @@ class EventName(StrEnum):
 
 
 def is_host_id(value: str) -> bool:
-    return bool(_HOST_ID_RE.match(value)) and len(value) <= 64
+    return bool(_HOST_ID_RE.fullmatch(value)) and len(value) <= 64
 
 
 def host_id_from_hostname(hostname: str | None = None) -> str:
@@ -78,7 +78,9 @@ def host_id_from_hostname(hostname: str | None = None) -> str:
 
 def vm_token(vm_name: str) -> str:
     """Subject token for a VM name: unchanged when safe, else percent-encoded (dots too)."""
-    return quote(vm_name, safe="-_").replace(".", "%2E")
+    if not vm_name:
+        raise ValueError("a VM name cannot be empty")
+    return quote(vm_name, safe="-_").replace(".", "%2E").replace("~", "%7E")
 
 
 def vm_name_from_token(token: str) -> str:
@@ -89,7 +91,7 @@ class Subjects:
     """Subject names under one prefix."""
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
-        if not _PREFIX_RE.match(prefix):
+        if not _PREFIX_RE.fullmatch(prefix):
             raise ValueError(f"invalid subject prefix {prefix!r}: use dot-separated [A-Za-z0-9_-] tokens")
         self.prefix = prefix
 
