@@ -20,8 +20,6 @@ import socket
 from enum import StrEnum
 from urllib.parse import quote, unquote
 
-from schemas.base import HOST_ID_PATTERN
-
 DEFAULT_PREFIX = "baton"
 AGENT_SERVICE = "baton-agent"
 COORDINATOR_SERVICE = "baton-coordinator"

@@ -1,0 +1,1 @@
+"""Lab tests: real libvirt + QEMU hosts made by deploy/lab (root only)."""

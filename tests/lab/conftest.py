@@ -1,0 +1,80 @@
+"""Fixtures for lab tests: one 3-host lab (prefix ``bt``) per session, and guests.
+
+The lab is brought up with ``--no-baton``: tests start their own nats-server and
+agents (an agent runs inside a host with ``lab.exec_argv("h1", ...)``).
+Teardown always runs ``deploy/lab down`` unless BATON_LAB_KEEP=1.
+Without root or namespaces the tests are skipped, except under CI=true, where
+a lab that cannot run is a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.labctl import LAB_HOSTS, GuestFactory, Lab
+
+LAB_PREFIX = "bt"
+_counter = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab: drives real libvirt + QEMU hosts in the lab (root, deploy/lab)")
+
+
+def _lab_unavailable() -> str | None:
+    """Why this machine cannot run a lab, or None if it can."""
+    if os.geteuid() != 0:
+        return "lab tests need root"
+    if not Path("/dev/net/tun").exists():
+        return "lab tests need /dev/net/tun"
+    for tool in ("ip", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            return f"lab tests need {tool}"
+    probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return f"cannot create namespaces: {probe.stderr.decode().strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """A healthy 3-host lab ``bt`` (reused if already up), torn down at session end."""
+    reason = _lab_unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"lab unavailable under CI: {reason}")
+        pytest.skip(reason)
+    the_lab = Lab(LAB_PREFIX)
+    try:
+        if not the_lab.healthy(LAB_HOSTS):
+            the_lab.down()
+            the_lab.up(LAB_HOSTS, baton=False)
+        yield the_lab
+    finally:
+        if os.environ.get("BATON_LAB_KEEP") != "1":
+            the_lab.down()
+
+
+@pytest.fixture
+def guest(lab: Lab) -> Iterator[GuestFactory]:
+    """``guest(host="h1", **options) -> name``: a uniquely named guest, removed after the test."""
+    made: list[str] = []
+
+    def make(host: str = "h1", **options: Any) -> str:
+        name = f"t{next(_counter)}-{uuid.uuid4().hex[:6]}"
+        made.append(name)
+        lab.guest(name, host, **options)
+        return name
+
+    yield make
+    for name in made:
+        lab.guest_rm(name)
