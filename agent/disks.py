@@ -35,7 +35,8 @@ async def create_disk(plan: DiskPlan) -> None:
         "qemu-img", "create", "-q", "-f", plan.format, str(path), str(plan.capacity_bytes),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), QEMU_IMG_TIMEOUT_S)
+        async with asyncio.timeout(QEMU_IMG_TIMEOUT_S):
+            _, stderr = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

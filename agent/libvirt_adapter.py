@@ -156,7 +156,8 @@ class LibvirtHypervisor:
 
     async def wait_connected(self, within_s: float) -> bool:
         try:
-            await asyncio.wait_for(self._connected.wait(), within_s)
+            async with asyncio.timeout(within_s):
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True
@@ -269,7 +270,10 @@ class LibvirtHypervisor:
                     deadline_s: float = CALL_TIMEOUT_S) -> T:
         conn = self._require_conn()
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, conn), deadline_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that races with the result, leaving a cancelled poller running forever.
+            async with asyncio.timeout(deadline_s):
+                return await asyncio.to_thread(fn, conn)
         except libvirt.libvirtError as exc:
             raise translate(exc, what) from None
         except TimeoutError:

@@ -118,6 +118,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
                              reserved_memory_bytes=config.reserved_memory_mib << 20)
             service = await start_service(nc, subjects, core, hv, migrations, tasks)
             long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))
+            await nc.flush()  # the server knows every endpoint before anyone is told we serve
             log.info("agent_started", version=AGENT_VERSION, libvirt_uri=config.libvirt_uri,
                      nats=config.nats_url)
             if started is not None:

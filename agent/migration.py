@@ -84,7 +84,8 @@ class MigrationManager:
             stats = None
             if error is None:
                 with contextlib.suppress(TimeoutError):
-                    stats = await asyncio.wait_for(running.completed, COMPLETED_EVENT_WAIT_S)
+                    async with asyncio.timeout(COMPLETED_EVENT_WAIT_S):
+                        stats = await running.completed
         except Exception:  # a bug must not take the agent's TaskGroup (and the agent) down
             log.exception("migration_task_failed", migration_id=request.migration_id)
             stats, error = None, BatonError(ErrorCode.INTERNAL, "the agent failed while "

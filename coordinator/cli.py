@@ -114,6 +114,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="baton-vm", prog_name="baton")
 def cli() -> None:
     """Baton moves running libvirt VMs between hosts over a NATS agent mesh.
 

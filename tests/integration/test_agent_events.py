@@ -20,7 +20,9 @@ async def subscribe_events(nc, subject: str) -> tuple[asyncio.Queue, object]:
     async def collect(msg) -> None:
         received.put_nowait((msg.subject, decode_any(msg.data, VmEvent)))
 
-    return received, await nc.subscribe(subject, cb=collect)
+    sub = await nc.subscribe(subject, cb=collect)
+    await nc.flush()  # the server has the subscription before the test makes events happen
+    return received, sub
 
 
 async def on_domain(agent, vm: str, action: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.lab.labctl import LAB_HOSTS, GuestFactory, Lab
+from tests.lab.stack import BatonStack
 
 LAB_PREFIX = "bt"
 _counter = itertools.count(1)
@@ -78,3 +79,14 @@ def guest(lab: Lab) -> Iterator[GuestFactory]:
     yield make
     for name in made:
         lab.guest_rm(name)
+
+
+@pytest.fixture(scope="session")
+def stack(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatonStack]:
+    """nats-server on the lab bridge, an agent in every host, the coordinator (session-wide)."""
+    the_stack = BatonStack(lab, tmp_path_factory.mktemp("baton-stack"))
+    try:
+        the_stack.start()
+        yield the_stack
+    finally:
+        the_stack.stop()

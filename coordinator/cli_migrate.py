@@ -1,0 +1,386 @@
+"""``baton migrate|check|jobs|watch|abort|bandwidth``: the commands that drive the coordinator.
+
+``register(group)`` adds them to the ``baton`` group (``coordinator.cli``); they share its
+``--nats``/``--prefix``/``-o`` options, its connection handling and its exit codes, plus:
+a migration that ends failed or aborted, and a check that fails, exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+from nats.aio.client import Client
+
+from coordinator import client
+from coordinator import migrate_render as render
+from coordinator.cli import (
+    EPILOG,
+    ExitCode,
+    Settings,
+    check_host,
+    common_options,
+    fail,
+    run,
+)
+from coordinator.cli_render import make_console
+from schemas import codec, timeouts
+from schemas.codec import decode_any
+from schemas.errors import BatonError, ErrorCode
+from schemas.events import LifecycleEvent
+from schemas.migration import (
+    TERMINAL_PHASES,
+    AbortRequest,
+    BandwidthRequest,
+    CheckRequest,
+    JobsReply,
+    JobsRequest,
+    MigrateAccepted,
+    MigrateRequest,
+    MigrationRecord,
+    Phase,
+    PhaseEvent,
+    PreflightReport,
+    ProgressEvent,
+    StorageMode,
+)
+from schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
+
+RECHECK_AFTER_S = 15.0  # no event for this long: ask the coordinator for the record
+
+
+def _optional_host(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else check_host(ctx, param, value)
+
+
+async def ask(nc: Client, settings: Settings, endpoint: CoordinatorEndpoint, message: Any,
+              reply_type: Any, timeout_s: float) -> Any:
+    """One request to the coordinator; no coordinator at all is ``unavailable`` (exit 4)."""
+    try:
+        return await client.request(nc, settings.subjects.coordinator(endpoint), message,
+                                    reply_type, timeout_s)
+    except (client.NoResponders, client.NoReply) as exc:
+        raise BatonError(ErrorCode.UNAVAILABLE, f"the coordinator does not answer ({exc.message});"
+                         " is baton-coordinator running?") from None
+
+
+def emit_json(message: Any) -> None:
+    click.echo(codec.encode(message).decode())
+
+
+# --- migrate ----------------------------------------------------------------------------------
+
+
+@click.command(epilog=EPILOG)
+@click.argument("vm")
+@click.option("--to", "destination", required=True, callback=check_host, metavar="HOST",
+              help="Destination host id.")
+@click.option("--from", "source", callback=_optional_host, metavar="HOST",
+              help="Source host id (default: whichever host runs the VM).")
+@click.option("--offline", is_flag=True, help="Move a shut-off VM's definition (and disks).")
+@click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value,
+              help="Copy the VM's local disks during the move (shared-nothing).")
+@click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value,
+              help="Require the destination to see the disks; copy nothing.")
+@click.option("--transient", is_flag=True, help="Do not save the definition on the destination.")
+@click.option("--keep-source", is_flag=True, help="Keep the (inactive) definition on the source.")
+@click.option("--auto-converge", is_flag=True, help="Throttle the guest's CPU if it dirties "
+              "memory faster than the copy.")
+@click.option("--ac-initial", type=click.IntRange(1, 100), metavar="PCT",
+              help="Initial auto-converge throttle.")
+@click.option("--ac-increment", type=click.IntRange(1, 100), metavar="PCT",
+              help="Auto-converge throttle increment.")
+@click.option("--bandwidth", type=click.IntRange(1, 1_000_000), metavar="MIB_S",
+              help="Bandwidth cap in MiB/s (change it later with baton bandwidth).")
+@click.option("--max-downtime", type=click.IntRange(1, 3_600_000), metavar="MS",
+              help="Longest acceptable pause at the switch-over.")
+@click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
+@click.option("--detach", is_flag=True, help="Print the migration id and return at once.")
+@common_options
+def migrate(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
+            transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
+            ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
+            dry_run: bool, detach: bool, nats_url: str, prefix: str, output: str) -> None:
+    """Move VM to another host, live by default, and follow it to the end.
+
+    Shows the phase, a progress bar, MiB/s, bytes remaining and the elapsed
+    time until the migration succeeds, fails or is aborted. With -o json,
+    prints the final migration record. A failed or aborted migration exits 1.
+
+    \b
+    Examples:
+      baton migrate web1 --to node2
+      baton migrate web1 --to node3 --copy-storage --bandwidth 200
+      baton migrate web1 --to node2 --auto-converge --max-downtime 500 -o json
+      baton migrate db1 --to node2 --offline
+      baton migrate web1 --to node2 --dry-run
+    """
+    request = MigrateRequest(
+        vm=vm, destination=destination, source=source, live=not offline,
+        storage=StorageMode(storage or StorageMode.AUTO), persistent=not transient,
+        undefine_source=not keep_source, auto_converge=auto_converge,
+        auto_converge_initial_pct=ac_initial, auto_converge_increment_pct=ac_increment,
+        bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, dry_run=dry_run)
+    settings = Settings(nats_url, prefix, output)
+    run(settings, lambda nc, s: _migrate(nc, s, request, detach))
+
+
+async def _migrate(nc: Client, settings: Settings, request: MigrateRequest, detach: bool) -> None:
+    if request.dry_run:
+        report = await ask(nc, settings, CoordinatorEndpoint.MIGRATE, request, PreflightReport,
+                           timeouts.COORDINATOR_MIGRATE)
+        return show_report(settings, report)
+    events = await nc.subscribe(settings.subjects.migrations_filter())  # before: miss nothing
+    try:
+        accepted = await ask(nc, settings, CoordinatorEndpoint.MIGRATE, request,
+                             MigrateAccepted, timeouts.COORDINATOR_MIGRATE)
+        if detach:
+            return _show_accepted(settings, accepted)
+        record = await follow(nc, settings, events, accepted)
+    finally:
+        await events.unsubscribe()
+    if settings.json:
+        emit_json(record)
+    else:
+        make_console().print(render.outcome_line(record))
+    if record.phase != Phase.SUCCEEDED:
+        raise SystemExit(ExitCode.FAILED)
+
+
+def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
+    if settings.json:
+        return emit_json(accepted)
+    click.echo(f"{accepted.migration_id}  {accepted.vm}: {accepted.source} -> "
+               f"{accepted.destination} (follow: baton watch --id {accepted.migration_id})")
+
+
+async def follow(nc: Client, settings: Settings, events: Any,
+                 accepted: MigrateAccepted) -> MigrationRecord:
+    """Draw the progress bar from this migration's events until a terminal phase."""
+    console = make_console(stderr=True)
+    with render.progress_bar(console) as bar:
+        task = bar.add_task(accepted.vm, total=None, phase=Phase.PENDING, rate="- MiB/s",
+                            remaining=None)
+        while True:
+            try:
+                msg = await events.next_msg(timeout=RECHECK_AFTER_S)
+            except TimeoutError:
+                record = await _record(nc, settings, accepted.migration_id)
+                if record.phase in TERMINAL_PHASES:
+                    return record
+                continue
+            event = _migration_event(msg, accepted.migration_id)
+            if isinstance(event, PhaseEvent):
+                bar.update(task, phase=event.phase)
+                if event.phase == Phase.SUCCEEDED:
+                    bar.update(task, completed=bar.tasks[0].total or 0, remaining=0)
+                if event.phase in TERMINAL_PHASES:
+                    return event.record
+            elif isinstance(event, ProgressEvent):
+                stats = event.stats
+                bar.update(task, phase=event.phase, total=stats.data_total_bytes,
+                           completed=stats.data_processed_bytes or 0,
+                           rate=render.rate(stats), remaining=stats.data_remaining_bytes)
+
+
+def _migration_event(msg: Any, migration_id: str) -> PhaseEvent | ProgressEvent | None:
+    """This migration's phase or progress event; None for anything else on the wildcard."""
+    _, _, event = msg.subject.partition(f".{migration_id}.")
+    if not event:
+        return None
+    if event == MigrationEvent.PHASE:
+        return decode_any(msg.data, PhaseEvent)  # type: ignore[no-any-return]
+    if event == MigrationEvent.PROGRESS:
+        return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
+    return None
+
+
+async def _record(nc: Client, settings: Settings, migration_id: str) -> MigrationRecord:
+    reply = await ask(nc, settings, CoordinatorEndpoint.JOBS,
+                      JobsRequest(migration_id=migration_id), JobsReply, timeouts.COORDINATOR_JOBS)
+    return reply.migrations[0]  # type: ignore[no-any-return]
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+@click.command(epilog=EPILOG)
+@click.argument("vm")
+@click.option("--to", "destination", required=True, callback=check_host, metavar="HOST")
+@click.option("--from", "source", callback=_optional_host, metavar="HOST")
+@click.option("--offline", is_flag=True, help="Judge an offline move.")
+@click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value)
+@click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value)
+@common_options
+def check(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
+          nats_url: str, prefix: str, output: str) -> None:
+    """Run the pre-flight checks for moving VM to a host; change nothing.
+
+    Storage, network, CPU, memory, the VM's state on both hosts and devices
+    that block migration: each passes, warns or fails with a reason. Exits 1
+    if any check fails.
+
+    \b
+    Examples:
+      baton check web1 --to node2
+      baton check web1 --to node3 --shared-storage -o json
+    """
+    request = CheckRequest(vm=vm, destination=destination, source=source, live=not offline,
+                           storage=StorageMode(storage or StorageMode.AUTO))
+    run(Settings(nats_url, prefix, output), lambda nc, s: _check(nc, s, request))
+
+
+async def _check(nc: Client, settings: Settings, request: CheckRequest) -> None:
+    report = await ask(nc, settings, CoordinatorEndpoint.CHECK, request, PreflightReport,
+                       timeouts.COORDINATOR_CHECK)
+    show_report(settings, report)
+
+
+def show_report(settings: Settings, report: PreflightReport) -> None:
+    if settings.json:
+        emit_json(report)
+    else:
+        make_console().print(render.report_table(report))
+    if not report.ok:
+        raise SystemExit(ExitCode.FAILED)
+
+
+# --- jobs, abort, bandwidth -------------------------------------------------------------------
+
+
+@click.command(epilog=EPILOG)
+@click.option("--active", is_flag=True, help="Only migrations that have not finished.")
+@common_options
+def jobs(active: bool, nats_url: str, prefix: str, output: str) -> None:
+    """List the coordinator's migrations (newest last)."""
+    run(Settings(nats_url, prefix, output), lambda nc, s: _jobs(nc, s, active))
+
+
+async def _jobs(nc: Client, settings: Settings, active: bool) -> None:
+    reply = await ask(nc, settings, CoordinatorEndpoint.JOBS, JobsRequest(active_only=active),
+                      JobsReply, timeouts.COORDINATOR_JOBS)
+    if settings.json:
+        return emit_json(reply.migrations)
+    make_console().print(render.jobs_table(reply.migrations))
+
+
+@click.command(epilog=EPILOG)
+@click.argument("migration_id", metavar="ID")
+@common_options
+def abort(migration_id: str, nats_url: str, prefix: str, output: str) -> None:
+    """Cancel a running migration; the VM keeps running on its source.
+
+    Waits for the outcome and removes what the destination was prepared with.
+    Exits 1 when the migration could not be aborted (it already switched over).
+    """
+    run(Settings(nats_url, prefix, output), lambda nc, s: _abort(nc, s, migration_id))
+
+
+async def _abort(nc: Client, settings: Settings, migration_id: str) -> None:
+    record = await ask(nc, settings, CoordinatorEndpoint.ABORT,
+                       AbortRequest(migration_id=migration_id), MigrationRecord,
+                       timeouts.COORDINATOR_ABORT)
+    if settings.json:
+        emit_json(record)
+    else:
+        make_console().print(render.outcome_line(record))
+    if record.phase != Phase.ABORTED:
+        fail(f"{migration_id} is {record.phase}, not aborted", ExitCode.FAILED)
+
+
+@click.command(epilog=EPILOG)
+@click.argument("migration_id", metavar="ID")
+@click.argument("mib_s", type=click.IntRange(1, 1_000_000), metavar="MIB_S")
+@common_options
+def bandwidth(migration_id: str, mib_s: int, nats_url: str, prefix: str, output: str) -> None:
+    """Change the bandwidth cap of a running migration (MiB/s)."""
+    run(Settings(nats_url, prefix, output), lambda nc, s: _bandwidth(nc, s, migration_id, mib_s))
+
+
+async def _bandwidth(nc: Client, settings: Settings, migration_id: str, mib_s: int) -> None:
+    record = await ask(nc, settings, CoordinatorEndpoint.BANDWIDTH,
+                       BandwidthRequest(migration_id=migration_id, bandwidth_mib_s=mib_s),
+                       MigrationRecord, timeouts.COORDINATOR_BANDWIDTH)
+    if settings.json:
+        return emit_json(record)
+    click.echo(f"{migration_id}: bandwidth cap now {record.bandwidth_mib_s} MiB/s "
+               f"({record.phase})")
+
+
+# --- watch ------------------------------------------------------------------------------------
+
+
+@click.command(epilog=EPILOG)
+@click.option("--vm", help="Only this VM's migrations, plus its lifecycle events on every host.")
+@click.option("--id", "migration_id", help="Only this migration; return when it ends.")
+@common_options
+def watch(vm: str | None, migration_id: str | None, nats_url: str, prefix: str,
+          output: str) -> None:
+    """Stream migration phase and progress events (Ctrl-C to stop).
+
+    \b
+    Examples:
+      baton watch
+      baton watch --vm web1
+      baton watch --id 3f2a9c1d0b7e -o json
+    """
+    run(Settings(nats_url, prefix, output), lambda nc, s: _watch(nc, s, vm, migration_id))
+
+
+async def _watch(nc: Client, settings: Settings, vm: str | None,
+                 migration_id: str | None) -> None:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    subjects = settings.subjects
+    await nc.subscribe(subjects.migrations_filter(migration_id or "*"), cb=queue.put)
+    if vm is not None:
+        await nc.subscribe(subjects.events_filter(vm=vm, event=EventName.LIFECYCLE),
+                           cb=queue.put)
+    ids_of_vm: set[str] = set()
+    while True:
+        event = _watched_event(await queue.get())
+        if event is None or not _wanted(event, vm, ids_of_vm):
+            continue
+        _print_event(settings, event)
+        if migration_id and isinstance(event, PhaseEvent) and event.phase in TERMINAL_PHASES:
+            return
+
+
+def _watched_event(msg: Any) -> PhaseEvent | ProgressEvent | LifecycleEvent | None:
+    tail = msg.subject.rsplit(".", 1)[-1]
+    if tail == EventName.LIFECYCLE:
+        return decode_any(msg.data, LifecycleEvent)  # type: ignore[no-any-return]
+    event = msg.subject.split(".")[-1]
+    if msg.subject.endswith(f".{MigrationEvent.SOURCE_PROGRESS}"):
+        return None
+    if event == MigrationEvent.PHASE:
+        return decode_any(msg.data, PhaseEvent)  # type: ignore[no-any-return]
+    if event == MigrationEvent.PROGRESS:
+        return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
+    return None
+
+
+def _wanted(event: Any, vm: str | None, ids_of_vm: set[str]) -> bool:
+    if vm is None or isinstance(event, LifecycleEvent):
+        return True
+    if isinstance(event, PhaseEvent) and event.record.vm == vm:
+        ids_of_vm.add(event.migration_id)
+    return event.migration_id in ids_of_vm
+
+
+def _print_event(settings: Settings, event: Any) -> None:
+    if settings.json:
+        return emit_json(event)
+    line = (render.phase_line(event) if isinstance(event, PhaseEvent)
+            else render.progress_line(event) if isinstance(event, ProgressEvent)
+            else render.lifecycle_line(event))
+    make_console().print(line)
+
+
+COMMANDS = (migrate, check, jobs, watch, abort, bandwidth)
+
+
+def register(group: click.Group) -> None:
+    """Add the migration commands to the ``baton`` group."""
+    for command in COMMANDS:
+        group.add_command(command)

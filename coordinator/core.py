@@ -1,0 +1,175 @@
+"""What the coordinator answers: the domain logic behind each public endpoint, free of micro.
+
+``migrate`` answers at once: it validates the options, locates the VM (asking every agent when
+no source is given), refuses a VM that is already migrating, and hands the migration to a
+:class:`MigrationRunner` task in the TaskGroup the caller owns. Unknown hosts answer
+``not_found``; a host whose agent does not answer in time ``unavailable``.
+
+Shutdown: :meth:`Coordinator.wind_down` stops accepting, lets running migrations finish within a
+grace period, then aborts (and so rolls back) the rest and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import structlog
+
+from coordinator import preflight
+from coordinator.agents import AgentClient, is_no_responders
+from coordinator.options import check_against_domain, validate_options
+from coordinator.registry import Registry
+from coordinator.runner import MigrationRunner, RunnerDeps, new_record
+from schemas import timeouts
+from schemas.agent import DomainInfo
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import (
+    AbortRequest,
+    BandwidthRequest,
+    CheckRequest,
+    JobsReply,
+    JobsRequest,
+    MigrateAccepted,
+    MigrateRequest,
+    MigrationRecord,
+    PreflightReport,
+)
+
+log = structlog.get_logger(__name__)
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+class Coordinator:
+    def __init__(self, deps: RunnerDeps, spawn: Spawn) -> None:
+        self._deps = deps
+        self._agents: AgentClient = deps.agents
+        self._spawn = spawn
+        self.registry = Registry()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.accepting = True
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def migrate(self, request: MigrateRequest) -> MigrateAccepted | PreflightReport:
+        if not self.accepting:
+            raise BatonError(ErrorCode.UNAVAILABLE, "the coordinator is shutting down")
+        validate_options(request)
+        self.registry.refuse_if_busy(request.vm)
+        source, domain = await self._locate(request.vm, request.source, request.destination)
+        check_against_domain(request, source, domain)
+        with _host_errors(request.destination):
+            await self._agents.caps(request.destination)
+        if request.dry_run:
+            return await self._report(request.vm, source, request.destination, request.live,
+                                      request.storage)
+        return await self._accept(request, source)
+
+    async def check(self, request: CheckRequest) -> PreflightReport:
+        source, _ = await self._locate(request.vm, request.source, request.destination)
+        return await self._report(request.vm, source, request.destination, request.live,
+                                  request.storage)
+
+    async def abort(self, request: AbortRequest) -> MigrationRecord:
+        runner = self.registry.get(request.migration_id)
+        runner.request_abort("requested by an operator")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeouts.ABORT_SETTLE):
+                await asyncio.shield(runner.done.wait())
+        return runner.record
+
+    async def bandwidth(self, request: BandwidthRequest) -> MigrationRecord:
+        runner = self.registry.get(request.migration_id)
+        return await runner.set_bandwidth(request.bandwidth_mib_s)
+
+    async def jobs(self, request: JobsRequest) -> JobsReply:
+        return JobsReply(migrations=self.registry.records(request.migration_id,
+                                                          request.active_only))
+
+    # --- accepting -------------------------------------------------------------------------
+
+    async def _accept(self, request: MigrateRequest, source: str) -> MigrateAccepted:
+        migration_id = uuid.uuid4().hex[:12]
+        runner = MigrationRunner(new_record(migration_id, request, source), self._deps)
+        self.registry.add(runner)  # conflict if another request for this VM won the race
+        await runner.tracker.announce()
+        task = self._spawn(runner.run())
+        self._tasks[migration_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
+        log.info("migration_accepted", migration_id=migration_id, vm=request.vm, source=source,
+                 destination=request.destination)
+        return MigrateAccepted(migration_id=migration_id, vm=request.vm, source=source,
+                               destination=request.destination)
+
+    async def _report(self, vm: str, source: str, destination: str, live: bool,
+                      storage: Any) -> PreflightReport:
+        with _host_errors(destination):
+            facts = await preflight.gather(self._agents, vm, source, destination, live, storage)
+        return preflight.report(facts)
+
+    async def _locate(self, vm: str, source: str | None,
+                      destination: str) -> tuple[str, DomainInfo]:
+        """The VM's source host and its domain there."""
+        if source is not None:
+            with _host_errors(source):
+                return source, await self._agents.domain(source, vm)
+        hosts = await self._agents.discover_hosts()
+        found = await asyncio.gather(*(self._agents.domain_or_none(h, vm) for h in hosts),
+                                     return_exceptions=True)
+        holders = [(h, d) for h, d in zip(hosts, found, strict=True) if isinstance(d, DomainInfo)]
+        return pick_source(vm, destination, holders)
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    async def wind_down(self, grace_s: float, rollback_s: float) -> None:
+        self.accepting = False
+        if not await self._wait_active(grace_s):
+            for runner in self.registry.active():
+                with contextlib.suppress(BatonError):
+                    runner.request_abort("the coordinator is shutting down")
+            await self._wait_active(rollback_s)
+        for task in list(self._tasks.values()):
+            task.cancel()  # last resort: whatever still runs after the roll-back window
+
+    async def _wait_active(self, limit_s: float) -> bool:
+        waits = [r.done.wait() for r in self.registry.active()]
+        if not waits:
+            return True
+        try:
+            async with asyncio.timeout(limit_s):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            return False
+        return True
+
+
+def pick_source(vm: str, destination: str,
+                holders: list[tuple[str, DomainInfo]]) -> tuple[str, DomainInfo]:
+    """The one host that holds ``vm`` (a running copy wins over an inactive definition)."""
+    if not holders:
+        raise BatonError(ErrorCode.NOT_FOUND, f"no host has a VM named {vm!r}")
+    running = [(h, d) for h, d in holders if d.active]
+    choices = running or holders
+    if len(choices) > 1:
+        names = ", ".join(h for h, _ in choices)
+        raise BatonError(ErrorCode.BAD_REQUEST, f"{vm} is defined on {names}: say which host "
+                         "to move it from (source / --from)")
+    return choices[0]
+
+
+@contextlib.contextmanager
+def _host_errors(host: str) -> Iterator[None]:
+    """Name the host in errors: no agent → ``not_found``; no answer in time → ``unavailable``."""
+    try:
+        yield
+    except BatonError as exc:
+        if is_no_responders(exc) and exc.details.get("host") == host:
+            raise BatonError(ErrorCode.NOT_FOUND, f"unknown host {host!r}: no agent answers for "
+                             "it (baton hosts lists the known ones)", host=host) from None
+        if exc.code == ErrorCode.TIMEOUT:
+            raise BatonError(ErrorCode.UNAVAILABLE, f"host {host!r} is unreachable: "
+                             f"{exc.message}", host=host) from None
+        raise

@@ -1,0 +1,117 @@
+"""``baton-coordinator``: the NATS micro service that runs migrations between agents.
+
+Owns, in one TaskGroup: the micro service's request tasks and every migration's runner.
+Shutdown (SIGTERM/SIGINT): stop the service (no new requests), let running migrations finish
+within ``--grace`` seconds, then abort and roll back the rest (waiting up to
+``SHUTDOWN_ROLLBACK``), cancel whatever still runs, and drain NATS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import structlog
+
+from agent import logsetup
+from coordinator.agents import AgentClient
+from coordinator.core import Coordinator
+from coordinator.runner import RunnerDeps
+from coordinator.service import start_service
+from schemas import PROTOCOL_VERSION, timeouts
+from schemas.subjects import DEFAULT_PREFIX, Subjects
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    nats_url: str
+    prefix: str = DEFAULT_PREFIX
+    grace_s: float = timeouts.SHUTDOWN_GRACE
+    rollback_s: float = timeouts.SHUTDOWN_ROLLBACK
+
+
+def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="baton-coordinator",
+        description="Baton's coordinator: checks, negotiates and runs VM migrations between "
+        "baton-agent hosts over NATS. Run one per NATS mesh.")
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server URL")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix")
+    parser.add_argument("--grace", type=float, default=timeouts.SHUTDOWN_GRACE, metavar="SECONDS",
+                        help="on SIGTERM, let running migrations finish this long before "
+                        "aborting them (default: %(default)s)")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
+                        help="JSON log lines (default: when stderr is not a terminal)")
+    args = parser.parse_args(argv)
+    try:
+        Subjects(args.prefix)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.grace < 0:
+        parser.error("--grace must not be negative")
+    return CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace), args
+
+
+async def connect_nats(url: str) -> nats.NATS:
+    """Connect, retrying with backoff: the coordinator may start before the NATS server does."""
+    delay = 0.5
+    while True:
+        try:
+            return await nats.connect(url, name="baton-coordinator", max_reconnect_attempts=-1,
+                                      reconnect_time_wait=1, connect_timeout=2)
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            log.warning("nats_connect_failed", url=url, error=str(exc) or type(exc).__name__,
+                        retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
+                          started: asyncio.Future[Coordinator] | None = None) -> None:
+    """Serve until ``stop`` is set; ``started`` gets the coordinator once requests are served."""
+    subjects = Subjects(config.prefix)
+    nc = await connect_nats(config.nats_url)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects)
+            coordinator = Coordinator(deps, tasks.create_task)
+            service = await start_service(nc, subjects, coordinator, tasks)
+            log.info("coordinator_started", version=PROTOCOL_VERSION, nats=config.nats_url)
+            if started is not None:
+                started.set_result(coordinator)
+            await stop.wait()
+            log.info("coordinator_stopping", active=len(coordinator.registry.active()))
+            await service.stop()
+            await coordinator.wind_down(config.grace_s, config.rollback_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        log.info("coordinator_stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_args(argv)
+    logsetup.configure(args.log_level, args.log_json)
+    return asyncio.run(_main(config))
+
+
+async def _main(config: CoordinatorConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_coordinator(config, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

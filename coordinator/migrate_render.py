@@ -1,0 +1,119 @@
+"""How migration replies and events look on a terminal (pure: data in, rich renderables out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from coordinator.cli_render import human_bytes
+from schemas.events import JobStats, LifecycleEvent
+from schemas.migration import (
+    CheckStatus,
+    MigrationRecord,
+    Phase,
+    PhaseEvent,
+    PreflightReport,
+    ProgressEvent,
+)
+
+_STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red"}
+_PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.ABORTED: "yellow"}
+
+
+def report_table(report: PreflightReport) -> Table:
+    verdict = "[green]ready[/]" if report.ok else "[red]blocked[/]"
+    table = Table(title=f"{report.vm}: {report.source} -> {report.destination}, storage "
+                  f"{report.storage} — {verdict}", title_justify="left")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("reason", overflow="fold")
+    for check in report.checks:
+        style = _STATUS_STYLE[check.status]
+        table.add_row(check.name, f"[{style}]{check.status}[/]", check.reason)
+    return table
+
+
+def jobs_table(records: list[MigrationRecord]) -> Table:
+    table = Table()
+    for column in ("id", "vm", "route", "phase", "storage", "updated", "error"):
+        table.add_column(column, overflow="fold" if column == "error" else "ellipsis")
+    for r in records:
+        table.add_row(r.migration_id, r.vm, f"{r.source} -> {r.destination}", phase_text(r.phase),
+                      str(r.storage), r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      r.error.message if r.error else "")
+    return table
+
+
+def phase_text(phase: Phase) -> str:
+    style = _PHASE_STYLE.get(phase)
+    return f"[{style}]{phase}[/]" if style else str(phase)
+
+
+def outcome_line(record: MigrationRecord) -> str:
+    route = f"{record.vm}: {record.source} -> {record.destination}"
+    if record.phase != Phase.SUCCEEDED:
+        why = record.error.message if record.error else "no reason given"
+        return f"{route} {phase_text(record.phase)}: {why}"
+    stats = record.result or JobStats()
+    parts = [f"{(stats.time_elapsed_ms or 0) / 1000:.1f} s"]
+    if stats.downtime_ms is not None:
+        parts.append(f"downtime {stats.downtime_ms} ms")
+    if stats.data_processed_bytes is not None:
+        parts.append(f"{human_bytes(stats.data_processed_bytes)} moved")
+    return f"{route} {phase_text(record.phase)} ({', '.join(parts)}, storage {record.storage})"
+
+
+def phase_line(event: PhaseEvent) -> str:
+    reason = f" — {event.reason}" if event.reason else ""
+    return f"{_clock(event.at)} {event.migration_id} {event.record.vm} " \
+           f"{event.previous or '-'} -> {phase_text(event.phase)}{reason}"
+
+
+def progress_line(event: ProgressEvent) -> str:
+    s = event.stats
+    return (f"{_clock(event.at)} {event.migration_id} {event.phase} "
+            f"{_bytes(s.data_processed_bytes)}/{_bytes(s.data_total_bytes)} "
+            f"remaining {_bytes(s.data_remaining_bytes)} at {rate(s)} "
+            f"iteration {s.memory_iteration if s.memory_iteration is not None else '-'}"
+            + (f" throttle {s.auto_converge_throttle_pct}%"
+               if s.auto_converge_throttle_pct else ""))
+
+
+def lifecycle_line(event: LifecycleEvent) -> str:
+    return f"{_clock(event.at)} {event.host_id} {event.vm} {event.event}/{event.detail}"
+
+
+def rate(stats: JobStats) -> str:
+    bps = (stats.memory_bps or 0) + (stats.disk_bps or 0)
+    return f"{bps / 1024**2:.1f} MiB/s" if bps else "- MiB/s"
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else human_bytes(value)
+
+
+def _clock(at: datetime) -> str:
+    return at.strftime("%H:%M:%S")
+
+
+class _Remaining(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        remaining = task.fields.get("remaining")
+        return Text("remaining " + ("-" if remaining is None else human_bytes(remaining)))
+
+
+def progress_bar(console: object) -> Progress:
+    """Phase, bar, MiB/s, remaining bytes and elapsed time of one migration."""
+    return Progress(TextColumn("{task.fields[phase]:<10}"), BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[rate]}"),
+                    _Remaining(), TimeElapsedColumn(), console=console)  # type: ignore[arg-type]

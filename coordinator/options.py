@@ -1,0 +1,52 @@
+"""Which option combinations a migration request may ask for (pure).
+
+These run before a migration is accepted and answer ``bad_request`` with a message that says
+what to change. Facts only the agents know (is the VM running?) are judged by
+:func:`check_against_domain` once the source has been asked.
+"""
+
+from __future__ import annotations
+
+from schemas.agent import DomainInfo
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import MigrateRequest
+
+
+def option_problems(request: MigrateRequest) -> list[str]:
+    """Every problem with the request's own options; empty when the combination is valid."""
+    problems = []
+    if request.source is not None and request.source == request.destination:
+        problems.append(f"source and destination are both {request.destination!r}")
+    if not request.live and not request.persistent:
+        problems.append("an offline migration moves the VM's definition, so it cannot be "
+                        "transient: drop --transient (persistent=false) or migrate live")
+    pct_given = (request.auto_converge_initial_pct is not None
+                 or request.auto_converge_increment_pct is not None)
+    if pct_given and not request.auto_converge:
+        problems.append("auto-converge percentages need auto_converge=true (--auto-converge)")
+    if not request.live and request.auto_converge:
+        problems.append("auto-converge throttles a running guest; it means nothing offline")
+    if not request.live and request.max_downtime_ms is not None:
+        problems.append("max downtime applies to a live migration only")
+    return problems
+
+
+def validate_options(request: MigrateRequest) -> None:
+    problems = option_problems(request)
+    if problems:
+        raise BatonError(ErrorCode.BAD_REQUEST, "invalid options: " + "; ".join(problems))
+
+
+def check_against_domain(request: MigrateRequest, source: str, domain: DomainInfo) -> None:
+    """The options that depend on the VM's state on its source host."""
+    if source == request.destination:
+        raise BatonError(ErrorCode.BAD_REQUEST,
+                         f"{request.vm} already lives on {source}: choose another destination")
+    if not request.live and domain.active:
+        raise BatonError(ErrorCode.BAD_REQUEST,
+                         f"{request.vm} is {domain.state} on {source}: an offline migration "
+                         "needs it shut off (shut it down, or migrate live)")
+    if request.live and not domain.active:
+        raise BatonError(ErrorCode.BAD_REQUEST,
+                         f"{request.vm} is {domain.state} on {source}: a live migration needs it "
+                         "running (start it, or migrate offline with --offline)")

@@ -1,0 +1,102 @@
+"""A migration's phases: the one table of allowed moves and the one ``transition()``.
+
+The coordinator is the only writer of a :class:`MigrationRecord`. :class:`PhaseTracker` holds the
+current record; ``transition()`` validates the move against :data:`MOVES`, timestamps, logs and
+publishes a :class:`PhaseEvent` (with the whole record) on ``baton.migrations.<id>.phase``.
+Terminal phases absorb everything: a move out of one is ignored and logged, never raised, so a late
+outcome (an abort racing a success) cannot resurrect a finished migration. A move the table does
+not allow out of a live phase is a bug and raises :class:`IllegalMove`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import structlog
+
+from schemas.base import utc_now
+from schemas.codec import encode
+from schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
+from schemas.subjects import MigrationEvent, Subjects
+
+log = structlog.get_logger(__name__)
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+MOVES: dict[Phase, frozenset[Phase]] = {
+    Phase.PENDING: frozenset({Phase.CHECKING, Phase.FAILED, Phase.ABORTED}),
+    Phase.CHECKING: frozenset({Phase.PREPARING, Phase.FAILED, Phase.ABORTED}),
+    Phase.PREPARING: frozenset({Phase.MIGRATING, Phase.FAILED, Phase.ABORTED}),
+    Phase.MIGRATING: frozenset({Phase.COMPLETING, Phase.FAILED, Phase.ABORTED}),
+    Phase.COMPLETING: frozenset({Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.SUCCEEDED: frozenset(),
+    Phase.FAILED: frozenset(),
+    Phase.ABORTED: frozenset(),
+}
+
+
+class IllegalMove(RuntimeError):
+    """A phase move the table does not allow (a coordinator bug)."""
+
+
+def is_terminal(phase: Phase) -> bool:
+    return phase in TERMINAL_PHASES
+
+
+def moved(record: MigrationRecord, to: Phase, now: datetime, **changes: Any) -> MigrationRecord:
+    """The record after moving to ``to`` (pure). Raises :class:`IllegalMove`."""
+    if to not in MOVES[record.phase]:
+        raise IllegalMove(f"{record.phase} -> {to} is not an allowed move")
+    return msgspec.structs.replace(record, phase=to, updated_at=now, **changes)
+
+
+class PhaseTracker:
+    """The live record of one migration and the only place its phase changes."""
+
+    def __init__(self, record: MigrationRecord, subjects: Subjects, publish: Publish,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._record = record
+        self._subjects = subjects
+        self._publish = publish
+        self._clock = clock
+
+    @property
+    def record(self) -> MigrationRecord:
+        return self._record
+
+    @property
+    def phase(self) -> Phase:
+        return self._record.phase
+
+    def update(self, **changes: Any) -> MigrationRecord:
+        """Change fields other than the phase (bandwidth in force, switch-over time, ...)."""
+        self._record = msgspec.structs.replace(self._record, updated_at=self._clock(), **changes)
+        return self._record
+
+    async def announce(self) -> None:
+        """Publish the current phase once (the first, ``pending``, event)."""
+        await self._emit(None, "accepted")
+
+    async def transition(self, to: Phase, reason: str = "", **changes: Any) -> bool:
+        """Move to ``to``; False (and nothing changes) when the migration already finished."""
+        previous = self._record.phase
+        if is_terminal(previous):
+            log.info("transition_ignored", phase=previous, to=to, reason=reason)
+            return False
+        self._record = moved(self._record, to, self._clock(), **changes)
+        log.info("phase_changed", phase=to, previous=previous, reason=reason)
+        await self._emit(previous, reason)
+        return True
+
+    async def _emit(self, previous: Phase | None, reason: str) -> None:
+        record = self._record
+        event = PhaseEvent(migration_id=record.migration_id, phase=record.phase,
+                           previous=previous, reason=reason, at=record.updated_at, record=record)
+        subject = self._subjects.migration(record.migration_id, MigrationEvent.PHASE)
+        try:
+            await self._publish(subject, encode(event))
+        except Exception as exc:  # a lost event must never stop the migration itself
+            log.warning("phase_event_not_published", error=type(exc).__name__)

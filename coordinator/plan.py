@@ -1,0 +1,65 @@
+"""Turning a request and its pre-flight facts into what each agent is asked to do (pure).
+
+For ``copy`` the destination pre-creates exactly the VM's local disks (same path, format and
+virtual size) and the source copies exactly those targets — never a disk on shared storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from coordinator.preflight import Facts, resolved_storage
+from schemas.migration import DiskPlan, MigrateRequest, PrepareRequest, StartRequest, StorageMode
+
+DEFAULT_FORMAT = "raw"
+PROGRESS_INTERVAL_MS = 500
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    storage: StorageMode
+    destination_uri: str
+    disks: list[DiskPlan] = field(default_factory=list)  # to pre-create and copy
+
+    @property
+    def copy_targets(self) -> list[str]:
+        return [d.target for d in self.disks]
+
+    @property
+    def copy_paths(self) -> list[str]:
+        return [d.path for d in self.disks]
+
+
+def make_plan(facts: Facts) -> MigrationPlan:
+    storage = resolved_storage(facts)
+    disks = []
+    if storage == StorageMode.COPY:
+        disks = [DiskPlan(target=d.disk.target, path=d.path,
+                          format=d.disk.format or DEFAULT_FORMAT,
+                          capacity_bytes=d.disk.capacity_bytes)
+                 for d in facts.disks if d.copyable]
+    return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
+                         disks=disks)
+
+
+def host_of(uri: str) -> str | None:
+    """The host part of a libvirt URI (``qemu+tcp://10.77.0.2/system`` -> ``10.77.0.2``)."""
+    return urlsplit(uri).hostname
+
+
+def prepare_request(migration_id: str, vm: str, plan: MigrationPlan) -> PrepareRequest:
+    return PrepareRequest(migration_id=migration_id, vm=vm, disks=plan.disks)
+
+
+def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPlan,
+                  bandwidth_mib_s: int | None) -> StartRequest:
+    return StartRequest(
+        migration_id=migration_id, vm=request.vm, destination_uri=plan.destination_uri,
+        destination_address=host_of(plan.destination_uri), live=request.live,
+        persistent=request.persistent, undefine_source=request.undefine_source,
+        copy_disks=plan.copy_targets, auto_converge=request.auto_converge,
+        auto_converge_initial_pct=request.auto_converge_initial_pct,
+        auto_converge_increment_pct=request.auto_converge_increment_pct,
+        bandwidth_mib_s=bandwidth_mib_s, max_downtime_ms=request.max_downtime_ms,
+        progress_interval_ms=PROGRESS_INTERVAL_MS)

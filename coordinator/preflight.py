@@ -1,0 +1,319 @@
+"""Pre-flight: gather facts from both agents, then judge them with pure check functions.
+
+:func:`gather` is the only part that does I/O (read-only, apart from a token file it writes
+beside the VM's disks on the source and removes again). Every ``check_*`` function is pure:
+``Facts -> CheckResult`` with a reason a person can act on. All checks run and are reported
+together; the migration goes ahead only when none failed.
+
+Storage: a token written by the source agent beside each disk directory and read back by the
+destination agent proves the destination sees the same files. ``auto`` resolves to ``shared`` when
+every disk is proven shared, else to ``copy`` (of exactly the local disks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from coordinator.agents import AgentClient
+from schemas.agent import (
+    CpuCompareReply,
+    DiskInfo,
+    DomainInfo,
+    HostCaps,
+    PathProbe,
+    StorageProbeRequest,
+    TokenAction,
+    TokenOp,
+)
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import CheckName, CheckResult, CheckStatus, PreflightReport, StorageMode
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class DiskView:
+    """One file-backed disk of the VM and what the destination sees of it."""
+
+    disk: DiskInfo
+    shared: bool  # the destination read the token the source wrote beside it
+    on_destination: PathProbe | None = None
+
+    @property
+    def path(self) -> str:
+        return self.disk.source_path or ""
+
+    @property
+    def copyable(self) -> bool:
+        """A local, writable disk a shared-nothing migration copies."""
+        return not self.shared and not self.disk.readonly and not self.disk.shareable
+
+
+@dataclass(frozen=True)
+class Facts:
+    vm: str
+    source: str
+    destination: str
+    live: bool
+    requested_storage: StorageMode
+    domain: DomainInfo
+    destination_caps: HostCaps
+    on_destination: DomainInfo | None  # the VM as the destination sees it, if defined there
+    disks: list[DiskView] = field(default_factory=list)
+    probe_error: str | None = None
+    cpu: CpuCompareReply | None = None
+    cpu_error: BatonError | None = None
+
+
+# --- gathering (I/O) --------------------------------------------------------------------------
+
+
+async def gather(agents: AgentClient, vm: str, source: str, destination: str, live: bool,
+                 storage: StorageMode) -> Facts:
+    """Ask both agents everything the checks need. Raises for an unknown VM or host."""
+    domain, caps, on_destination = await asyncio.gather(
+        agents.domain(source, vm, include_cpu_xml=True), agents.caps(destination),
+        agents.domain_or_none(destination, vm))
+    disks, probe_error = await probe_disks(agents, source, destination, domain)
+    cpu, cpu_error = await compare_cpu(agents, vm, source, destination)
+    return Facts(vm=vm, source=source, destination=destination, live=live,
+                 requested_storage=storage, domain=domain, destination_caps=caps,
+                 on_destination=on_destination, disks=disks, probe_error=probe_error,
+                 cpu=cpu, cpu_error=cpu_error)
+
+
+async def probe_disks(agents: AgentClient, source: str, destination: str,
+                      domain: DomainInfo) -> tuple[list[DiskView], str | None]:
+    by_dir: dict[str, list[DiskInfo]] = defaultdict(list)
+    for disk in domain.disks:
+        if disk.source_path:
+            by_dir[os.path.dirname(disk.source_path)].append(disk)
+    views: list[DiskView] = []
+    try:
+        for disks in by_dir.values():
+            views += await _probe_directory(agents, source, destination, disks)
+    except BatonError as exc:
+        unprobed = [DiskView(d, shared=False) for ds in by_dir.values() for d in ds]
+        return unprobed, exc.message
+    return views, None
+
+
+async def _probe_directory(agents: AgentClient, source: str, destination: str,
+                           disks: list[DiskInfo]) -> list[DiskView]:
+    beside = disks[0].source_path or ""
+    token = secrets.token_urlsafe(18)
+    written = await agents.storage_probe(source, StorageProbeRequest(
+        token=TokenOp(action=TokenAction.WRITE, beside=beside, token=token)))
+    if written.token is None or not written.token.ok:
+        detail = written.token.detail if written.token else "no answer"
+        raise BatonError(ErrorCode.UNAVAILABLE,
+                         f"the source could not write a probe token beside {beside}: {detail}")
+    try:
+        read = await agents.storage_probe(destination, StorageProbeRequest(
+            paths=[d.source_path or "" for d in disks],
+            token=TokenOp(action=TokenAction.READ, beside=beside, token=token)))
+    finally:
+        await agents.storage_probe(source, StorageProbeRequest(
+            token=TokenOp(action=TokenAction.REMOVE, beside=beside, token=token)))
+    shared = read.token is not None and read.token.ok
+    probes = {p.path: p for p in read.paths}
+    return [DiskView(d, shared, probes.get(d.source_path or "")) for d in disks]
+
+
+async def compare_cpu(agents: AgentClient, vm: str, source: str,
+                      destination: str) -> tuple[CpuCompareReply | None, BatonError | None]:
+    try:
+        return await agents.cpu_compare(destination, vm, source), None
+    except BatonError as exc:
+        return None, exc
+
+
+# --- pure checks ------------------------------------------------------------------------------
+
+
+def resolved_storage(facts: Facts) -> StorageMode:
+    if facts.requested_storage != StorageMode.AUTO:
+        return facts.requested_storage
+    if facts.probe_error is None and all(d.shared for d in facts.disks):
+        return StorageMode.SHARED
+    return StorageMode.COPY
+
+
+def _result(name: CheckName, problems: list[str], ok_reason: str,
+            warnings: list[str] | None = None) -> CheckResult:
+    if problems:
+        return CheckResult(name=name, status=CheckStatus.FAIL, reason="; ".join(problems))
+    if warnings:
+        return CheckResult(name=name, status=CheckStatus.WARN, reason="; ".join(warnings))
+    return CheckResult(name=name, status=CheckStatus.PASS, reason=ok_reason)
+
+
+def check_hosts(facts: Facts) -> CheckResult:
+    if facts.source == facts.destination:
+        return _result(CheckName.HOSTS, [f"source and destination are both {facts.source!r}: "
+                                         "choose another destination"], "")
+    return _result(CheckName.HOSTS, [], f"{facts.source} -> {facts.destination} "
+                   f"({facts.destination_caps.migration_uri}); both agents answer")
+
+
+def check_vm(facts: Facts) -> CheckResult:
+    problems = []
+    there = facts.on_destination
+    if there is not None:
+        problems.append(f"{facts.vm} is already defined on {facts.destination} ({there.state}): "
+                        "undefine it there first or choose another destination")
+    if facts.live and not facts.domain.active:
+        problems.append(f"{facts.vm} is {facts.domain.state} on {facts.source}: start it, or "
+                        "migrate it offline (--offline)")
+    if not facts.live and facts.domain.active:
+        problems.append(f"{facts.vm} is {facts.domain.state} on {facts.source}: an offline "
+                        "migration needs it shut off; shut it down or migrate it live")
+    return _result(CheckName.VM, problems,
+                   f"{facts.vm} is {facts.domain.state} on {facts.source}, absent on "
+                   f"{facts.destination}")
+
+
+def check_storage(facts: Facts) -> CheckResult:
+    if facts.probe_error is not None:
+        return _result(CheckName.STORAGE, [f"could not probe the disks: {facts.probe_error}"], "")
+    if not facts.disks:
+        return _result(CheckName.STORAGE, [], "the VM has no file-backed disks")
+    if resolved_storage(facts) == StorageMode.SHARED:
+        return _shared_storage(facts)
+    return _copy_storage(facts)
+
+
+def _shared_storage(facts: Facts) -> CheckResult:
+    unseen = [d.path for d in facts.disks if not d.shared]
+    problems = [f"{facts.destination} does not see {', '.join(unseen)} (a token the source wrote "
+                "beside it was not found there): put the disks on storage both hosts mount, or "
+                "migrate with --copy-storage"] if unseen else []
+    return _result(CheckName.STORAGE, problems, f"{facts.destination} sees all "
+                   f"{len(facts.disks)} disk file(s) (shared storage proven by a token)")
+
+
+def _copy_storage(facts: Facts) -> CheckResult:
+    problems = [_missing_readonly(d, facts.destination) for d in facts.disks
+                if not d.shared and not d.copyable
+                and not (d.on_destination and d.on_destination.exists)]
+    to_copy = [d for d in facts.disks if d.copyable]
+    problems += [f"{d.path} already exists on {facts.destination}: remove it there or move the "
+                 "VM elsewhere" for d in to_copy if d.on_destination and d.on_destination.exists]
+    by_dir: dict[str, list[DiskView]] = defaultdict(list)
+    for d in to_copy:
+        by_dir[os.path.dirname(d.path)].append(d)
+    problems += [p for directory, disks in by_dir.items()
+                 if (p := _pool_problem(facts, directory, disks))]
+    total = sum(d.disk.capacity_bytes for d in to_copy)
+    return _result(CheckName.STORAGE, problems, f"copy {len(to_copy)} local disk(s), "
+                   f"{total / GIB:.1f} GiB, into pools on {facts.destination}"
+                   if to_copy else "every disk is on shared storage; nothing to copy")
+
+
+def _missing_readonly(disk: DiskView, destination: str) -> str:
+    return (f"{disk.path} (read-only or shareable, so not copied) is missing on {destination}: "
+            "copy it there first or detach it")
+
+
+def _pool_problem(facts: Facts, directory: str, disks: list[DiskView]) -> str | None:
+    pools = [p for p in facts.destination_caps.pools
+             if p.target_path and p.target_path.rstrip("/") == directory.rstrip("/")]
+    active = [p for p in pools if p.active]
+    if not active:
+        return (f"{facts.destination} has no active storage pool at {directory} for "
+                f"{', '.join(d.path for d in disks)}: define and start one there "
+                f"(virsh pool-define-as NAME dir --target {directory})")
+    need = sum(d.disk.capacity_bytes for d in disks)
+    best = max(active, key=lambda p: p.available_bytes)
+    if best.available_bytes < need:
+        return (f"pool {best.name} on {facts.destination} has {best.available_bytes / GIB:.1f} "
+                f"GiB available, the disks need {need / GIB:.1f} GiB: free space there")
+    return None
+
+
+def check_network(facts: Facts) -> CheckResult:
+    caps = facts.destination_caps
+    bridges = {b.name: b for b in caps.bridges}
+    networks = {n.name: n for n in caps.networks}
+    problems, warnings = [], []
+    for nic in facts.domain.interfaces:
+        if nic.type == "bridge":
+            bridge = bridges.get(nic.source or "")
+            if bridge is None or not bridge.up:
+                state = "is down" if bridge else "does not exist"
+                problems.append(f"bridge {nic.source} {state} on {facts.destination}: create "
+                                "it there or attach the VM to a bridge both hosts have")
+        elif nic.type == "network":
+            net = networks.get(nic.source or "")
+            if net is None or not net.active:
+                state = "is inactive" if net else "is not defined"
+                problems.append(f"libvirt network {nic.source} {state} on {facts.destination}: "
+                                f"virsh net-start {nic.source} there (or define it)")
+        else:
+            warnings.append(f"interface type {nic.type!r} ({nic.source}) is not checked")
+    names = ", ".join(f"{n.source}" for n in facts.domain.interfaces) or "no interfaces"
+    return _result(CheckName.NETWORK, problems, f"{names}: present and up on "
+                   f"{facts.destination}", warnings)
+
+
+def check_cpu(facts: Facts) -> CheckResult:
+    if facts.cpu_error is not None:
+        err = facts.cpu_error
+        if err.code == ErrorCode.UNSUPPORTED:
+            return _result(CheckName.CPU, [], "", [f"{facts.destination} cannot compare guest "
+                                                   f"CPUs ({err.message}); not checked"])
+        return _result(CheckName.CPU, [f"the CPU comparison on {facts.destination} failed: "
+                                       f"{err.message}"], "")
+    cpu = facts.cpu
+    if cpu is None or cpu.runnable:
+        return _result(CheckName.CPU, [], f"{facts.destination} can run the guest CPU"
+                       + (f" ({cpu.result}: {cpu.reason})" if cpu else ""))
+    problem = (f"{facts.destination} cannot run the guest CPU: {cpu.reason}; use a guest CPU "
+               "model both hosts support (e.g. a named model instead of host-passthrough)")
+    if not facts.live:
+        return _result(CheckName.CPU, [], "", [problem + " (offline: it would not start there)"])
+    return _result(CheckName.CPU, [problem], "")
+
+
+def check_memory(facts: Facts) -> CheckResult:
+    need = facts.domain.memory_kib * 1024
+    available = facts.destination_caps.memory.available_bytes
+    ok = f"{facts.destination} has {available / GIB:.1f} GiB available, the VM needs {need / GIB:.1f} GiB"
+    if available >= need:
+        return _result(CheckName.MEMORY, [], ok)
+    short = (f"{facts.destination} has {available / GIB:.1f} GiB available but the VM needs "
+             f"{need / GIB:.1f} GiB: free memory there or choose another destination")
+    if not facts.live:
+        return _result(CheckName.MEMORY, [], "", [short + " (offline: only to start it there)"])
+    return _result(CheckName.MEMORY, [short], ok)
+
+
+def check_devices(facts: Facts) -> CheckResult:
+    blockers = facts.domain.migration_blockers
+    problems = [f"{b} blocks migration: detach it first" for b in blockers]
+    return _result(CheckName.DEVICES, problems, "no device blocks migration")
+
+
+CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
+    check_hosts, check_vm, check_storage, check_network, check_cpu, check_memory, check_devices)
+
+
+def run_checks(facts: Facts) -> list[CheckResult]:
+    return [check(facts) for check in CHECKS]
+
+
+def report(facts: Facts) -> PreflightReport:
+    checks = run_checks(facts)
+    return PreflightReport(vm=facts.vm, source=facts.source, destination=facts.destination,
+                           storage=resolved_storage(facts), checks=checks,
+                           ok=all(c.status != CheckStatus.FAIL for c in checks))
+
+
+def failure_summary(checks: list[CheckResult]) -> str:
+    failed = [f"{c.name}: {c.reason}" for c in checks if c.status == CheckStatus.FAIL]
+    return "pre-flight failed — " + " | ".join(failed)

@@ -1,0 +1,83 @@
+"""Relaying the source agent's job statistics as :class:`ProgressEvent`, at least once a second.
+
+The subscription callback only hands a :class:`SourceProgress` to :meth:`ProgressPump.offer`
+(synchronous, never blocks); :meth:`ProgressPump.run` publishes each new figure at once and, when
+the agent is silent, re-publishes the last figures with a fresh timestamp every
+``PROGRESS_MAX_GAP`` seconds so a watcher always sees liveness. Stale reports (another migration
+id) are dropped. ``silent_for()`` tells the runner how long the source agent has said nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from coordinator.phases import PhaseTracker, Publish
+from schemas import timeouts
+from schemas.base import utc_now
+from schemas.codec import encode
+from schemas.events import JobStats
+from schemas.migration import Phase, ProgressEvent, SourceProgress
+from schemas.subjects import MigrationEvent, Subjects
+
+log = structlog.get_logger(__name__)
+
+
+def progress_event(migration_id: str, phase: Phase, stats: JobStats, at: datetime,
+                   bandwidth_mib_s: int | None) -> ProgressEvent:
+    return ProgressEvent(migration_id=migration_id, phase=phase, at=at, stats=stats,
+                         bandwidth_mib_s=bandwidth_mib_s)
+
+
+class ProgressPump:
+    def __init__(self, tracker: PhaseTracker, subjects: Subjects, publish: Publish,
+                 max_gap: float = timeouts.PROGRESS_MAX_GAP,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._tracker = tracker
+        self._subject = subjects.migration(tracker.record.migration_id, MigrationEvent.PROGRESS)
+        self._publish = publish
+        self._max_gap = max_gap
+        self._clock = clock
+        self._fresh = asyncio.Event()
+        self._heard_at = time.monotonic()
+        self.latest = JobStats()
+        self.published = 0
+
+    def offer(self, progress: SourceProgress) -> None:
+        if progress.migration_id != self._tracker.record.migration_id:
+            log.info("stale_progress_dropped", from_migration=progress.migration_id)
+            return
+        self.latest = progress.stats
+        self.heard()
+        self._fresh.set()
+
+    def heard(self) -> None:
+        """The source agent said something (progress or otherwise)."""
+        self._heard_at = time.monotonic()
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self._heard_at
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._max_gap):
+                    await self._fresh.wait()
+            except TimeoutError:
+                pass
+            self._fresh.clear()
+            await self.publish_latest()
+
+    async def publish_latest(self) -> None:
+        record = self._tracker.record
+        event = progress_event(record.migration_id, record.phase, self.latest, self._clock(),
+                               record.bandwidth_mib_s)
+        try:
+            await self._publish(self._subject, encode(event))
+            self.published += 1
+        except Exception as exc:  # a lost progress figure must never stop the migration
+            log.warning("progress_event_not_published", error=type(exc).__name__)

@@ -1,0 +1,57 @@
+"""Migrations by id, and at most one active migration per VM.
+
+The registry only indexes runners; each runner owns its record. A runner counts as active until
+its ``done`` event is set. Finished migrations stay listed (``baton jobs``) up to ``keep``, oldest
+dropped first.
+"""
+
+from __future__ import annotations
+
+from coordinator.runner import MigrationRunner
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import MigrationRecord
+
+KEEP_FINISHED = 1000
+
+
+class Registry:
+    def __init__(self, keep: int = KEEP_FINISHED) -> None:
+        self._runners: dict[str, MigrationRunner] = {}  # insertion order = age
+        self._keep = keep
+
+    def active_for(self, vm: str) -> MigrationRunner | None:
+        return next((r for r in self.active() if r.record.vm == vm), None)
+
+    def refuse_if_busy(self, vm: str) -> None:
+        busy = self.active_for(vm)
+        if busy is not None:
+            raise BatonError(ErrorCode.CONFLICT, f"{vm} is already migrating "
+                             f"({busy.record.migration_id}, {busy.record.phase})",
+                             migration_id=busy.record.migration_id)
+
+    def add(self, runner: MigrationRunner) -> None:
+        """Register a new migration; ``conflict`` if its VM is already migrating."""
+        self.refuse_if_busy(runner.record.vm)
+        self._runners[runner.record.migration_id] = runner
+        self._forget_oldest()
+
+    def get(self, migration_id: str) -> MigrationRunner:
+        runner = self._runners.get(migration_id)
+        if runner is None:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no migration {migration_id!r}")
+        return runner
+
+    def active(self) -> list[MigrationRunner]:
+        return [r for r in self._runners.values() if not r.done.is_set()]
+
+    def records(self, migration_id: str | None = None,
+                active_only: bool = False) -> list[MigrationRecord]:
+        if migration_id is not None:
+            return [self.get(migration_id).record]
+        runners = self.active() if active_only else list(self._runners.values())
+        return [r.record for r in runners]
+
+    def _forget_oldest(self) -> None:
+        finished = [k for k, r in self._runners.items() if r.done.is_set()]
+        for key in finished[: max(0, len(finished) - self._keep)]:
+            del self._runners[key]

@@ -1,0 +1,46 @@
+"""The coordinator's NATS micro service: public endpoint subjects wired to :class:`Coordinator`.
+
+Discoverable as ``baton-coordinator`` through ``$SRV.PING|INFO|STATS``. Every endpoint is served
+by :func:`agent.rpc.typed_handler` (decode → domain call → encode; typed errors become error
+replies), each request in its own task of the caller's TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client as NATS
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig, Service
+
+from agent.rpc import typed_handler
+from coordinator.core import Coordinator
+from schemas import PROTOCOL_VERSION
+from schemas.migration import (
+    AbortRequest,
+    BandwidthRequest,
+    CheckRequest,
+    JobsRequest,
+    MigrateRequest,
+)
+from schemas.subjects import COORDINATOR_SERVICE, CoordinatorEndpoint, Subjects
+
+
+async def start_service(nc: NATS, subjects: Subjects, coordinator: Coordinator,
+                        tasks: asyncio.TaskGroup) -> Service:
+    service = await add_service(nc, ServiceConfig(
+        name=COORDINATOR_SERVICE, version=PROTOCOL_VERSION,
+        description="Baton coordinator: pre-flight checks and live migrations between hosts",
+        metadata={"prefix": subjects.prefix}))
+    routes = (
+        (CoordinatorEndpoint.MIGRATE, MigrateRequest, coordinator.migrate),
+        (CoordinatorEndpoint.CHECK, CheckRequest, coordinator.check),
+        (CoordinatorEndpoint.ABORT, AbortRequest, coordinator.abort),
+        (CoordinatorEndpoint.BANDWIDTH, BandwidthRequest, coordinator.bandwidth),
+        (CoordinatorEndpoint.JOBS, JobsRequest, coordinator.jobs),
+    )
+    for endpoint, request_type, handle in routes:
+        await service.add_endpoint(EndpointConfig(
+            name=endpoint.value, subject=subjects.coordinator(endpoint),
+            handler=typed_handler(request_type, handle, tasks)))  # type: ignore[arg-type]
+    return service

@@ -1,0 +1,95 @@
+"""Fixtures for the coordinator's integration tests: scripted fake agents, the real coordinator
+in-process, and a watcher of every migration event.
+
+Hosts: h1 holds ``vm1`` (disk on host-local ``/var/lib/libvirt/images``), ``vmshared`` (disk on
+``/srv/shared``, which h1 and h2 both see) and the shut-off ``vmoff``; h2 is a good destination;
+h3 lacks the bridge ``br0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from coordinator.core import Coordinator
+from coordinator.main import CoordinatorConfig, run_coordinator
+from schemas.agent import DomainState
+from schemas.codec import decode_any
+from schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent, ProgressEvent
+from schemas.subjects import MigrationEvent, Subjects
+from tests.integration.fake_agents import SHARED, Mesh, domain
+
+S = Subjects()
+
+
+@pytest.fixture
+async def mesh(nats_server) -> AsyncIterator[Mesh]:
+    mesh = Mesh()
+    h1 = mesh.add("h1")
+    mesh.add("h2")
+    mesh.add("h3", bridges=("br9",))
+    h1.add_domain(domain("vm1"))
+    h1.add_domain(domain("vmshared", directory=SHARED))
+    h1.add_domain(domain("vmoff", state=DomainState.SHUTOFF))
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(mesh.serve(nats_server.url, ready, stop))
+    await asyncio.wait_for(ready.wait(), 10)
+    yield mesh
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def coordinator(nats_server, mesh) -> AsyncIterator[Coordinator]:
+    config = CoordinatorConfig(nats_url=nats_server.url, grace_s=0.2, rollback_s=5)
+    stop = asyncio.Event()
+    started: asyncio.Future[Coordinator] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_coordinator(config, stop, started))
+    await asyncio.wait_for(started, 10)
+    yield started.result()
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+class Watcher:
+    """Every phase and progress event on ``baton.migrations.>``, in arrival order."""
+
+    def __init__(self) -> None:
+        self.phases: list[PhaseEvent] = []
+        self.progress: list[ProgressEvent] = []
+        self.changed = asyncio.Event()
+
+    async def on_message(self, msg: Any) -> None:
+        event = msg.subject.split(".", 3)[3]  # baton.migrations.<id>.<event>
+        if event == MigrationEvent.PHASE:
+            self.phases.append(decode_any(msg.data, PhaseEvent))
+        elif event == MigrationEvent.PROGRESS:
+            self.progress.append(decode_any(msg.data, ProgressEvent))
+        self.changed.set()
+
+    def phases_of(self, migration_id: str) -> list[Phase]:
+        return [e.phase for e in self.phases if e.migration_id == migration_id]
+
+    async def until(self, migration_id: str, phases: set[Phase], within_s: float = 10) -> PhaseEvent:
+        async with asyncio.timeout(within_s):
+            while True:
+                for event in self.phases:
+                    if event.migration_id == migration_id and event.phase in phases:
+                        return event
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def final(self, migration_id: str, within_s: float = 10) -> MigrationRecord:
+        return (await self.until(migration_id, TERMINAL_PHASES, within_s)).record
+
+
+@pytest.fixture
+async def watcher(nats_client) -> Watcher:
+    watcher = Watcher()
+    await nats_client.subscribe(S.migrations_filter(), cb=watcher.on_message)
+    return watcher
+
+

@@ -1,0 +1,103 @@
+"""``baton migrate|check|jobs|watch|abort|bandwidth`` against the real coordinator and fake agents.
+
+Each command runs through click's CliRunner in a worker thread (the CLI runs its own event loop),
+while the coordinator and the scripted fake agents serve on this test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from click.testing import CliRunner, Result
+
+from coordinator.cli import cli
+from coordinator.cli_migrate import register
+from tests.integration.fake_agents import Script
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ("tests.integration.coordinator_fixtures",)
+
+if "migrate" not in cli.commands:  # until coordinator.cli wires the migration commands in
+    register(cli)
+
+
+@pytest.fixture(autouse=True)
+def logs_beside_the_cli_output() -> Iterator[None]:
+    """Service logs go to the real stderr, so CliRunner's captured stdout holds only the CLI's."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
+    yield
+    structlog.reset_defaults()
+
+
+async def baton(nats_server, *args: str) -> Result:
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, cli, [*args, "--nats", nats_server.url])
+
+
+async def test_migrate_follows_to_the_end_and_prints_the_record_as_json(nats_server, coordinator):
+    result = await baton(nats_server, "migrate", "vm1", "--to", "h2", "--bandwidth", "50",
+                         "-o", "json")
+    record = json.loads(result.stdout)
+    assert (0, "succeeded", 50) == (result.exit_code, record["phase"], record["bandwidth_mib_s"])
+    assert {"migration_id", "vm", "source", "destination", "result"} <= set(record)
+
+
+async def test_a_failed_migration_exits_1_with_libvirts_reason(nats_server, mesh, coordinator):
+    mesh["h1"].script = Script(outcome="fail")
+    result = await baton(nats_server, "migrate", "vm1", "--to", "h2")
+    assert 1 == result.exit_code and "unexpectedly failed" in result.stdout
+
+
+async def test_check_shows_every_check_and_exits_1_when_one_fails(nats_server, coordinator):
+    result = await baton(nats_server, "check", "vm1", "--to", "h3")
+    assert 1 == result.exit_code
+    assert all(name in result.stdout for name in ("storage", "network", "cpu", "memory"))
+
+
+async def test_a_dry_run_prints_the_report_and_exits_0(nats_server, mesh, coordinator):
+    result = await baton(nats_server, "migrate", "vm1", "--to", "h2", "--dry-run", "-o", "json")
+    assert (0, True) == (result.exit_code, json.loads(result.stdout)["ok"])
+    assert [] == mesh["h1"].asked("migration.start")
+
+
+async def test_detach_returns_the_id_and_jobs_lists_it(nats_server, coordinator):
+    detached = await baton(nats_server, "migrate", "vmshared", "--to", "h2", "--detach",
+                           "-o", "json")
+    migration_id = json.loads(detached.stdout)["migration_id"]
+    watched = await baton(nats_server, "watch", "--id", migration_id, "-o", "json")
+    listed = await baton(nats_server, "jobs", "-o", "json")
+    assert (0, 0) == (detached.exit_code, watched.exit_code)
+    assert [migration_id] == [j["migration_id"] for j in json.loads(listed.stdout)]
+
+
+async def test_abort_and_bandwidth_act_on_a_running_migration(nats_server, mesh, coordinator):
+    mesh["h1"].script = Script(outcome="hang")
+    detached = await baton(nats_server, "migrate", "vm1", "--to", "h2", "--detach", "-o", "json")
+    migration_id = json.loads(detached.stdout)["migration_id"]
+    await asyncio.sleep(0.5)
+    capped = await baton(nats_server, "bandwidth", migration_id, "20")
+    aborted = await baton(nats_server, "abort", migration_id, "-o", "json")
+    assert (0, "now 20 MiB/s") == (capped.exit_code, capped.stdout.split("cap ")[1][:12])
+    assert (0, "aborted") == (aborted.exit_code, json.loads(aborted.stdout)["phase"])
+
+
+async def test_an_unknown_vm_exits_3_and_a_missing_coordinator_exits_4(nats_server, mesh):
+    missing = await baton(nats_server, "migrate", "vm1", "--to", "h2")
+    assert 4 == missing.exit_code and "baton-coordinator" in missing.stderr
+
+
+async def test_an_unknown_vm_exits_3(nats_server, coordinator):
+    result = await baton(nats_server, "migrate", "nope", "--to", "h2")
+    assert 3 == result.exit_code and "nope" in result.stderr
+
+
+def test_migrate_help_documents_the_options_and_exit_codes():
+    result = CliRunner().invoke(cli, ["migrate", "--help"])
+    assert 0 == result.exit_code
+    assert all(o in result.stdout for o in ("--copy-storage", "--keep-source", "--detach",
+                                            "Exit codes"))

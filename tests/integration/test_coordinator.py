@@ -1,0 +1,353 @@
+"""The real coordinator service, in this process, driving scripted fake agents over a real NATS.
+
+The hosts and VMs are described in ``coordinator_fixtures``. Only public subjects are used:
+requests on ``baton.coordinator.*``, events on ``baton.migrations.*``; the fake agents record what
+the coordinator asked of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from coordinator.core import Coordinator
+from coordinator.main import CoordinatorConfig, run_coordinator
+from schemas.agent import DomainState
+from schemas.codec import decode_any, encode
+from schemas.errors import BatonError, ErrorCode, ErrorReply
+from schemas.migration import (
+    AbortRequest,
+    BandwidthRequest,
+    CheckName,
+    CheckRequest,
+    CheckStatus,
+    JobsReply,
+    JobsRequest,
+    MigrateAccepted,
+    MigrateRequest,
+    MigrationRecord,
+    Phase,
+    PreflightReport,
+    StorageMode,
+)
+from schemas.subjects import AgentEndpoint as A
+from schemas.subjects import CoordinatorEndpoint as C
+from schemas.subjects import Subjects
+from tests.integration.fake_agents import (
+    IMAGES,
+    LIBVIRT_FAILURE,
+    Mesh,
+    Script,
+    domain,
+)
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ("tests.integration.coordinator_fixtures",)
+S = Subjects()
+TOUCHING = (A.MIGRATION_PREPARE, A.MIGRATION_START, A.MIGRATION_CLEANUP)
+
+
+async def ask(nc, endpoint: C, request: Any, reply_type: Any, deadline_s: float = 15) -> Any:
+    """The coordinator's reply, decoded as ``reply_type`` or an ErrorReply (never raised)."""
+    body = request if isinstance(request, bytes) else encode(request)
+    msg = await nc.request(S.coordinator(endpoint), body, timeout=deadline_s)
+    return decode_any(msg.data, reply_type | ErrorReply)
+
+
+async def migrate(nc, **options: Any) -> MigrateAccepted:
+    reply = await ask(nc, C.MIGRATE, MigrateRequest(**({"vm": "vm1", "destination": "h2"}
+                                                       | options)), MigrateAccepted)
+    assert isinstance(reply, MigrateAccepted), reply
+    return reply
+
+
+def touched(mesh: Mesh) -> list[tuple[str, A]]:
+    return [(host, endpoint) for host, agent in mesh.agents.items()
+            for endpoint, _ in agent.requests if endpoint in TOUCHING]
+
+
+# --- the happy paths ------------------------------------------------------------------------
+
+
+async def test_migrate_is_accepted_at_once_and_publishes_every_phase_in_order(
+        coordinator, mesh, watcher, nats_client):
+    t0 = time.monotonic()
+    accepted = await migrate(nats_client, source="h1")
+    assert time.monotonic() - t0 < 1.0
+    record = await watcher.final(accepted.migration_id)
+    assert [Phase.PENDING, Phase.CHECKING, Phase.PREPARING, Phase.MIGRATING, Phase.COMPLETING,
+            Phase.SUCCEEDED] == watcher.phases_of(accepted.migration_id)
+    assert ("vm1", "h1", "h2", None) == (record.vm, record.source, record.destination,
+                                         record.error)
+    assert record.switchover_at is not None and record.result is not None
+    assert (42, DomainState.RUNNING) == (record.result.downtime_ms,
+                                         mesh["h2"].domains["vm1"].state)
+    assert "vm1" not in mesh["h1"].domains
+
+
+async def test_copy_migration_precreates_copies_and_deletes_only_the_local_disk(
+        coordinator, mesh, watcher, nats_client):
+    accepted = await migrate(nats_client)  # source found through discovery
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, StorageMode.COPY, "h1") == (record.phase, record.storage,
+                                                         accepted.source)
+    [prepare] = mesh["h2"].asked(A.MIGRATION_PREPARE)
+    assert [(f"{IMAGES}/vm1.qcow2", "qcow2", 10 * 1024**3)] == [
+        (d.path, d.format, d.capacity_bytes) for d in prepare.disks]
+    [start] = mesh["h1"].asked(A.MIGRATION_START)
+    assert (["vda"], "qemu+tcp://10.77.0.2/system", "10.77.0.2") == (
+        start.copy_disks, start.destination_uri, start.destination_address)
+    [cleanup] = mesh["h1"].asked(A.MIGRATION_CLEANUP)
+    assert ([f"{IMAGES}/vm1.qcow2"], False) == (cleanup.delete_paths, cleanup.remove_domain)
+
+
+async def test_auto_storage_on_a_shared_disk_copies_nothing(coordinator, mesh, watcher,
+                                                           nats_client):
+    accepted = await migrate(nats_client, vm="vmshared", undefine_source=False,
+                             persistent=False)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, StorageMode.SHARED) == (record.phase, record.storage)
+    assert [] == mesh["h2"].asked(A.MIGRATION_PREPARE) + mesh["h1"].asked(A.MIGRATION_CLEANUP)
+    [start] = mesh["h1"].asked(A.MIGRATION_START)
+    assert ([], False, False) == (start.copy_disks, start.persistent, start.undefine_source)
+    assert (False, DomainState.SHUTOFF) == (mesh["h2"].domains["vmshared"].persistent,
+                                            mesh["h1"].domains["vmshared"].state)
+
+
+async def test_progress_is_published_at_least_once_a_second_even_when_the_agent_is_silent(
+        coordinator, mesh, watcher, nats_client):
+    mesh["h1"].script = Script(steps=3, interval_s=0.1, silence_s=2.5)
+    accepted = await migrate(nats_client, source="h1")
+    await watcher.final(accepted.migration_id)
+    stamps = [e.at for e in watcher.progress if e.migration_id == accepted.migration_id]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert len(stamps) >= 4 and max(gaps) < 1.0
+    assert {Phase.MIGRATING} <= {e.phase for e in watcher.progress}
+    assert any(e.stats.data_processed_bytes for e in watcher.progress)
+
+
+async def test_dry_run_answers_with_the_report_and_touches_nothing(coordinator, mesh,
+                                                                  nats_client):
+    report = await ask(nats_client, C.MIGRATE, MigrateRequest(vm="vm1", destination="h2",
+                                                               dry_run=True), PreflightReport)
+    assert (True, StorageMode.COPY) == (report.ok, report.storage)
+    assert list(CheckName) == [c.name for c in report.checks]
+    assert [] == touched(mesh) and {} == mesh.storage.tokens
+
+
+async def test_check_reports_every_check_together(coordinator, nats_client):
+    report = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h3"),
+                       PreflightReport)
+    by_name = {c.name: c.status for c in report.checks}
+    assert (False, CheckStatus.FAIL, CheckStatus.PASS) == (
+        report.ok, by_name[CheckName.NETWORK], by_name[CheckName.MEMORY])
+    assert len(CheckName) == len(report.checks)
+
+
+# --- pre-flight failures stop before anything is touched -----------------------------------
+
+
+def _missing_bridge(mesh: Mesh) -> dict[str, Any]:
+    return {"destination": "h3"}
+
+
+def _shared_disk_not_visible(mesh: Mesh) -> dict[str, Any]:
+    return {"storage": StorageMode.SHARED}
+
+
+def _not_enough_memory(mesh: Mesh) -> dict[str, Any]:
+    mesh["h1"].domains["vm1"] = domain("vm1", memory_gib=64)
+    return {}
+
+
+def _cpu_incompatible(mesh: Mesh) -> dict[str, Any]:
+    mesh["h2"].cpu_reply = msgspec.structs.replace(
+        mesh["h2"].cpu_reply, runnable=False, result="incompatible",
+        reason="host CPU lacks avx512f")
+    return {}
+
+
+def _already_on_destination(mesh: Mesh) -> dict[str, Any]:
+    mesh["h2"].add_domain(domain("vm1", directory="/var/lib/other", state=DomainState.SHUTOFF))
+    return {}
+
+
+def _blocking_device(mesh: Mesh) -> dict[str, Any]:
+    mesh["h1"].domains["vm1"] = domain("vm1", blockers=("hostdev 0000:03:00.0",))
+    return {}
+
+
+def _pool_too_small(mesh: Mesh) -> dict[str, Any]:
+    caps = mesh["h2"].caps_reply
+    pool = msgspec.structs.replace(caps.pools[0], available_bytes=1024**3)
+    mesh["h2"].caps_reply = msgspec.structs.replace(caps, pools=[pool])
+    return {"storage": StorageMode.COPY}
+
+
+@pytest.mark.parametrize(("arrange", "failing"), [
+    (_missing_bridge, CheckName.NETWORK),
+    (_shared_disk_not_visible, CheckName.STORAGE),
+    (_not_enough_memory, CheckName.MEMORY),
+    (_cpu_incompatible, CheckName.CPU),
+    (_already_on_destination, CheckName.VM),
+    (_blocking_device, CheckName.DEVICES),
+    (_pool_too_small, CheckName.STORAGE),
+])
+async def test_each_preflight_failure_stops_before_prepare_or_start(
+        coordinator, mesh, watcher, nats_client, arrange, failing):
+    options = arrange(mesh)
+    accepted = await migrate(nats_client, **options)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.PRECONDITION_FAILED) == (record.phase, record.error.code)
+    assert failing in {c.name for c in record.checks if c.status == CheckStatus.FAIL}
+    assert [Phase.PENDING, Phase.CHECKING, Phase.FAILED] == watcher.phases_of(
+        accepted.migration_id)
+    assert [] == touched(mesh)
+
+
+async def test_cpu_comparison_unsupported_is_a_warning_not_a_failure(coordinator, mesh,
+                                                                    nats_client):
+    mesh["h2"].cpu_error = BatonError(ErrorCode.UNSUPPORTED, "this function is not supported")
+    report = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2"),
+                       PreflightReport)
+    assert (True, CheckStatus.WARN) == (
+        report.ok, {c.name: c.status for c in report.checks}[CheckName.CPU])
+
+
+# --- abort, failure and conflict -----------------------------------------------------------
+
+
+async def test_abort_mid_migration_keeps_the_source_and_cleans_the_destination(
+        coordinator, mesh, watcher, nats_client):
+    mesh["h1"].script = Script(outcome="hang")
+    accepted = await migrate(nats_client)
+    await watcher.until(accepted.migration_id, {Phase.MIGRATING})
+    record = await ask(nats_client, C.ABORT, AbortRequest(migration_id=accepted.migration_id),
+                       MigrationRecord)
+    assert Phase.ABORTED == record.phase
+    assert "canceled by client" not in record.error.message  # ours says it was requested
+    [abort] = mesh["h1"].asked(A.MIGRATION_ABORT)
+    [cleanup] = mesh["h2"].asked(A.MIGRATION_CLEANUP)
+    assert (abort.migration_id, True, [f"{IMAGES}/vm1.qcow2"]) == (
+        accepted.migration_id, cleanup.remove_domain, cleanup.delete_paths)
+    assert DomainState.RUNNING == mesh["h1"].domains["vm1"].state
+    assert [Phase.ABORTED] == watcher.phases_of(accepted.migration_id)[-1:]
+
+
+async def test_failure_mid_migration_reports_libvirts_reason_and_cleans_up(
+        coordinator, mesh, watcher, nats_client):
+    mesh["h1"].script = Script(outcome="fail")
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.HYPERVISOR, LIBVIRT_FAILURE) == (
+        record.phase, record.error.code, record.error.message)
+    [cleanup] = mesh["h2"].asked(A.MIGRATION_CLEANUP)
+    assert (True, [f"{IMAGES}/vm1.qcow2"]) == (cleanup.remove_domain, cleanup.delete_paths)
+    assert not mesh.storage.exists("h2", f"{IMAGES}/vm1.qcow2")
+
+
+async def test_a_second_migrate_of_the_same_vm_is_a_conflict(coordinator, mesh, watcher,
+                                                             nats_client):
+    mesh["h1"].script = Script(outcome="hang")
+    first = await migrate(nats_client)
+    second = await ask(nats_client, C.MIGRATE, MigrateRequest(vm="vm1", destination="h3"),
+                       MigrateAccepted)
+    assert (ErrorCode.CONFLICT, first.migration_id) == (second.code,
+                                                        second.details["migration_id"])
+    await ask(nats_client, C.ABORT, AbortRequest(migration_id=first.migration_id),
+              MigrationRecord)
+    assert Phase.ABORTED == (await watcher.final(first.migration_id)).phase
+
+
+async def test_bandwidth_change_is_forwarded_to_the_source_while_migrating(
+        coordinator, mesh, watcher, nats_client):
+    mesh["h1"].script = Script(outcome="hang")
+    accepted = await migrate(nats_client, bandwidth_mib_s=100)
+    await watcher.until(accepted.migration_id, {Phase.MIGRATING})
+    record = await ask(nats_client, C.BANDWIDTH, BandwidthRequest(
+        migration_id=accepted.migration_id, bandwidth_mib_s=25), MigrationRecord)
+    [speed] = mesh["h1"].asked(A.MIGRATION_SPEED)
+    [start] = mesh["h1"].asked(A.MIGRATION_START)
+    assert (25, 25, 100) == (record.bandwidth_mib_s, speed.bandwidth_mib_s,
+                             start.bandwidth_mib_s)
+    await ask(nats_client, C.ABORT, AbortRequest(migration_id=accepted.migration_id),
+              MigrationRecord)
+
+
+async def test_jobs_lists_migrations_and_filters_active_ones(coordinator, mesh, watcher,
+                                                            nats_client):
+    done = await migrate(nats_client, vm="vmshared")
+    await watcher.final(done.migration_id)
+    mesh["h1"].script = Script(outcome="hang")
+    running = await migrate(nats_client)
+    await watcher.until(running.migration_id, {Phase.MIGRATING})
+    every = await ask(nats_client, C.JOBS, JobsRequest(), JobsReply)
+    active = await ask(nats_client, C.JOBS, JobsRequest(active_only=True), JobsReply)
+    assert {done.migration_id, running.migration_id} == {m.migration_id for m in every.migrations}
+    assert [running.migration_id] == [m.migration_id for m in active.migrations]
+    await ask(nats_client, C.ABORT, AbortRequest(migration_id=running.migration_id),
+              MigrationRecord)
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"{not json", ErrorCode.BAD_REQUEST),
+    (encode(MigrateRequest(vm="nope", destination="h2", source="h1")), ErrorCode.NOT_FOUND),
+    (encode(MigrateRequest(vm="nope", destination="h2")), ErrorCode.NOT_FOUND),
+    (encode(MigrateRequest(vm="vm1", destination="h9", source="h1")), ErrorCode.NOT_FOUND),
+    (encode(MigrateRequest(vm="vm1", destination="h2", source="h9")), ErrorCode.NOT_FOUND),
+    (encode(MigrateRequest(vm="vm1", destination="h1", source="h1")), ErrorCode.BAD_REQUEST),
+    (encode(MigrateRequest(vm="vm1", destination="h1")), ErrorCode.BAD_REQUEST),
+    (encode(MigrateRequest(vm="vm1", destination="h2", live=False)), ErrorCode.BAD_REQUEST),
+    (encode(MigrateRequest(vm="vmoff", destination="h2", live=False, persistent=False,
+                           storage=StorageMode.COPY)), ErrorCode.BAD_REQUEST),
+    (encode(MigrateRequest(vm="vmoff", destination="h2")), ErrorCode.BAD_REQUEST),
+    (b'{"vm": "vm1", "destination": "h2", "bandwidth_mib_s": 0}', ErrorCode.BAD_REQUEST),
+])
+async def test_bad_input_gets_a_typed_error_and_the_service_keeps_serving(
+        coordinator, mesh, nats_client, body, code):
+    reply = await ask(nats_client, C.MIGRATE, body, MigrateAccepted)
+    assert isinstance(reply, ErrorReply) and code == reply.code, reply
+    assert [] == touched(mesh)
+    assert isinstance(await ask(nats_client, C.JOBS, b"", JobsReply), JobsReply)
+
+
+async def test_abort_of_an_unknown_migration_is_not_found(coordinator, nats_client):
+    reply = await ask(nats_client, C.ABORT, AbortRequest(migration_id="nope"), MigrationRecord)
+    assert ErrorCode.NOT_FOUND == reply.code
+
+
+async def test_offline_migration_of_a_shut_off_vm_moves_its_definition(
+        coordinator, mesh, watcher, nats_client):
+    mesh.storage.add("h2", f"{IMAGES}/vmoff.qcow2")  # shared-looking: a copy is not needed
+    accepted = await migrate(nats_client, vm="vmoff", live=False, storage=StorageMode.SHARED)
+    record = await watcher.final(accepted.migration_id)
+    assert Phase.FAILED == record.phase  # the disk is not proven shared: stop before touching
+    assert [] == touched(mesh)
+    mesh.storage.shared_dirs.add(IMAGES)
+    accepted = await migrate(nats_client, vm="vmoff", live=False)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, None) == (record.phase, record.switchover_at)
+    [start] = mesh["h1"].asked(A.MIGRATION_START)
+    assert (False, DomainState.SHUTOFF) == (start.live, mesh["h2"].domains["vmoff"].state)
+
+
+async def test_shutdown_aborts_running_migrations_and_rolls_back(nats_server, mesh, watcher,
+                                                                 nats_client):
+    mesh["h1"].script = Script(outcome="hang")
+    config = CoordinatorConfig(nats_url=nats_server.url, grace_s=0.2, rollback_s=5)
+    stop = asyncio.Event()
+    started: asyncio.Future[Coordinator] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_coordinator(config, stop, started))
+    await asyncio.wait_for(started, 10)
+    accepted = await migrate(nats_client)
+    await watcher.until(accepted.migration_id, {Phase.MIGRATING})
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.ABORTED, True) == (record.phase, "shutting down" in record.error.message)
+    assert 1 == len(mesh["h2"].asked(A.MIGRATION_CLEANUP))

@@ -1,0 +1,106 @@
+"""The Baton stack on a lab, as real processes: nats-server on the lab bridge, one ``baton-agent``
+inside each host's namespaces (talking to that host's own libvirtd), and ``baton-coordinator``
+in the root namespace. Every process is started here and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.lab.labctl import Lab
+from tests.support.natsserver import NatsServer
+
+BIN = Path(sys.executable).parent
+STOP_GRACE_S = 15
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class BatonStack:
+    lab: Lab
+    log_dir: Path
+    hosts: tuple[str, ...] = ("h1", "h2", "h3")
+    nats: NatsServer | None = None
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    coordinator: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.nats is not None
+        return self.nats.url
+
+    def start(self, coordinator: bool = True) -> None:
+        self.nats = NatsServer(host=self.lab.bridge_ip)
+        self.nats.start()
+        for host in self.hosts:
+            self.start_agent(host)
+        if coordinator and (BIN / "baton-coordinator").exists():
+            self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
+                                                           "--nats", self.url])
+        self.wait_for_agents(self.hosts)
+
+    def start_agent(self, host: str, *extra: str) -> None:
+        argv = self.lab.exec_argv(
+            host, str(BIN / "baton-agent"), "--host-id", host, "--libvirt-uri", "qemu:///system",
+            "--nats", self.url, "--migration-uri", self.lab.uri(host), *extra)
+        self.agents[host] = self._spawn(f"agent-{host}", argv)
+
+    def restart_agent(self, host: str, *extra: str) -> None:
+        """Restart one agent with other options (e.g. a memory reserve) and wait until it serves."""
+        _stop(self.agents.pop(host))
+        self.start_agent(host, *extra)
+        self.wait_for_agents((host,))
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    env=self.lab.popen_env())
+
+    def wait_for_agents(self, hosts: tuple[str, ...], timeout: float = 60) -> None:
+        """Poll each agent's status endpoint until it answers with libvirt connected."""
+        deadline = time.monotonic() + timeout
+        pending = set(hosts)
+        while pending and time.monotonic() < deadline:
+            pending = {h for h in pending if not self._agent_ready(h)}
+            if pending:
+                time.sleep(0.5)
+        if pending:
+            raise RuntimeError(f"agents never became ready: {sorted(pending)}; logs in {self.log_dir}")
+
+    def _agent_ready(self, host: str) -> bool:
+        out = self.baton("caps", host, "-o", "json", check=False)
+        return out.returncode == 0 and json.loads(out.stdout).get("host_id") == host
+
+    def baton(self, *args: str, check: bool = True, timeout: float = 600,
+              ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``baton`` CLI against this stack."""
+        env = {**self.lab.popen_env(), "BATON_NATS": self.url}
+        proc = subprocess.run([str(BIN / "baton"), *args], capture_output=True, env=env,
+                              text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"baton {' '.join(args)} -> {proc.returncode}\n{proc.stdout}"
+                                 f"{proc.stderr}")
+        return proc
+
+    def stop(self) -> None:
+        if self.coordinator is not None:
+            _stop(self.coordinator)
+        for proc in self.agents.values():
+            _stop(proc)
+        if self.nats is not None:
+            self.nats.stop()

@@ -1,0 +1,112 @@
+"""Option-combination validation, the migration plan, and how completion is judged (pure)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from coordinator.completion import confirmation_problems, source_intact
+from coordinator.core import pick_source
+from coordinator.options import check_against_domain, option_problems
+from coordinator.plan import host_of, make_plan, start_request
+from coordinator.preflight import DiskView, Facts
+from schemas.agent import DomainState as D
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import MigrateRequest, StorageMode
+from tests.integration.fake_agents import IMAGES, SHARED, domain, host_caps
+
+
+def req(**options) -> MigrateRequest:
+    return MigrateRequest(**({"vm": "vm1", "destination": "h2"} | options))
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"storage": StorageMode.COPY}, {"live": False}, {"auto_converge": True,
+                                                          "auto_converge_initial_pct": 20},
+    {"persistent": False, "undefine_source": False}])
+def test_valid_combinations_have_no_problems(options):
+    assert [] == option_problems(req(**options))
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"source": "h2"}, "both 'h2'"),
+    ({"live": False, "persistent": False, "storage": StorageMode.COPY}, "cannot be transient"),
+    ({"auto_converge_increment_pct": 5}, "need auto_converge"),
+    ({"live": False, "auto_converge": True}, "means nothing offline"),
+    ({"live": False, "max_downtime_ms": 300}, "live migration only"),
+])
+def test_invalid_combinations_say_what_to_change(options, words):
+    [problem] = option_problems(req(**options))
+    assert words in problem
+
+
+@pytest.mark.parametrize(("options", "state", "source"), [
+    ({"live": False}, D.RUNNING, "h1"), ({}, D.SHUTOFF, "h1"), ({}, D.RUNNING, "h2")])
+def test_options_that_contradict_the_vm_state_are_bad_requests(options, state, source):
+    with pytest.raises(BatonError) as caught:
+        check_against_domain(req(**options), source, domain("vm1", state=state))
+    assert ErrorCode.BAD_REQUEST == caught.value.code
+
+
+def facts(shared: bool) -> Facts:
+    vm = domain("vm1", directory=SHARED if shared else IMAGES)
+    return Facts(vm="vm1", source="h1", destination="h2", live=True,
+                 requested_storage=StorageMode.AUTO, domain=vm,
+                 destination_caps=host_caps("h2"), on_destination=None,
+                 disks=[DiskView(vm.disks[0], shared=shared)])
+
+
+def test_a_copy_plan_names_exactly_the_local_disks_and_maps_every_option():
+    plan = make_plan(facts(shared=False))
+    start = start_request("m1", req(auto_converge=True, auto_converge_initial_pct=30,
+                                    max_downtime_ms=500, undefine_source=False), plan, 40)
+    assert (["vda"], "10.77.0.2", 40) == (start.copy_disks, start.destination_address,
+                                          start.bandwidth_mib_s)
+    assert (True, 30, 500, False) == (start.auto_converge, start.auto_converge_initial_pct,
+                                      start.max_downtime_ms, start.undefine_source)
+
+
+def test_a_shared_plan_copies_nothing_and_never_a_shared_disk():
+    assert ([], StorageMode.SHARED) == (make_plan(facts(shared=True)).disks,
+                                        make_plan(facts(shared=True)).storage)
+
+
+def test_host_of_takes_the_address_out_of_a_libvirt_uri():
+    assert ("10.77.0.2", "h3") == (host_of("qemu+tcp://10.77.0.2/system"),
+                                   host_of("qemu+ssh://root@h3/system"))
+
+
+def test_completion_needs_the_vm_running_and_persistent_on_the_destination_and_gone_at_source():
+    running = domain("vm1")
+    assert [] == confirmation_problems(req(), "h2", running, None)
+    assert 1 == len(confirmation_problems(req(), "h2", None, None))
+    transient = msgspec.structs.replace(running, persistent=False)
+    assert 1 == len(confirmation_problems(req(), "h2", transient, None))
+
+
+def test_keep_source_expects_an_inactive_definition_left_behind():
+    kept = domain("vm1", state=D.SHUTOFF)
+    keep = req(undefine_source=False, persistent=False)
+    dest = msgspec.structs.replace(domain("vm1"), persistent=False)
+    assert [] == confirmation_problems(keep, "h2", dest, kept)
+    assert 1 == len(confirmation_problems(keep, "h2", dest, None))
+    assert [] == confirmation_problems(keep, "h2", dest, None, source_persistent=False)
+    assert 1 == len(confirmation_problems(keep, "h2", dest, domain("vm1")))
+
+
+def test_roll_back_is_only_safe_while_the_source_holds_the_vm_as_before():
+    before = domain("vm1")
+    assert source_intact(before, domain("vm1"))
+    assert not source_intact(before, None)
+    assert not source_intact(before, domain("vm1", state=D.PAUSED))
+    assert source_intact(domain("vm1", state=D.SHUTOFF), domain("vm1", state=D.SHUTOFF))
+
+
+def test_the_source_is_the_one_host_running_the_vm():
+    holders = [("h1", domain("vm1", state=D.SHUTOFF)), ("h2", domain("vm1"))]
+    assert "h2" == pick_source("vm1", "h3", holders)[0]
+    with pytest.raises(BatonError) as caught:
+        pick_source("vm1", "h3", [("h1", domain("vm1")), ("h2", domain("vm1"))])
+    assert ErrorCode.BAD_REQUEST == caught.value.code
+    with pytest.raises(BatonError):
+        pick_source("vm1", "h3", [])

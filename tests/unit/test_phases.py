@@ -1,0 +1,99 @@
+"""The phase table and transition(): validation, timestamps, publishing, terminal absorption."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from coordinator.phases import MOVES, IllegalMove, PhaseTracker, is_terminal, moved
+from schemas.codec import decode_any
+from schemas.migration import MigrateRequest, MigrationRecord, Phase, PhaseEvent, StorageMode
+from schemas.subjects import Subjects
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def record(phase: Phase = Phase.PENDING) -> MigrationRecord:
+    request = MigrateRequest(vm="vm1", destination="h2")
+    return MigrationRecord(migration_id="m1", vm="vm1", source="h1", destination="h2",
+                           phase=phase, storage=StorageMode.AUTO, request=request,
+                           created_at=T0, updated_at=T0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def tracker(phase: Phase = Phase.PENDING) -> tuple[PhaseTracker, list[tuple[str, bytes]]]:
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(subject: str, body: bytes) -> None:
+        sent.append((subject, body))
+
+    return PhaseTracker(record(phase), Subjects(), publish, Clock()), sent
+
+
+def test_every_phase_has_a_row_and_terminal_phases_lead_nowhere():
+    assert set(Phase) == set(MOVES)
+    assert {p for p in Phase if is_terminal(p)} == {p for p, to in MOVES.items() if not to}
+
+
+def test_the_happy_path_is_allowed_in_order():
+    path = [Phase.CHECKING, Phase.PREPARING, Phase.MIGRATING, Phase.COMPLETING, Phase.SUCCEEDED]
+    current = record()
+    for phase in path:
+        current = moved(current, phase, T0)
+    assert Phase.SUCCEEDED == current.phase
+
+
+@pytest.mark.parametrize("phase", [Phase.PENDING, Phase.CHECKING, Phase.PREPARING,
+                                   Phase.MIGRATING])
+def test_abort_and_failure_are_allowed_before_the_switchover(phase):
+    assert {Phase.FAILED, Phase.ABORTED} <= MOVES[phase]
+
+
+def test_completing_cannot_be_aborted_only_succeed_or_fail():
+    assert frozenset({Phase.SUCCEEDED, Phase.FAILED}) == MOVES[Phase.COMPLETING]
+
+
+def test_a_move_the_table_does_not_allow_raises():
+    with pytest.raises(IllegalMove):
+        moved(record(Phase.PENDING), Phase.MIGRATING, T0)
+
+
+async def test_transition_timestamps_and_publishes_the_whole_record_on_the_phase_subject():
+    phases, sent = tracker()
+    assert await phases.transition(Phase.CHECKING, "go")
+    [(subject, body)] = sent
+    event = decode_any(body, PhaseEvent)
+    assert "baton.migrations.m1.phase" == subject
+    assert (Phase.CHECKING, Phase.PENDING, "go") == (event.phase, event.previous, event.reason)
+    assert (T0 + timedelta(seconds=1), Phase.CHECKING) == (event.at, event.record.phase)
+
+
+async def test_terminal_phases_absorb_later_transitions_without_publishing():
+    phases, sent = tracker(Phase.ABORTED)
+    assert not await phases.transition(Phase.FAILED, "late failure")
+    assert (Phase.ABORTED, []) == (phases.phase, sent)
+
+
+async def test_announce_publishes_pending_with_no_previous_phase():
+    phases, sent = tracker()
+    await phases.announce()
+    event = decode_any(sent[0][1], PhaseEvent)
+    assert (Phase.PENDING, None) == (event.phase, event.previous)
+
+
+async def test_a_publish_failure_does_not_stop_the_transition():
+    async def broken(subject: str, body: bytes) -> None:
+        raise ConnectionError("nats down")
+
+    phases = PhaseTracker(record(), Subjects(), broken, Clock())
+    assert await phases.transition(Phase.CHECKING)
+    assert Phase.CHECKING == phases.phase

@@ -1,0 +1,178 @@
+"""Each pre-flight check's pass / warn / fail, judged from hand-made facts (no I/O).
+
+The lab hosts are identical machines, so a CPU the destination refuses cannot be staged there:
+the CPU-incompatible path is proven here against canned comparison answers, as the lab issue
+allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgspec
+import pytest
+
+from coordinator.preflight import (
+    DiskView,
+    Facts,
+    check_cpu,
+    check_devices,
+    check_hosts,
+    check_memory,
+    check_network,
+    check_storage,
+    check_vm,
+    failure_summary,
+    report,
+    resolved_storage,
+)
+from schemas.agent import (
+    Bridge,
+    CpuCompareReply,
+    CpuCompatibility,
+    InterfaceInfo,
+    Network,
+    PathProbe,
+)
+from schemas.agent import DomainState as D
+from schemas.errors import BatonError, ErrorCode
+from schemas.migration import CheckName, CheckStatus, StorageMode
+from tests.integration.fake_agents import GIB, IMAGES, SHARED, domain, host_caps
+
+PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
+
+
+def facts(*, shared: bool = False, exists: bool = False, storage=StorageMode.AUTO,
+          live: bool = True, vm=None, caps=None, **changes: Any) -> Facts:
+    vm = vm or domain("vm1", directory=SHARED if shared else IMAGES)
+    disk = vm.disks[0]
+    probe = PathProbe(path=disk.source_path, exists=exists or shared)
+    base = Facts(vm="vm1", source="h1", destination="h2", live=live, requested_storage=storage,
+                 domain=vm, destination_caps=caps or host_caps("h2"), on_destination=None,
+                 disks=[DiskView(disk, shared=shared, on_destination=probe)],
+                 cpu=CpuCompareReply(host_id="h2", result=CpuCompatibility.IDENTICAL,
+                                     runnable=True, reason="same CPU"))
+    return dataclasses.replace(base, **changes)
+
+
+def test_every_check_passes_for_a_running_vm_on_a_good_destination():
+    result = report(facts())
+    assert (True, [PASS] * len(CheckName)) == (result.ok, [c.status for c in result.checks])
+    assert list(CheckName) == [c.name for c in result.checks]
+
+
+def test_auto_storage_resolves_to_shared_only_when_the_token_proves_it():
+    assert StorageMode.SHARED == resolved_storage(facts(shared=True))
+    assert StorageMode.COPY == resolved_storage(facts(shared=False))
+    assert StorageMode.COPY == resolved_storage(facts(shared=True, probe_error="agent down"))
+
+
+def test_same_source_and_destination_fails_hosts():
+    assert FAIL == check_hosts(facts(destination="h1")).status
+
+
+def test_vm_already_defined_on_the_destination_fails_with_what_to_do():
+    result = check_vm(facts(on_destination=domain("vm1", state=D.SHUTOFF)))
+    assert FAIL == result.status and "undefine it there" in result.reason
+
+
+def test_live_migration_of_a_shut_off_vm_fails_and_offline_of_a_running_one_too():
+    assert FAIL == check_vm(facts(vm=domain("vm1", state=D.SHUTOFF))).status
+    assert FAIL == check_vm(facts(live=False)).status
+    assert PASS == check_vm(facts(live=False, vm=domain("vm1", state=D.SHUTOFF))).status
+
+
+def test_shared_storage_requested_but_not_visible_on_the_destination_fails():
+    result = check_storage(facts(storage=StorageMode.SHARED))
+    assert FAIL == result.status and "--copy-storage" in result.reason
+
+
+def test_shared_storage_proven_by_the_token_passes():
+    assert PASS == check_storage(facts(shared=True, storage=StorageMode.SHARED)).status
+
+
+def test_copy_needs_a_pool_at_the_disks_directory_on_the_destination():
+    caps = host_caps("h2")
+    elsewhere = msgspec.structs.replace(caps.pools[0], target_path="/data")
+    result = check_storage(facts(caps=msgspec.structs.replace(caps, pools=[elsewhere])))
+    assert FAIL == result.status and "no active storage pool at /var/lib/libvirt/images" in \
+        result.reason
+
+
+def test_copy_needs_room_for_the_disks_virtual_size():
+    result = check_storage(facts(caps=host_caps("h2", pool_free_gib=5)))
+    assert FAIL == result.status and "need 10.0 GiB" in result.reason
+
+
+def test_copy_refuses_a_disk_path_that_already_exists_on_the_destination():
+    result = check_storage(facts(exists=True))
+    assert FAIL == result.status and "already exists on h2" in result.reason
+
+
+def test_a_failed_probe_fails_storage_with_the_agents_reason():
+    result = check_storage(facts(probe_error="no agent answers for host 'h1'"))
+    assert FAIL == result.status and "no agent answers" in result.reason
+
+
+def test_a_missing_or_down_bridge_fails_network():
+    assert FAIL == check_network(facts(caps=host_caps("h2", bridges=("br9",)))).status
+    caps = host_caps("h2")
+    down = msgspec.structs.replace(caps, bridges=[Bridge(name="br0", up=False, mtu=1500)])
+    result = check_network(facts(caps=down))
+    assert FAIL == result.status and "br0 is down" in result.reason
+
+
+def test_libvirt_networks_must_exist_and_be_active():
+    vm = msgspec.structs.replace(domain("vm1"), interfaces=[
+        InterfaceInfo(type="network", source="default")])
+    caps = host_caps("h2")
+    assert PASS == check_network(facts(vm=vm, caps=caps)).status
+    inactive = msgspec.structs.replace(caps, networks=[Network(name="default", active=False)])
+    assert FAIL == check_network(facts(vm=vm, caps=inactive)).status
+
+
+def test_an_interface_type_we_cannot_check_is_a_warning():
+    vm = msgspec.structs.replace(domain("vm1"), interfaces=[InterfaceInfo(type="user")])
+    assert WARN == check_network(facts(vm=vm)).status
+
+
+def test_an_incompatible_cpu_fails_with_libvirts_reason():
+    refused = CpuCompareReply(host_id="h2", result=CpuCompatibility.INCOMPATIBLE,
+                              runnable=False, reason="host CPU lacks avx512f")
+    result = check_cpu(facts(cpu=refused))
+    assert FAIL == result.status and "avx512f" in result.reason
+    assert WARN == check_cpu(facts(cpu=refused, live=False,
+                                   vm=domain("vm1", state=D.SHUTOFF))).status
+
+
+def test_cpu_comparison_unsupported_is_a_warning_and_other_errors_fail():
+    unsupported = BatonError(ErrorCode.UNSUPPORTED, "not supported by the test driver")
+    assert WARN == check_cpu(facts(cpu=None, cpu_error=unsupported)).status
+    timeout = BatonError(ErrorCode.TIMEOUT, "no answer")
+    assert FAIL == check_cpu(facts(cpu=None, cpu_error=timeout)).status
+
+
+@pytest.mark.parametrize(("memory_gib", "live", "status"), [
+    (1, True, PASS), (8, True, PASS), (9, True, FAIL), (9, False, WARN)])
+def test_destination_memory_must_hold_the_vm(memory_gib, live, status):
+    vm = domain("vm1", memory_gib=memory_gib, state=D.RUNNING if live else D.SHUTOFF)
+    assert status == check_memory(facts(vm=vm, live=live)).status
+
+
+def test_a_device_that_blocks_migration_fails_devices():
+    result = check_devices(facts(vm=domain("vm1", blockers=("hostdev 0000:03:00.0",))))
+    assert FAIL == result.status and "hostdev 0000:03:00.0" in result.reason
+
+
+def test_all_checks_are_reported_together_and_the_summary_names_each_failure():
+    bad = facts(caps=host_caps("h2", bridges=(), memory_gib=0.5),
+                vm=domain("vm1", blockers=("hostdev",)))
+    result = report(bad)
+    failed = [c.name for c in result.checks if c.status == FAIL]
+    assert (False, [CheckName.NETWORK, CheckName.MEMORY, CheckName.DEVICES]) == (result.ok, failed)
+    assert failure_summary(result.checks).count("|") == 2
+
+
+def test_free_bytes_of_a_roomy_pool_are_reported_when_passing():
+    assert f"{10 * GIB / GIB:.1f} GiB" in check_storage(facts()).reason
