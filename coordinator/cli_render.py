@@ -142,6 +142,8 @@ def _bridges_table(caps: HostCaps) -> Table:
         table.add_column(header)
     for bridge in caps.bridges:
         table.add_row(_text(bridge.name), _up(bridge.up, "up", "down"), str(bridge.mtu))
+    if not caps.bridges:
+        table.caption = "(none)"
     return table
 
 
@@ -151,13 +153,15 @@ def _networks_table(caps: HostCaps) -> Table:
         table.add_column(header)
     for net in caps.networks:
         table.add_row(_text(net.name), _up(net.active), _text(net.bridge), _text(net.forward_mode))
+    if not caps.networks:
+        table.caption = "(none)"
     return table
 
 
 def _pools_table(caps: HostCaps) -> Table:
     table = Table(title="Storage pools")
     for header in ("name", "type", "path", "capacity", "available", "active"):
-        table.add_column(header)
+        table.add_column(header, overflow="fold")
     for pool in caps.pools:
         table.add_row(
             _text(pool.name),

@@ -217,3 +217,21 @@ ensure_pools() {
         grep -qx "$name" <<<"$have" || hvirsh "$n" pool-start "$name" >/dev/null
     done
 }
+
+# --- `lab libvirtd hN start|stop|kill`: fail and revive one host's daemon -------
+# For failure tests: `kill` is a crash (SIGKILL: guests keep running, QEMU is
+# not our child), `stop` a clean shutdown, `start` brings it back and waits.
+libvirtd_gone() { ! libvirtd_pid "$1" >/dev/null; }
+
+cmd_libvirtd() {
+    local n pid
+    n=$(host_num "${1:?usage: libvirtd hN start|stop|kill}")
+    case ${2:-} in
+        start) start_libvirtd "$n"; wait_for 60 "libvirtd on h$n" libvirtd_answers "$n" ;;
+        stop | kill)
+            pid=$(libvirtd_pid "$n") || return 0
+            kill "-$([[ $2 == kill ]] && echo KILL || echo TERM)" "$pid"
+            wait_for 30 "libvirtd on h$n to exit" libvirtd_gone "$n" ;;
+        *) die "usage: libvirtd hN start|stop|kill" ;;
+    esac
+}

@@ -171,6 +171,7 @@ class Lab:
         dirty_mb: int = 16,
         dirty_rate_mib_s: float = 8,
         storage: str = "shared",
+        pool: str | None = None,
         disk_mib: int = 256,
         nic: bool = False,
         transient: bool = False,
@@ -182,8 +183,13 @@ class Lab:
         args = ["guest", name, "--host", host, "--memory", str(memory_mib), "--dirty-mb", str(dirty_mb)]
         args += ["--dirty-rate", str(dirty_rate_mib_s), "--storage", storage, "--disk-mib", str(disk_mib)]
         args += [flag for flag, on in (("--nic", nic), ("--transient", transient)) if on]
+        args += ["--pool", pool] if pool else []
         args += [flag for flag, on in (("--no-start", not start), ("--no-wait", not wait)) if on]
         self.run(*args, *extra, timeout=600)
+
+    def libvirtd(self, host: str, action: str) -> None:
+        """``start``, ``stop`` or ``kill`` (a crash) the host's libvirtd."""
+        self.run("libvirtd", host, action, timeout=120)
 
     def guest_rm(self, name: str) -> None:
         self.run("guest-rm", name, timeout=300)
@@ -220,6 +226,11 @@ class Lab:
         if storage == "shared":
             return Path(self.env()["BATON_LAB_SHARED"]) / f"{name}.qcow2"
         return Path(f"/var/lib/baton-lab/{self.prefix}/hosts/{host}/var-lib-libvirt/images/{name}.qcow2")
+
+    def host_path(self, host: str, path: str) -> Path:
+        """Root-namespace view of a path under ``/var/lib/libvirt`` inside ``host``."""
+        inside = Path(path).relative_to("/var/lib/libvirt")
+        return Path(f"/var/lib/baton-lab/{self.prefix}/hosts/{host}/var-lib-libvirt") / inside
 
     def heartbeats(self, disk: Path) -> Heartbeats:
         """Read the heartbeat ring from a qcow2 disk (works on a running guest: ``-U``)."""
