@@ -23,7 +23,8 @@ import pytest
 from tests.lab.labctl import LAB_HOSTS, GuestFactory, Lab
 from tests.lab.stack import BatonStack
 
-LAB_PREFIX = "bt"
+# Another prefix lets a second test run (a CI rehearsal, say) share the machine with this one.
+LAB_PREFIX = os.environ.get("BATON_TEST_LAB_PREFIX", "bt")
 _counter = itertools.count(1)
 
 
