@@ -11,20 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 from dataclasses import dataclass
 
-import nats
-import nats.errors
 import structlog
 
 from agent import AGENT_VERSION, logsetup
 from agent.core import AgentCore
+from agent.daemon import connect_nats, run_until_signalled
 from agent.libvirt_adapter import LibvirtHypervisor
 from agent.migration import MigrationManager
 from agent.publisher import EventPublisher, heartbeat_loop
 from agent.service import remote_domain_fetcher, start_service
+from agent.storage_move import StorageMoveManager
 from schemas.events import VmEvent
 from schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostname, is_host_id
 
@@ -78,20 +77,6 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
     return config, args
 
 
-async def connect_nats(url: str, name: str) -> nats.NATS:
-    """Connect, retrying with backoff: agents may start before the NATS server does."""
-    delay = 0.5
-    while True:
-        try:
-            return await nats.connect(url, name=name, max_reconnect_attempts=-1,
-                                      reconnect_time_wait=1, connect_timeout=2)
-        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            log.warning("nats_connect_failed", url=url, error=str(exc) or type(exc).__name__,
-                        retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 async def run_agent(config: AgentConfig, stop: asyncio.Event,
                     started: asyncio.Future[LibvirtHypervisor] | None = None) -> None:
     """Serve until ``stop`` is set; ``started`` gets the hypervisor once requests are served."""
@@ -100,23 +85,27 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
     nc = await connect_nats(config.nats_url, f"baton-agent-{config.host_id}")
     publisher = EventPublisher(nc, subjects, config.host_id)
     migrations: MigrationManager | None = None
+    storage: StorageMoveManager | None = None
 
     def on_event(event: VmEvent) -> None:
         publisher.emit(event)
         if migrations is not None:
             migrations.observe(event)
+        if storage is not None:
+            storage.observe(event)
 
     hv = LibvirtHypervisor(config.libvirt_uri, config.host_id, on_event)
     try:
         async with asyncio.TaskGroup() as tasks:
             migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks)
+            storage = StorageMoveManager(config.host_id, hv, subjects, nc.publish, tasks)
             long_lived = [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
             if not await hv.wait_connected(config.first_connect_wait_s):
                 log.warning("libvirt_not_connected_yet", uri=config.libvirt_uri)
             core = AgentCore(config.host_id, hv, config.migration_uri,
                              remote_domain_fetcher(nc, subjects), config.heartbeat_interval_s,
                              reserved_memory_bytes=config.reserved_memory_mib << 20)
-            service = await start_service(nc, subjects, core, hv, migrations, tasks)
+            service = await start_service(nc, subjects, core, hv, migrations, tasks, storage)
             long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))
             await nc.flush()  # the server knows every endpoint before anyone is told we serve
             log.info("agent_started", version=AGENT_VERSION, libvirt_uri=config.libvirt_uri,
@@ -136,16 +125,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     logsetup.configure(args.log_level, args.log_json)
-    return asyncio.run(_main(config))
-
-
-async def _main(config: AgentConfig) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run_agent(config, stop)
-    return 0
+    return run_until_signalled(lambda stop: run_agent(config, stop))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 from dataclasses import dataclass
 
-import nats
-import nats.errors
 import structlog
 
 from agent import logsetup
+from agent.daemon import connect_nats, run_until_signalled
 from coordinator.agents import AgentClient
 from coordinator.core import Coordinator
 from coordinator.runner import RunnerDeps
@@ -61,25 +59,11 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
     return CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace), args
 
 
-async def connect_nats(url: str) -> nats.NATS:
-    """Connect, retrying with backoff: the coordinator may start before the NATS server does."""
-    delay = 0.5
-    while True:
-        try:
-            return await nats.connect(url, name="baton-coordinator", max_reconnect_attempts=-1,
-                                      reconnect_time_wait=1, connect_timeout=2)
-        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            log.warning("nats_connect_failed", url=url, error=str(exc) or type(exc).__name__,
-                        retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
                           started: asyncio.Future[Coordinator] | None = None) -> None:
     """Serve until ``stop`` is set; ``started`` gets the coordinator once requests are served."""
     subjects = Subjects(config.prefix)
-    nc = await connect_nats(config.nats_url)
+    nc = await connect_nats(config.nats_url, "baton-coordinator")
     try:
         async with asyncio.TaskGroup() as tasks:
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects)
@@ -101,16 +85,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     logsetup.configure(args.log_level, args.log_json)
-    return asyncio.run(_main(config))
-
-
-async def _main(config: CoordinatorConfig) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run_coordinator(config, stop)
-    return 0
+    return run_until_signalled(lambda stop: run_coordinator(config, stop))
 
 
 if __name__ == "__main__":

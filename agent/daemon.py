@@ -1,0 +1,47 @@
+"""What every Baton daemon (agent, coordinator) does the same way: reach NATS patiently and run
+until SIGTERM or SIGINT asks it to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+import nats
+import nats.errors
+import structlog
+
+log = structlog.get_logger(__name__)
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+
+async def connect_nats(url: str, name: str) -> nats.NATS:
+    """Connect, retrying with backoff: a daemon may start before the NATS server does.
+
+    Once connected, nats-py reconnects by itself forever (``max_reconnect_attempts=-1``).
+    """
+    delay = BACKOFF_FIRST_S
+    while True:
+        try:
+            return await nats.connect(url, name=name, max_reconnect_attempts=-1,
+                                      reconnect_time_wait=1, connect_timeout=2)
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            log.warning("nats_connect_failed", url=url, error=str(exc) or type(exc).__name__,
+                        retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``serve(stop)`` on a fresh event loop; SIGTERM/SIGINT set ``stop``. Exit code 0."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+        return 0
+
+    return asyncio.run(main())
