@@ -2,11 +2,13 @@
 
 Pre-created copy targets use ``qemu-img create`` so they stay thin (a volume created through a
 libvirt dir pool is fully allocated). Deleting refuses any path a defined domain still uses.
+A storage move's copy is verified with ``qemu-img info -U`` and ``qemu-img check -U``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -66,3 +68,38 @@ def delete_unused(paths: list[str], in_use: set[str]) -> tuple[list[str], list[s
             continue
         deleted.append(path)
     return deleted, kept, reasons
+
+
+# --- verifying a copy (storage moves) ---------------------------------------------------------
+
+
+async def _qemu_img(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "qemu-img", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(QEMU_IMG_TIMEOUT_S):
+            stdout, stderr = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BatonError(ErrorCode.TIMEOUT, f"qemu-img {args[0]} took too long") from None
+    return proc.returncode or 0, stdout.decode(), stderr.decode().strip()
+
+
+async def image_info(path: str) -> tuple[str, int]:
+    """(format, virtual size) of an image, read while a VM may use it (``-U``)."""
+    rc, out, err = await _qemu_img("info", "-U", "--output=json", path)
+    if rc != 0:
+        raise BatonError(ErrorCode.HYPERVISOR, f"qemu-img info {path} failed: {err}")
+    info = json.loads(out)
+    return str(info.get("format", "")), int(info.get("virtual-size", 0))
+
+
+async def check_image(path: str, disk_format: str) -> str | None:
+    """A problem ``qemu-img check`` finds in a qcow2 image, or None (leaks are harmless)."""
+    if disk_format != "qcow2":
+        return None  # raw has no metadata to check
+    rc, out, err = await _qemu_img("check", "-U", "-f", disk_format, path)
+    if rc in (0, 3):  # 3: leaked clusters only, which waste space but lose nothing
+        return None
+    return f"qemu-img check {path} exited {rc}: {(err or out).strip()[:500]}"

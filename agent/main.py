@@ -23,6 +23,7 @@ from agent.libvirt_adapter import LibvirtHypervisor
 from agent.migration import MigrationManager
 from agent.publisher import EventPublisher, heartbeat_loop
 from agent.service import remote_domain_fetcher, start_service
+from agent.storage_move import StorageMoveManager
 from schemas.events import VmEvent
 from schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostname, is_host_id
 
@@ -84,23 +85,27 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
     nc = await connect_nats(config.nats_url, f"baton-agent-{config.host_id}")
     publisher = EventPublisher(nc, subjects, config.host_id)
     migrations: MigrationManager | None = None
+    storage: StorageMoveManager | None = None
 
     def on_event(event: VmEvent) -> None:
         publisher.emit(event)
         if migrations is not None:
             migrations.observe(event)
+        if storage is not None:
+            storage.observe(event)
 
     hv = LibvirtHypervisor(config.libvirt_uri, config.host_id, on_event)
     try:
         async with asyncio.TaskGroup() as tasks:
             migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks)
+            storage = StorageMoveManager(config.host_id, hv, subjects, nc.publish, tasks)
             long_lived = [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
             if not await hv.wait_connected(config.first_connect_wait_s):
                 log.warning("libvirt_not_connected_yet", uri=config.libvirt_uri)
             core = AgentCore(config.host_id, hv, config.migration_uri,
                              remote_domain_fetcher(nc, subjects), config.heartbeat_interval_s,
                              reserved_memory_bytes=config.reserved_memory_mib << 20)
-            service = await start_service(nc, subjects, core, hv, migrations, tasks)
+            service = await start_service(nc, subjects, core, hv, migrations, tasks, storage)
             long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))
             await nc.flush()  # the server knows every endpoint before anyone is told we serve
             log.info("agent_started", version=AGENT_VERSION, libvirt_uri=config.libvirt_uri,

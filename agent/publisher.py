@@ -8,6 +8,7 @@ new events are dropped and counted rather than growing memory without bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -29,6 +30,7 @@ from schemas.subjects import EventName, Subjects
 
 log = structlog.get_logger(__name__)
 QUEUE_LIMIT = 10_000
+SUBJECT_CACHE = 4096  # (vm, event name) pairs
 
 _EVENT_NAMES: dict[type, EventName] = {
     LifecycleEvent: EventName.LIFECYCLE,
@@ -45,6 +47,8 @@ class EventPublisher:
         self._host_id = host_id
         self._queue: asyncio.Queue[VmEvent] = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = 0
+        # Building a subject percent-encodes the VM name (~15 us); a host has few VMs.
+        self._subject = functools.lru_cache(maxsize=SUBJECT_CACHE)(self._build_subject)
 
     def emit(self, event: VmEvent) -> None:
         try:
@@ -56,8 +60,10 @@ class EventPublisher:
     async def run(self) -> None:
         while True:
             event = await self._queue.get()
-            subject = self._subjects.events(self._host_id, event.vm, _EVENT_NAMES[type(event)])
-            await self._nc.publish(subject, encode(event))
+            await self._nc.publish(self._subject(event.vm, _EVENT_NAMES[type(event)]), encode(event))
+
+    def _build_subject(self, vm: str, name: EventName) -> str:
+        return self._subjects.events(self._host_id, vm, name)
 
 
 async def heartbeat_loop(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hypervisor) -> None:

@@ -16,6 +16,7 @@ from agent.core import AgentCore
 from agent.hypervisor import Hypervisor
 from agent.migration import MigrationManager
 from agent.rpc import typed_handler
+from agent.storage_move import StorageMoveManager
 from schemas import PROTOCOL_VERSION
 from schemas.agent import (
     CapsRequest,
@@ -35,8 +36,13 @@ from schemas.migration import (
     SpeedRequest,
     StartRequest,
 )
+from schemas.storage import AgentStorageAbortRequest, AgentStorageMoveRequest
 from schemas.subjects import AGENT_SERVICE, AgentEndpoint, Subjects
 from schemas.timeouts import AGENT_DOMAINS
+
+# Answered from memory (caps from the cache; a refresh is shared by every asker under its lock):
+# served in the subscription callback, without a task per request. Pre-flight fans these out.
+_FROM_MEMORY = frozenset({AgentEndpoint.CAPS, AgentEndpoint.STATUS})
 
 
 async def service_metadata(core: AgentCore, hv: Hypervisor) -> dict[str, str]:
@@ -52,7 +58,8 @@ async def service_metadata(core: AgentCore, hv: Hypervisor) -> dict[str, str]:
 
 
 async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hypervisor,
-                        migrations: MigrationManager, tasks: asyncio.TaskGroup) -> Service:
+                        migrations: MigrationManager, tasks: asyncio.TaskGroup,
+                        storage: StorageMoveManager | None = None) -> Service:
     service = await add_service(nc, ServiceConfig(
         name=AGENT_SERVICE, version=PROTOCOL_VERSION,
         description=f"Baton agent for host {core.host_id}",
@@ -69,11 +76,17 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
         (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
     )
+    if storage is not None:
+        routes += (
+            (AgentEndpoint.STORAGE_MOVE, AgentStorageMoveRequest, storage.start),
+            (AgentEndpoint.STORAGE_ABORT, AgentStorageAbortRequest, storage.abort),
+        )
     for endpoint, request_type, handle in routes:
         await service.add_endpoint(EndpointConfig(
             name=endpoint.value.replace(".", "-"),
             subject=subjects.agent(core.host_id, endpoint),
-            handler=typed_handler(request_type, handle, tasks)))  # type: ignore[arg-type]
+            handler=typed_handler(request_type, handle, tasks,  # type: ignore[arg-type]
+                                  inline=endpoint in _FROM_MEMORY)))
     return service
 
 

@@ -39,6 +39,7 @@ from schemas.migration import (
     StartReply,
     StartRequest,
 )
+from schemas.storage import AgentStorageAbortRequest, AgentStorageMoveReply, AgentStorageMoveRequest
 from schemas.subjects import AgentEndpoint, Subjects
 
 R = TypeVar("R")
@@ -116,6 +117,21 @@ class AgentClient:
     async def cleanup(self, host: str, request: CleanupRequest) -> CleanupReply:
         return await self.ask(host, AgentEndpoint.MIGRATION_CLEANUP, request, CleanupReply,
                               timeouts.AGENT_MIGRATION_CLEANUP)
+
+    async def all_domains(self, host: str) -> list[DomainInfo]:
+        """Every domain defined on ``host`` (running or not)."""
+        reply = await self.ask(host, AgentEndpoint.DOMAINS, DomainsRequest(), DomainsReply,
+                               timeouts.AGENT_DOMAINS)
+        return reply.domains
+
+    async def storage_move(self, host: str,
+                           request: AgentStorageMoveRequest) -> AgentStorageMoveReply:
+        return await self.ask(host, AgentEndpoint.STORAGE_MOVE, request, AgentStorageMoveReply,
+                              timeouts.AGENT_STORAGE_MOVE)
+
+    async def storage_abort(self, host: str, request: AgentStorageAbortRequest) -> Ack:
+        return await self.ask(host, AgentEndpoint.STORAGE_ABORT, request, Ack,
+                              timeouts.AGENT_STORAGE_ABORT)
 
     async def discover_hosts(self) -> list[str]:
         """Host ids of every agent answering ``$SRV.INFO.baton-agent`` under our prefix."""

@@ -125,10 +125,11 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point (``baton``)."""
-    # Imported here, not at the top: cli_migrate builds on this module's options and runner.
-    from coordinator.cli_migrate import register
+    # Imported here, not at the top: these build on this module's options and runner.
+    from coordinator import cli_migrate, cli_storage
 
-    register(cli)
+    cli_migrate.register(cli)
+    cli_storage.register(cli)
     cli(prog_name="baton")
 
 

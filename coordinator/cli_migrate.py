@@ -25,6 +25,7 @@ from coordinator.cli import (
     run,
 )
 from coordinator.cli_render import make_console
+from coordinator.storage_render import any_outcome_line
 from schemas import codec, timeouts
 from schemas.codec import decode_any
 from schemas.errors import BatonError, ErrorCode
@@ -45,7 +46,11 @@ from schemas.migration import (
     ProgressEvent,
     StorageMode,
 )
+from schemas.storage import StorageMoveAccepted, StorageMoveRecord, StoragePhaseEvent
 from schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
+
+AnyPhaseEvent = PhaseEvent | StoragePhaseEvent  # a migration's or a storage move's
+AnyRecord = MigrationRecord | StorageMoveRecord
 
 RECHECK_AFTER_S = 15.0  # no event for this long: ask the coordinator for the record
 
@@ -156,7 +161,7 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 
 
 async def follow(nc: Client, settings: Settings, events: Any,
-                 accepted: MigrateAccepted) -> MigrationRecord:
+                 accepted: MigrateAccepted | StorageMoveAccepted) -> AnyRecord:
     """Draw the progress bar from this migration's events until a terminal phase."""
     console = make_console(stderr=True)
     with render.progress_bar(console) as bar:
@@ -171,7 +176,7 @@ async def follow(nc: Client, settings: Settings, events: Any,
                     return record
                 continue
             event = _migration_event(msg, accepted.migration_id)
-            if isinstance(event, PhaseEvent):
+            if isinstance(event, AnyPhaseEvent):
                 bar.update(task, phase=event.phase)
                 if event.phase == Phase.SUCCEEDED:
                     bar.update(task, completed=bar.tasks[0].total or 0, remaining=0)
@@ -187,22 +192,22 @@ async def follow(nc: Client, settings: Settings, events: Any,
                            rate=render.rate(stats), remaining=left)
 
 
-def _migration_event(msg: Any, migration_id: str) -> PhaseEvent | ProgressEvent | None:
+def _migration_event(msg: Any, migration_id: str) -> AnyPhaseEvent | ProgressEvent | None:
     """This migration's phase or progress event; None for anything else on the wildcard."""
     _, _, event = msg.subject.partition(f".{migration_id}.")
     if not event:
         return None
     if event == MigrationEvent.PHASE:
-        return decode_any(msg.data, PhaseEvent)  # type: ignore[no-any-return]
+        return decode_any(msg.data, AnyPhaseEvent)  # type: ignore[no-any-return]
     if event == MigrationEvent.PROGRESS:
         return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
     return None
 
 
-async def _record(nc: Client, settings: Settings, migration_id: str) -> MigrationRecord:
+async def _record(nc: Client, settings: Settings, migration_id: str) -> AnyRecord:
     reply = await ask(nc, settings, CoordinatorEndpoint.JOBS,
                       JobsRequest(migration_id=migration_id), JobsReply, timeouts.COORDINATOR_JOBS)
-    return reply.migrations[0]  # type: ignore[no-any-return]
+    return [*reply.migrations, *reply.storage_moves][0]  # type: ignore[no-any-return]
 
 
 # --- check ------------------------------------------------------------------------------------
@@ -263,9 +268,10 @@ def jobs(active: bool, nats_url: str, prefix: str, output: str) -> None:
 async def _jobs(nc: Client, settings: Settings, active: bool) -> None:
     reply = await ask(nc, settings, CoordinatorEndpoint.JOBS, JobsRequest(active_only=active),
                       JobsReply, timeouts.COORDINATOR_JOBS)
+    records = [*reply.migrations, *reply.storage_moves]  # each record carries its kind
     if settings.json:
-        return emit_json(reply.migrations)
-    make_console().print(render.jobs_table(reply.migrations))
+        return emit_json(records)
+    make_console().print(render.jobs_table(records))
 
 
 @click.command(epilog=EPILOG)
@@ -282,12 +288,12 @@ def abort(migration_id: str, nats_url: str, prefix: str, output: str) -> None:
 
 async def _abort(nc: Client, settings: Settings, migration_id: str) -> None:
     record = await ask(nc, settings, CoordinatorEndpoint.ABORT,
-                       AbortRequest(migration_id=migration_id), MigrationRecord,
+                       AbortRequest(migration_id=migration_id), AnyRecord,
                        timeouts.COORDINATOR_ABORT)
     if settings.json:
         emit_json(record)
     else:
-        make_console().print(render.outcome_line(record))
+        make_console().print(any_outcome_line(record))
     if record.phase != Phase.ABORTED:
         fail(f"{migration_id} is {record.phase}, not aborted", ExitCode.FAILED)
 
@@ -304,7 +310,7 @@ def bandwidth(migration_id: str, mib_s: int, nats_url: str, prefix: str, output:
 async def _bandwidth(nc: Client, settings: Settings, migration_id: str, mib_s: int) -> None:
     record = await ask(nc, settings, CoordinatorEndpoint.BANDWIDTH,
                        BandwidthRequest(migration_id=migration_id, bandwidth_mib_s=mib_s),
-                       MigrationRecord, timeouts.COORDINATOR_BANDWIDTH)
+                       AnyRecord, timeouts.COORDINATOR_BANDWIDTH)
     if settings.json:
         return emit_json(record)
     click.echo(f"{migration_id}: bandwidth cap now {record.bandwidth_mib_s} MiB/s "
@@ -345,11 +351,11 @@ async def _watch(nc: Client, settings: Settings, vm: str | None,
         if event is None or not _wanted(event, vm, ids_of_vm):
             continue
         _print_event(settings, event)
-        if migration_id and isinstance(event, PhaseEvent) and event.phase in TERMINAL_PHASES:
+        if migration_id and isinstance(event, AnyPhaseEvent) and event.phase in TERMINAL_PHASES:
             return
 
 
-def _watched_event(msg: Any) -> PhaseEvent | ProgressEvent | LifecycleEvent | None:
+def _watched_event(msg: Any) -> AnyPhaseEvent | ProgressEvent | LifecycleEvent | None:
     tail = msg.subject.rsplit(".", 1)[-1]
     if tail == EventName.LIFECYCLE:
         return decode_any(msg.data, LifecycleEvent)  # type: ignore[no-any-return]
@@ -357,7 +363,7 @@ def _watched_event(msg: Any) -> PhaseEvent | ProgressEvent | LifecycleEvent | No
     if msg.subject.endswith(f".{MigrationEvent.SOURCE_PROGRESS}"):
         return None
     if event == MigrationEvent.PHASE:
-        return decode_any(msg.data, PhaseEvent)  # type: ignore[no-any-return]
+        return decode_any(msg.data, AnyPhaseEvent)  # type: ignore[no-any-return]
     if event == MigrationEvent.PROGRESS:
         return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
     return None
@@ -366,7 +372,7 @@ def _watched_event(msg: Any) -> PhaseEvent | ProgressEvent | LifecycleEvent | No
 def _wanted(event: Any, vm: str | None, ids_of_vm: set[str]) -> bool:
     if vm is None or isinstance(event, LifecycleEvent):
         return True
-    if isinstance(event, PhaseEvent) and event.record.vm == vm:
+    if isinstance(event, AnyPhaseEvent) and event.record.vm == vm:
         ids_of_vm.add(event.migration_id)
     return event.migration_id in ids_of_vm
 
@@ -374,7 +380,7 @@ def _wanted(event: Any, vm: str | None, ids_of_vm: set[str]) -> bool:
 def _print_event(settings: Settings, event: Any) -> None:
     if settings.json:
         return emit_json(event)
-    line = (render.phase_line(event) if isinstance(event, PhaseEvent)
+    line = (render.phase_line(event) if isinstance(event, AnyPhaseEvent)
             else render.progress_line(event) if isinstance(event, ProgressEvent)
             else render.lifecycle_line(event))
     make_console().print(line)

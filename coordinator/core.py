@@ -19,11 +19,13 @@ from typing import Any
 
 import structlog
 
-from coordinator import preflight
+from coordinator import preflight, storage_checks
 from coordinator.agents import AgentClient, is_no_responders
 from coordinator.options import check_against_domain, validate_options
-from coordinator.registry import Registry
+from coordinator.registry import Job, JobRecord, Registry
 from coordinator.runner import MigrationRunner, RunnerDeps, new_record
+from coordinator.storage_runner import StorageMoveRunner
+from coordinator.storage_runner import new_record as new_storage_record
 from schemas import timeouts
 from schemas.agent import DomainInfo
 from schemas.errors import BatonError, ErrorCode
@@ -38,6 +40,7 @@ from schemas.migration import (
     MigrationRecord,
     PreflightReport,
 )
+from schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
 
 log = structlog.get_logger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
@@ -73,7 +76,29 @@ class Coordinator:
         return await self._report(request.vm, source, request.destination, request.live,
                                   request.storage)
 
-    async def abort(self, request: AbortRequest) -> MigrationRecord:
+    async def move_storage(self, request: StorageMoveRequest,
+                           ) -> StorageMoveAccepted | StorageCheckReport:
+        """Check at once (a bad request is refused before anything is copied), then accept."""
+        if not self.accepting:
+            raise BatonError(ErrorCode.UNAVAILABLE, "the coordinator is shutting down")
+        if not request.dry_run:
+            self.registry.refuse_if_busy(request.vm)
+        host = request.host or await storage_checks.locate(self._agents, request.vm)
+        with _host_errors(host):
+            report = storage_checks.report(
+                await storage_checks.gather(self._agents, request, host))
+        if request.dry_run:
+            return report
+        if not report.ok:
+            raise BatonError(ErrorCode.PRECONDITION_FAILED,
+                             storage_checks.failure_summary(report.checks))
+        migration_id = uuid.uuid4().hex[:12]
+        await self._launch(StorageMoveRunner(
+            new_storage_record(migration_id, request, host, report), self._deps))
+        return StorageMoveAccepted(migration_id=migration_id, vm=request.vm, host=host,
+                                   destination_pool=request.destination_pool, disks=report.disks)
+
+    async def abort(self, request: AbortRequest) -> JobRecord:
         runner = self.registry.get(request.migration_id)
         runner.request_abort("requested by an operator")
         with contextlib.suppress(TimeoutError):
@@ -81,28 +106,33 @@ class Coordinator:
                 await asyncio.shield(runner.done.wait())
         return runner.record
 
-    async def bandwidth(self, request: BandwidthRequest) -> MigrationRecord:
+    async def bandwidth(self, request: BandwidthRequest) -> JobRecord:
         runner = self.registry.get(request.migration_id)
         return await runner.set_bandwidth(request.bandwidth_mib_s)
 
     async def jobs(self, request: JobsRequest) -> JobsReply:
-        return JobsReply(migrations=self.registry.records(request.migration_id,
-                                                          request.active_only))
+        records = self.registry.records(request.migration_id, request.active_only)
+        return JobsReply(migrations=[r for r in records if isinstance(r, MigrationRecord)],
+                         storage_moves=[r for r in records if not isinstance(r, MigrationRecord)])
 
     # --- accepting -------------------------------------------------------------------------
 
     async def _accept(self, request: MigrateRequest, source: str) -> MigrateAccepted:
         migration_id = uuid.uuid4().hex[:12]
-        runner = MigrationRunner(new_record(migration_id, request, source), self._deps)
-        self.registry.add(runner)  # conflict if another request for this VM won the race
-        await runner.tracker.announce()
-        task = self._spawn(runner.run())
-        self._tasks[migration_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
+        await self._launch(MigrationRunner(new_record(migration_id, request, source), self._deps))
         log.info("migration_accepted", migration_id=migration_id, vm=request.vm, source=source,
                  destination=request.destination)
         return MigrateAccepted(migration_id=migration_id, vm=request.vm, source=source,
                                destination=request.destination)
+
+    async def _launch(self, runner: MigrationRunner | StorageMoveRunner) -> None:
+        job: Job = runner
+        migration_id = job.record.migration_id
+        self.registry.add(job)  # conflict if another request for this VM won the race
+        await runner.tracker.announce()
+        task = self._spawn(runner.run())
+        self._tasks[migration_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
 
     async def _report(self, vm: str, source: str, destination: str, live: bool,
                       storage: Any) -> PreflightReport:

@@ -69,6 +69,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects)
             coordinator = Coordinator(deps, tasks.create_task)
             service = await start_service(nc, subjects, coordinator, tasks)
+            await nc.flush()  # the server knows every endpoint before anyone is told we serve
             log.info("coordinator_started", version=PROTOCOL_VERSION, nats=config.nats_url)
             if started is not None:
                 started.set_result(coordinator)

@@ -25,6 +25,7 @@ from schemas.migration import (
     PreflightReport,
     ProgressEvent,
 )
+from schemas.storage import StorageMoveRecord, StoragePhaseEvent
 
 _STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red"}
 _PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.ABORTED: "yellow"}
@@ -43,14 +44,15 @@ def report_table(report: PreflightReport) -> Table:
     return table
 
 
-def jobs_table(records: list[MigrationRecord]) -> Table:
+def jobs_table(records: list[MigrationRecord | StorageMoveRecord]) -> Table:
     table = Table()
     for column in ("id", "vm", "route", "phase", "storage", "updated", "error"):
         table.add_column(column, overflow="fold" if column == "error" else "ellipsis")
     for r in records:
-        table.add_row(r.migration_id, r.vm, f"{r.source} -> {r.destination}", phase_text(r.phase),
-                      str(r.storage), r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      r.error.message if r.error else "")
+        route, storage = (f"{r.host} -> pool {r.destination_pool}", "move") \
+            if isinstance(r, StorageMoveRecord) else (f"{r.source} -> {r.destination}", str(r.storage))
+        table.add_row(r.migration_id, r.vm, route, phase_text(r.phase), storage,
+                      r.updated_at.strftime("%Y-%m-%d %H:%M:%S"), r.error.message if r.error else "")
     return table
 
 
@@ -73,7 +75,7 @@ def outcome_line(record: MigrationRecord) -> str:
     return f"{route} {phase_text(record.phase)} ({', '.join(parts)}, storage {record.storage})"
 
 
-def phase_line(event: PhaseEvent) -> str:
+def phase_line(event: PhaseEvent | StoragePhaseEvent) -> str:
     reason = f" — {event.reason}" if event.reason else ""
     return f"{_clock(event.at)} {event.migration_id} {event.record.vm} " \
            f"{event.previous or '-'} -> {phase_text(event.phase)}{reason}"

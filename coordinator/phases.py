@@ -1,6 +1,7 @@
 """A migration's phases: the one table of allowed moves and the one ``transition()``.
 
-The coordinator is the only writer of a :class:`MigrationRecord`. :class:`PhaseTracker` holds the
+The coordinator is the only writer of a :class:`MigrationRecord` (or, for a storage move, a
+:class:`StorageMoveRecord`: same phases, same table). :class:`PhaseTracker` holds the
 current record; ``transition()`` validates the move against :data:`MOVES`, timestamps, logs and
 publishes a :class:`PhaseEvent` (with the whole record) on ``baton.migrations.<id>.phase``.
 Terminal phases absorb everything: a move out of one is ignored and logged, never raised, so a late
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import structlog
@@ -20,6 +21,7 @@ import structlog
 from schemas.base import utc_now
 from schemas.codec import encode
 from schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
+from schemas.storage import StorageMoveRecord, StoragePhaseEvent
 from schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
@@ -46,17 +48,31 @@ def is_terminal(phase: Phase) -> bool:
     return phase in TERMINAL_PHASES
 
 
-def moved(record: MigrationRecord, to: Phase, now: datetime, **changes: Any) -> MigrationRecord:
+def moved(record: Record, to: Phase, now: datetime, **changes: Any) -> Record:
     """The record after moving to ``to`` (pure). Raises :class:`IllegalMove`."""
     if to not in MOVES[record.phase]:
         raise IllegalMove(f"{record.phase} -> {to} is not an allowed move")
     return msgspec.structs.replace(record, phase=to, updated_at=now, **changes)
 
 
-class PhaseTracker:
-    """The live record of one migration and the only place its phase changes."""
+Record = TypeVar("Record", MigrationRecord, StorageMoveRecord)
 
-    def __init__(self, record: MigrationRecord, subjects: Subjects, publish: Publish,
+
+def phase_event(record: Record, previous: Phase | None,
+                reason: str) -> PhaseEvent | StoragePhaseEvent:
+    """The event a phase change publishes: the record's own kind (a migration or a storage move)."""
+    if isinstance(record, StorageMoveRecord):
+        return StoragePhaseEvent(migration_id=record.migration_id, phase=record.phase,
+                                 previous=previous, reason=reason, at=record.updated_at,
+                                 record=record)
+    return PhaseEvent(migration_id=record.migration_id, phase=record.phase, previous=previous,
+                      reason=reason, at=record.updated_at, record=record)
+
+
+class PhaseTracker(Generic[Record]):
+    """The live record of one migration (or storage move) and the only place its phase changes."""
+
+    def __init__(self, record: Record, subjects: Subjects, publish: Publish,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self._record = record
         self._subjects = subjects
@@ -64,14 +80,14 @@ class PhaseTracker:
         self._clock = clock
 
     @property
-    def record(self) -> MigrationRecord:
+    def record(self) -> Record:
         return self._record
 
     @property
     def phase(self) -> Phase:
         return self._record.phase
 
-    def update(self, **changes: Any) -> MigrationRecord:
+    def update(self, **changes: Any) -> Record:
         """Change fields other than the phase (bandwidth in force, switch-over time, ...)."""
         self._record = msgspec.structs.replace(self._record, updated_at=self._clock(), **changes)
         return self._record
@@ -93,8 +109,7 @@ class PhaseTracker:
 
     async def _emit(self, previous: Phase | None, reason: str) -> None:
         record = self._record
-        event = PhaseEvent(migration_id=record.migration_id, phase=record.phase,
-                           previous=previous, reason=reason, at=record.updated_at, record=record)
+        event = phase_event(record, previous, reason)
         subject = self._subjects.migration(record.migration_id, MigrationEvent.PHASE)
         try:
             await self._publish(subject, encode(event))

@@ -1,4 +1,4 @@
-"""Migrations by id, and at most one active migration per VM.
+"""Migrations and storage moves by id, and at most one active job per VM.
 
 The registry only indexes runners; each runner owns its record. A runner counts as active until
 its ``done`` event is set. Finished migrations stay listed (``baton jobs``) up to ``keep``, oldest
@@ -7,19 +7,36 @@ dropped first.
 
 from __future__ import annotations
 
-from coordinator.runner import MigrationRunner
+import asyncio
+from typing import Protocol
+
 from schemas.errors import BatonError, ErrorCode
 from schemas.migration import MigrationRecord
+from schemas.storage import StorageMoveRecord
 
 KEEP_FINISHED = 1000
+JobRecord = MigrationRecord | StorageMoveRecord
+
+
+class Job(Protocol):
+    """What the registry needs of a runner: a live migration's or a storage move's."""
+
+    done: asyncio.Event
+
+    @property
+    def record(self) -> JobRecord: ...
+
+    def request_abort(self, reason: str) -> None: ...
+
+    async def set_bandwidth(self, mib_s: int) -> JobRecord: ...
 
 
 class Registry:
     def __init__(self, keep: int = KEEP_FINISHED) -> None:
-        self._runners: dict[str, MigrationRunner] = {}  # insertion order = age
+        self._runners: dict[str, Job] = {}  # insertion order = age
         self._keep = keep
 
-    def active_for(self, vm: str) -> MigrationRunner | None:
+    def active_for(self, vm: str) -> Job | None:
         return next((r for r in self.active() if r.record.vm == vm), None)
 
     def refuse_if_busy(self, vm: str) -> None:
@@ -29,23 +46,23 @@ class Registry:
                              f"({busy.record.migration_id}, {busy.record.phase})",
                              migration_id=busy.record.migration_id)
 
-    def add(self, runner: MigrationRunner) -> None:
+    def add(self, runner: Job) -> None:
         """Register a new migration; ``conflict`` if its VM is already migrating."""
         self.refuse_if_busy(runner.record.vm)
         self._runners[runner.record.migration_id] = runner
         self._forget_oldest()
 
-    def get(self, migration_id: str) -> MigrationRunner:
+    def get(self, migration_id: str) -> Job:
         runner = self._runners.get(migration_id)
         if runner is None:
             raise BatonError(ErrorCode.NOT_FOUND, f"no migration {migration_id!r}")
         return runner
 
-    def active(self) -> list[MigrationRunner]:
+    def active(self) -> list[Job]:
         return [r for r in self._runners.values() if not r.done.is_set()]
 
     def records(self, migration_id: str | None = None,
-                active_only: bool = False) -> list[MigrationRecord]:
+                active_only: bool = False) -> list[JobRecord]:
         if migration_id is not None:
             return [self.get(migration_id).record]
         runners = self.active() if active_only else list(self._runners.values())

@@ -23,6 +23,7 @@ from schemas.migration import (
     JobsRequest,
     MigrateRequest,
 )
+from schemas.storage import StorageMoveRequest
 from schemas.subjects import COORDINATOR_SERVICE, CoordinatorEndpoint, Subjects
 
 
@@ -30,7 +31,8 @@ async def start_service(nc: NATS, subjects: Subjects, coordinator: Coordinator,
                         tasks: asyncio.TaskGroup) -> Service:
     service = await add_service(nc, ServiceConfig(
         name=COORDINATOR_SERVICE, version=PROTOCOL_VERSION,
-        description="Baton coordinator: pre-flight checks and live migrations between hosts",
+        description="Baton coordinator: pre-flight checks, live migrations between hosts and "
+        "disk moves between storage pools",
         metadata={"prefix": subjects.prefix}))
     routes = (
         (CoordinatorEndpoint.MIGRATE, MigrateRequest, coordinator.migrate),
@@ -38,9 +40,10 @@ async def start_service(nc: NATS, subjects: Subjects, coordinator: Coordinator,
         (CoordinatorEndpoint.ABORT, AbortRequest, coordinator.abort),
         (CoordinatorEndpoint.BANDWIDTH, BandwidthRequest, coordinator.bandwidth),
         (CoordinatorEndpoint.JOBS, JobsRequest, coordinator.jobs),
+        (CoordinatorEndpoint.STORAGE_MOVE, StorageMoveRequest, coordinator.move_storage),
     )
     for endpoint, request_type, handle in routes:
         await service.add_endpoint(EndpointConfig(
-            name=endpoint.value, subject=subjects.coordinator(endpoint),
+            name=endpoint.value.replace(".", "-"), subject=subjects.coordinator(endpoint),
             handler=typed_handler(request_type, handle, tasks)))  # type: ignore[arg-type]
     return service

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from schemas import agent, events, migration
+from schemas import agent, events, migration, storage
 from schemas.errors import ErrorReply
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -48,6 +48,11 @@ PUBLIC_MESSAGES: tuple[Any, ...] = (
     migration.PhaseEvent,
     migration.ProgressEvent,
     migration.Ack,
+    storage.StorageMoveRequest,
+    storage.StorageMoveAccepted,
+    storage.StorageCheckReport,
+    storage.StorageMoveRecord,
+    storage.StoragePhaseEvent,
 )
 
 

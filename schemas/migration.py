@@ -20,8 +20,13 @@ from schemas.base import HostId, Message, NonNegativeInt, VmName
 from schemas.errors import ErrorReply
 from schemas.events import JobStats
 
-MigrationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-BandwidthMiBs = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+# The job primitives were defined here first; importers of schemas.migration keep finding them.
+from schemas.job import TERMINAL_PHASES as TERMINAL_PHASES
+from schemas.job import BandwidthMiBs, CheckResult, MigrationId, Phase
+from schemas.job import CheckName as CheckName
+from schemas.job import CheckStatus as CheckStatus
+from schemas.storage import StorageMoveRecord
+
 Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
 DowntimeMs = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
 
@@ -30,36 +35,6 @@ class StorageMode(StrEnum):
     AUTO = "auto"  # shared if the destination proves it sees the disk files, else copy
     SHARED = "shared"  # disks stay where they are; only CPU and memory state move
     COPY = "copy"  # shared-nothing: local disks are copied block by block during the move
-
-
-class Phase(StrEnum):
-    PENDING = "pending"  # accepted, not started
-    CHECKING = "checking"  # pre-flight checks run; nothing touched yet
-    PREPARING = "preparing"  # destination prepares (pre-creates disks for a copy)
-    MIGRATING = "migrating"  # libvirt moves state (and disks); the guest runs on the source
-    COMPLETING = "completing"  # guest resumed on the destination; confirming and cleaning up
-    SUCCEEDED = "succeeded"  # running on the destination, confirmed from both sides
-    FAILED = "failed"  # stopped by an error; the guest still runs on the source
-    ABORTED = "aborted"  # cancelled on request; the guest still runs on the source
-
-
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED})
-
-
-class CheckStatus(StrEnum):
-    PASS = "pass"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-class CheckName(StrEnum):
-    HOSTS = "hosts"  # source and destination are different, live hosts
-    VM = "vm"  # the VM exists on the source, not on the destination, in a movable state
-    STORAGE = "storage"
-    NETWORK = "network"
-    CPU = "cpu"
-    MEMORY = "memory"
-    DEVICES = "devices"  # no device that blocks migration
 
 
 # --- public requests --------------------------------------------------------------------------
@@ -87,12 +62,6 @@ class CheckRequest(Message, kw_only=True, tag="coordinator.check.request"):
     source: HostId | None = None
     live: bool = True
     storage: StorageMode = StorageMode.AUTO
-
-
-class CheckResult(Message, kw_only=True, tag="coordinator.check_result"):
-    name: CheckName
-    status: CheckStatus
-    reason: str  # what was found and, for a failure, what to do about it
 
 
 class PreflightReport(Message, kw_only=True, tag="coordinator.check.reply"):
@@ -147,6 +116,7 @@ class MigrationRecord(Message, kw_only=True, tag="coordinator.migration"):
 
 class JobsReply(Message, kw_only=True, tag="coordinator.jobs.reply"):
     migrations: list[MigrationRecord] = []
+    storage_moves: list[StorageMoveRecord] = []  # disk moves between pools (schemas.storage)
 
 
 class PhaseEvent(Message, kw_only=True, tag="migration.phase"):

@@ -39,6 +39,8 @@ class AgentEndpoint(StrEnum):
     MIGRATION_SPEED = "migration.speed"  # source: change the bandwidth cap while running
     MIGRATION_ABORT = "migration.abort"  # source: cancel the running migration job
     MIGRATION_CLEANUP = "migration.cleanup"  # either side: remove a leftover domain or disks
+    STORAGE_MOVE = "storage.move"  # copy, pivot and verify a VM's disks into another pool
+    STORAGE_ABORT = "storage.abort"  # cancel a storage move before its pivot
 
 
 class CoordinatorEndpoint(StrEnum):
@@ -47,6 +49,7 @@ class CoordinatorEndpoint(StrEnum):
     ABORT = "abort"
     BANDWIDTH = "bandwidth"
     JOBS = "jobs"
+    STORAGE_MOVE = "storage.move"  # move a running VM's disks to another pool on its host
 
 
 class MigrationEvent(StrEnum):
@@ -54,6 +57,8 @@ class MigrationEvent(StrEnum):
     PROGRESS = "progress"  # coordinator: figures at least once a second while data moves
     SOURCE_PROGRESS = "source.progress"  # source agent: raw job statistics
     SOURCE_FINISHED = "source.finished"  # source agent: the migrate call returned
+    STORAGE_STAGE = "storage.stage"  # storage move's agent: copying, ready, pivoted
+    STORAGE_FINISHED = "storage.finished"  # storage move's agent: the outcome, once
 
 
 class EventName(StrEnum):

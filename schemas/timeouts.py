@@ -24,12 +24,17 @@ AGENT_MIGRATION_SPEED: Final = 10.0
 AGENT_MIGRATION_ABORT: Final = 10.0
 AGENT_MIGRATION_CLEANUP: Final = 60.0  # may destroy a domain and delete disk files
 
+# --- coordinator -> agent storage-move endpoints ------------------------------------------------
+AGENT_STORAGE_MOVE: Final = 15.0  # checks the domain and the paths, answers; the copy runs on
+AGENT_STORAGE_ABORT: Final = 40.0  # cancels the copy jobs and removes the partial copies
+
 # --- clients -> coordinator ----------------------------------------------------------------------
 COORDINATOR_MIGRATE: Final = 60.0  # a dry run answers with the whole pre-flight report
 COORDINATOR_CHECK: Final = 60.0
 COORDINATOR_ABORT: Final = 40.0  # the coordinator waits up to ABORT_SETTLE for the outcome
 COORDINATOR_BANDWIDTH: Final = 15.0
 COORDINATOR_JOBS: Final = 5.0
+COORDINATOR_STORAGE_MOVE: Final = 60.0  # a dry run answers with the whole check report
 
 # --- coordinator's own deadlines (seconds) -------------------------------------------------------
 SOURCE_SILENCE_LIMIT: Final = 60.0  # no progress or outcome from the source agent: give up

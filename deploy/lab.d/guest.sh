@@ -64,11 +64,11 @@ build_guest_image() {
 # --- guest ---------------------------------------------------------------------
 
 guest_usage() {
-    die "usage: guest NAME --host hN [--memory MIB] [--dirty-mb N] [--dirty-rate MIB_S] [--storage shared|local] [--disk-mib N] [--no-disk-io] [--nic] [--transient] [--no-start] [--no-wait] [--timeout S]"
+    die "usage: guest NAME --host hN [--memory MIB] [--dirty-mb N] [--dirty-rate MIB_S] [--storage shared|local] [--pool NAME] [--disk-mib N] [--no-disk-io] [--nic] [--transient] [--no-start] [--no-wait] [--timeout S]"
 }
 
 cmd_guest() {
-    local name="" host="" memory=128 dirty_mb=16 dirty_rate=8 storage=shared disk_mib=256
+    local name="" host="" memory=128 dirty_mb=16 dirty_rate=8 storage=shared disk_mib=256 pool=""
     local disk_io=1 nic=0 transient=0 start=1 wait=1 timeout=120
     while (($#)); do
         case $1 in
@@ -77,6 +77,7 @@ cmd_guest() {
             --dirty-mb) dirty_mb=$2; shift ;;
             --dirty-rate) dirty_rate=$2; shift ;;
             --storage) storage=$2; shift ;;
+            --pool) pool=$2; shift ;;
             --disk-mib) disk_mib=$2; shift ;;
             --timeout) timeout=$2; shift ;;
             --no-disk-io) disk_io=0 ;;
@@ -97,7 +98,7 @@ cmd_guest() {
     n=$(host_num "$host")
     host_ns_ready "$n" || die "host h$n is not up"
     ensure_guest_image
-    disk=$(guest_disk_path "$storage" "$name")
+    if [[ -n $pool ]]; then disk=$(pool_disk_path "$pool" "$name"); else disk=$(guest_disk_path "$storage" "$name"); fi
     hexec "$n" qemu-img create -q -f qcow2 "$disk" "${disk_mib}M"
     xml=$STATE/guests/$name.xml
     mkdir -p "$STATE/guests"
@@ -116,6 +117,15 @@ cmd_guest() {
 
 guest_disk_path() { # STORAGE NAME: path as seen from inside the hosts
     if [[ $1 == shared ]]; then echo "$SHARED/$2.qcow2"; else echo "/var/lib/libvirt/images/$2.qcow2"; fi
+}
+
+pool_disk_path() { # POOL NAME: the disk in one of the lab's pools (overrides --storage)
+    local entry
+    [[ $1 == shared ]] && { echo "$SHARED/$2.qcow2"; return; }
+    for entry in "${POOLS[@]}"; do
+        [[ ${entry%%:*} == "$1" ]] && { echo "${entry#*:}/$2.qcow2"; return; }
+    done
+    die "--pool must be shared or one of: ${POOLS[*]%%:*}"
 }
 
 domain_xml() {
@@ -212,6 +222,7 @@ cmd_guest_rm() {
     rm -f "$SHARED/$name.qcow2" "$STATE/guests/$name.xml"
     for n in "${hosts[@]}"; do
         rm -f "$(host_dir "$n")/var-lib-libvirt/images/$name.qcow2" "$(console_file "$n" "$name")" \
+            "$(host_dir "$n")"/var-lib-libvirt/pools/*/"$name.qcow2" \
             "$(host_dir "$n")/log-libvirt/qemu/$name.log"
     done
 }

@@ -19,6 +19,7 @@ from coordinator.main import CoordinatorConfig, run_coordinator
 from schemas.agent import DomainState
 from schemas.codec import decode_any
 from schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent, ProgressEvent
+from schemas.storage import StorageMoveRecord, StoragePhaseEvent
 from schemas.subjects import MigrationEvent, Subjects
 from tests.integration.fake_agents import SHARED, Mesh, domain
 
@@ -58,14 +59,14 @@ class Watcher:
     """Every phase and progress event on ``baton.migrations.>``, in arrival order."""
 
     def __init__(self) -> None:
-        self.phases: list[PhaseEvent] = []
+        self.phases: list[PhaseEvent | StoragePhaseEvent] = []
         self.progress: list[ProgressEvent] = []
         self.changed = asyncio.Event()
 
     async def on_message(self, msg: Any) -> None:
         event = msg.subject.split(".", 3)[3]  # baton.migrations.<id>.<event>
         if event == MigrationEvent.PHASE:
-            self.phases.append(decode_any(msg.data, PhaseEvent))
+            self.phases.append(decode_any(msg.data, PhaseEvent | StoragePhaseEvent))
         elif event == MigrationEvent.PROGRESS:
             self.progress.append(decode_any(msg.data, ProgressEvent))
         self.changed.set()
@@ -73,7 +74,8 @@ class Watcher:
     def phases_of(self, migration_id: str) -> list[Phase]:
         return [e.phase for e in self.phases if e.migration_id == migration_id]
 
-    async def until(self, migration_id: str, phases: set[Phase], within_s: float = 10) -> PhaseEvent:
+    async def until(self, migration_id: str, phases: set[Phase],
+                    within_s: float = 10) -> PhaseEvent | StoragePhaseEvent:
         async with asyncio.timeout(within_s):
             while True:
                 for event in self.phases:
@@ -82,7 +84,8 @@ class Watcher:
                 self.changed.clear()
                 await self.changed.wait()
 
-    async def final(self, migration_id: str, within_s: float = 10) -> MigrationRecord:
+    async def final(self, migration_id: str,
+                    within_s: float = 10) -> MigrationRecord | StorageMoveRecord:
         return (await self.until(migration_id, TERMINAL_PHASES, within_s)).record
 
 

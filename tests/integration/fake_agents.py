@@ -65,10 +65,20 @@ from schemas.migration import (
     StartReply,
     StartRequest,
 )
+from schemas.storage import (
+    AgentStorageAbortRequest,
+    AgentStorageMoveReply,
+    AgentStorageMoveRequest,
+    DiskOutcome,
+    StorageMoveFinished,
+    StorageStage,
+    StorageStageEvent,
+)
 from schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
 
 GIB = 1024**3
 IMAGES = "/var/lib/libvirt/images"
+FAST = "/var/lib/libvirt/pools/fast"
 SHARED = "/srv/shared"
 LIBVIRT_FAILURE = "operation failed: migration out job: unexpectedly failed"
 LIBVIRT_ABORTED = "operation aborted: migration out job: canceled by client"
@@ -116,6 +126,8 @@ def host_caps(host: str, *, bridges: tuple[str, ...] = ("br0",), memory_gib: flo
         bridges=[Bridge(name=b, up=True, mtu=1500) for b in bridges],
         networks=[Network(name="default", active=True, bridge="virbr0")],
         pools=[StoragePool(name="default", type="dir", target_path=IMAGES, active=True,
+                           available_bytes=int(pool_free_gib * GIB)),
+               StoragePool(name="fast", type="dir", target_path=FAST, active=True,
                            available_bytes=int(pool_free_gib * GIB))],
         collected_at=utc_now())
 
@@ -172,6 +184,8 @@ class FakeAgent:
             (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, self.speed),
             (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, self.abort),
             (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, self.cleanup),
+            (AgentEndpoint.STORAGE_MOVE, AgentStorageMoveRequest, self.storage_move),
+            (AgentEndpoint.STORAGE_ABORT, AgentStorageAbortRequest, self.storage_abort),
         )
         self._tasks = tasks
         for endpoint, request_type, handle in routes:
@@ -275,7 +289,7 @@ class FakeAgent:
         await asyncio.sleep(script.resume_lead_s)
         await self._finish(request)
 
-    async def _progress(self, request: StartRequest, step: int, steps: int) -> None:
+    async def _progress(self, request: Any, step: int, steps: int) -> None:
         total = 2 * GIB
         done = total * (step + 1) // (steps + 1)
         stats = JobStats(operation="migration_out", time_elapsed_ms=100 * (step + 1),
@@ -309,10 +323,64 @@ class FakeAgent:
             migration_id=request.migration_id, host_id=self.host, at=utc_now(), stats=stats,
             error=error, aborted=aborted))
 
-    async def _publish_migration(self, request: StartRequest, event: MigrationEvent,
+    async def _publish_migration(self, request: Any, event: MigrationEvent,
                                  message: Any) -> None:
         await self.nc.publish(self.mesh.subjects.migration(request.migration_id, event),
                               encode(message))
+
+    # --- the scripted storage move ------------------------------------------------------------
+
+    async def storage_move(self, request: AgentStorageMoveRequest) -> AgentStorageMoveReply:
+        if request.vm not in self.domains:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {request.vm!r}")
+        self.abort_requested.clear()
+        self._tasks.create_task(self._run_storage_script(request))
+        return AgentStorageMoveReply(migration_id=request.migration_id)
+
+    async def storage_abort(self, _request: AgentStorageAbortRequest) -> Ack:
+        self.abort_requested.set()
+        return Ack(detail="abort requested")
+
+    async def _run_storage_script(self, request: AgentStorageMoveRequest) -> None:
+        script = self.script
+        await self._stage(request, StorageStage.COPYING)
+        for step in range(script.steps):
+            if self.abort_requested.is_set():
+                return await self._storage_finished(request, aborted=True)
+            await self._progress(request, step, script.steps)
+            await asyncio.sleep(script.interval_s)
+        if script.outcome == "hang":
+            await self.abort_requested.wait()
+            return await self._storage_finished(request, aborted=True)
+        if script.outcome == "fail":
+            return await self._storage_finished(request, error=ErrorReply(
+                code=ErrorCode.HYPERVISOR, message=LIBVIRT_FAILURE))
+        await self._stage(request, StorageStage.READY)
+        self._repoint(request)
+        await self._stage(request, StorageStage.PIVOTED)
+        await self._storage_finished(request)
+
+    def _repoint(self, request: AgentStorageMoveRequest) -> None:
+        new = {d.target: d.destination_path for d in request.disks}
+        vm = self.domains[request.vm]
+        self.domains[request.vm] = msgspec.structs.replace(vm, disks=[
+            msgspec.structs.replace(d, source_path=new.get(d.target, d.source_path))
+            for d in vm.disks])
+
+    async def _stage(self, request: AgentStorageMoveRequest, stage: StorageStage) -> None:
+        await self._publish_migration(request, MigrationEvent.STORAGE_STAGE, StorageStageEvent(
+            migration_id=request.migration_id, host_id=self.host, at=utc_now(), stage=stage))
+
+    async def _storage_finished(self, request: AgentStorageMoveRequest, aborted: bool = False,
+                                error: ErrorReply | None = None) -> None:
+        ok = not aborted and error is None
+        disks = [DiskOutcome(target=d.target, pivoted=ok, source_deleted=ok,
+                             copy_removed=not ok,
+                             path=d.destination_path if ok else d.source_path)
+                 for d in request.disks]
+        await self._publish_migration(request, MigrationEvent.STORAGE_FINISHED, StorageMoveFinished(
+            migration_id=request.migration_id, host_id=self.host, at=utc_now(), disks=disks,
+            error=error, aborted=aborted))
 
     async def lifecycle(self, vm: str, kind: LifecycleKind, detail: str) -> None:
         event = LifecycleEvent(host_id=self.host, vm=vm, uuid=f"uuid-{vm}", event=kind,

@@ -21,6 +21,7 @@ PATTERN_EXAMPLES = {
     r"^/": "/var/lib/libvirt/images/vm1.qcow2",
     r"^[A-Za-z0-9_-]{8,64}$": "token_0123",
     r"^[A-Za-z0-9_-]{1,64}$": "mig-0001",
+    r"^[A-Za-z0-9_-]{1,32}$": "vda",
 }
 
 

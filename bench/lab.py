@@ -1,0 +1,221 @@
+"""c and e: benchmarks on the lab (real libvirt + QEMU under TCG; root; ``deploy/lab``).
+
+The lab is named by ``BATON_LAB_PREFIX`` (default ``bn``). If it is already up and healthy with
+its Baton stack (``deploy/lab up 2`` starts nats-server, agents and coordinator) it is used and
+left up; otherwise it is brought up here and taken down afterwards.
+
+c. End-to-end migration overhead: one shared-storage guest moved back and forth between h1 and h2,
+   alternately by Baton (``baton.coordinator.migrate`` from this process, timed from the request
+   to the ``succeeded`` phase, i.e. confirmed on both hosts) and by plain ``virsh migrate --live
+   --p2p --persistent --undefinesource --bandwidth B --migrateuri tcp://DEST`` (timed around the
+   virsh process, run from the root namespace against the source's TCP URI). Order ABBA, so both
+   kinds move in both directions.
+e. Bandwidth fidelity: a shared-nothing Baton migration per cap (8, 32, 128 MiB/s) of a guest
+   whose local disk is sized so the copy takes several seconds (the NBD mirror copies the whole
+   virtual size at the cap); achieved = data processed / time elapsed from the completed job's
+   statistics (the migration record's ``result``). Then a ``virsh blockcopy --bandwidth`` of a
+   local disk, sampling ``blockjob --bytes`` while it runs: achieved = bytes copied / time
+   between the first and the last sample taken before the copy was ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import nats
+from nats.aio.client import Client
+
+from bench.common import Record, median
+from schemas.codec import decode_any, encode
+from schemas.migration import (
+    TERMINAL_PHASES,
+    MigrateAccepted,
+    MigrateRequest,
+    MigrationRecord,
+    Phase,
+    PhaseEvent,
+    StorageMode,
+)
+from schemas.subjects import CoordinatorEndpoint, Subjects
+from tests.lab.labctl import Lab
+
+GOAL_C = "ratio <= 1.05; overhead < 0.3 s"
+GOAL_E = "achieved / cap >= 0.95"
+MIB = 1024 * 1024
+MIGRATE_TIMEOUT_S = 300.0
+
+
+@contextmanager
+def lab_stack() -> Iterator[tuple[Lab, str]]:
+    """The lab and its NATS URL; brought up (and down again) here unless already up."""
+    lab = Lab(os.environ.get("BATON_LAB_PREFIX", "bn"))
+    owned = not lab.healthy(2)
+    if owned:
+        lab.up(2, baton=True)
+    try:
+        yield lab, lab.env()["BATON_NATS"]
+    finally:
+        if owned:
+            lab.down()
+
+
+async def baton_migrate(nc: Client, request: MigrateRequest) -> MigrationRecord:
+    """Ask the coordinator and wait for a terminal phase; returns the final record."""
+    subjects = Subjects()
+    sub = await nc.subscribe(subjects.migrations_filter(event="phase"))
+    try:
+        reply = await nc.request(subjects.coordinator(CoordinatorEndpoint.MIGRATE),
+                                 encode(request), timeout=60)
+        accepted = decode_any(reply.data, MigrateAccepted)
+        async with asyncio.timeout(MIGRATE_TIMEOUT_S):
+            while True:
+                event = decode_any((await sub.next_msg(timeout=MIGRATE_TIMEOUT_S)).data, PhaseEvent)
+                if event.migration_id == accepted.migration_id and event.phase in TERMINAL_PHASES:
+                    return event.record
+    finally:
+        await sub.unsubscribe()
+
+
+def virsh_migrate(lab: Lab, vm: str, source: str, destination: str, bandwidth: int) -> None:
+    dest_ip = lab.ip(destination)
+    subprocess.run(["virsh", "-c", lab.uri(source), "migrate", "--live", "--p2p", "--persistent",
+                    "--undefinesource", "--bandwidth", str(bandwidth), "--migrateuri",
+                    f"tcp://{dest_ip}", vm, lab.uri(destination)],
+                   check=True, capture_output=True, timeout=MIGRATE_TIMEOUT_S)
+
+
+async def _overhead_runs(lab: Lab, url: str, vm: str, pairs: int, bandwidth: int,
+                         ) -> dict[str, list[float]]:
+    nc = await nats.connect(url, name="bench-migrate")
+    times: dict[str, list[float]] = {"baton": [], "virsh": []}
+    where = "h1"
+    try:
+        for i in range(2 * pairs):
+            kind = ("baton", "virsh", "virsh", "baton")[i % 4]
+            there = "h2" if where == "h1" else "h1"
+            start = time.perf_counter()
+            if kind == "baton":
+                record = await baton_migrate(nc, MigrateRequest(
+                    vm=vm, source=where, destination=there, bandwidth_mib_s=bandwidth))
+                if record.phase != Phase.SUCCEEDED:
+                    raise RuntimeError(f"Baton migration {record.phase}: {record.error}")
+            else:
+                await asyncio.to_thread(virsh_migrate, lab, vm, where, there, bandwidth)
+            times[kind].append(time.perf_counter() - start)
+            where = there
+            await asyncio.to_thread(lab.wait_domstate, there, vm, "running", 60)
+            await asyncio.sleep(1.0)  # let the source's QEMU teardown settle
+    finally:
+        await nc.close()
+    return times
+
+
+def run_c(quick: bool) -> Record:
+    pairs, bandwidth = (1, 64) if quick else (4, 64)
+    vm = f"bc-{uuid.uuid4().hex[:6]}"
+    with lab_stack() as (lab, url):
+        lab.guest(vm, "h1", memory_mib=128, dirty_mb=16, dirty_rate_mib_s=8, storage="shared")
+        try:
+            times = asyncio.run(_overhead_runs(lab, url, vm, pairs, bandwidth))
+        finally:
+            lab.guest_rm(vm)
+    baton, virsh = median(times["baton"]), median(times["virsh"])
+    ratio = baton / virsh
+    return Record(name="c", title="end-to-end migration overhead (lab)", ratio=round(ratio, 3),
+                  goal=GOAL_C, met=ratio <= 1.05 and baton - virsh < 0.3,
+                  ratios={"median": round(ratio, 3)},
+                  figures={"baton_s": [round(t, 3) for t in times["baton"]],
+                           "virsh_s": [round(t, 3) for t in times["virsh"]],
+                           "baton_median_s": round(baton, 3), "virsh_median_s": round(virsh, 3),
+                           "overhead_s": round(baton - virsh, 3), "bandwidth_mib_s": bandwidth,
+                           "guest": "128 MiB, 16 MiB dirtied at 8 MiB/s, shared qcow2"},
+                  notes="ABBA order, h1<->h2; Baton = request to confirmed 'succeeded'")
+
+
+# --- e ---------------------------------------------------------------------------------------
+
+
+async def _capped_copy(url: str, vm: str, cap: int) -> dict[str, float]:
+    nc = await nats.connect(url, name="bench-bandwidth")
+    try:
+        record = await baton_migrate(nc, MigrateRequest(
+            vm=vm, source="h1", destination="h2", storage=StorageMode.COPY, bandwidth_mib_s=cap))
+    finally:
+        await nc.close()
+    stats = record.result
+    if record.phase != Phase.SUCCEEDED or stats is None or not stats.time_elapsed_ms:
+        raise RuntimeError(f"capped migration {record.phase}: {record.error}")
+    data = stats.data_processed_bytes or ((stats.memory_processed_bytes or 0)
+                                          + (stats.disk_processed_bytes or 0))
+    rate = data / MIB / (stats.time_elapsed_ms / 1000)
+    return {"cap_mib_s": cap, "achieved_mib_s": round(rate, 2), "ratio": round(rate / cap, 3),
+            "data_mib": round(data / MIB, 1), "elapsed_s": stats.time_elapsed_ms / 1000}
+
+
+def _blockjob_bytes(lab: Lab, vm: str) -> tuple[int, int] | None:
+    """(copied, total) bytes of the running block job, None when there is none."""
+    proc = lab.run("virsh", "h1", "blockjob", vm, "vda", "--raw", check=False)
+    text = proc.stdout + proc.stderr
+    cur, end = re.search(r"cur=(\d+)", text), re.search(r"end=(\d+)", text)
+    return (int(cur.group(1)), int(end.group(1))) if cur and end else None
+
+
+def _blockcopy(lab: Lab, vm: str, cap: int) -> dict[str, float]:
+    target = f"/var/lib/libvirt/pools/fast/{vm}-copy.qcow2"
+    lab.virsh("h1", "blockcopy", vm, "vda", target, "--transient-job", "--bandwidth", str(cap))
+    samples: list[tuple[float, int, int]] = []
+    try:
+        while True:
+            before = time.monotonic()
+            got = _blockjob_bytes(lab, vm)
+            stamp = (before + time.monotonic()) / 2
+            if got is None or (got[0] >= got[1] > 0):
+                break
+            samples.append((stamp, *got))
+    finally:
+        lab.virsh("h1", "blockjob", vm, "vda", "--abort", check=False)
+        lab.exec("h1", "rm", "-f", target, check=False)
+    moving = [s for s in samples if s[1] > 0]
+    if len(moving) < 2:
+        raise RuntimeError(f"blockcopy finished before two samples: {samples}")
+    (t0, b0, _), (t1, b1, total) = moving[0], moving[-1]
+    rate = (b1 - b0) / MIB / (t1 - t0)
+    return {"cap_mib_s": cap, "achieved_mib_s": round(rate, 2), "ratio": round(rate / cap, 3),
+            "disk_mib": round(total / MIB, 1), "window_s": round(t1 - t0, 2),
+            "samples": len(moving)}
+
+
+def run_e(quick: bool) -> Record:
+    caps, seconds = ([128], 2) if quick else ([8, 32, 128], 8)
+    runs: list[dict[str, float]] = []
+    with lab_stack() as (lab, url):
+        for cap in caps:
+            vm = f"be-{uuid.uuid4().hex[:6]}"
+            lab.guest(vm, "h1", memory_mib=128, dirty_mb=8, dirty_rate_mib_s=1, storage="local",
+                      disk_mib=max(32, cap * seconds))
+            try:
+                runs.append(asyncio.run(_capped_copy(url, vm, cap)))
+            finally:
+                lab.guest_rm(vm)
+        vm = f"bb-{uuid.uuid4().hex[:6]}"
+        cap = 32
+        lab.guest(vm, "h1", memory_mib=128, dirty_mb=8, dirty_rate_mib_s=1, storage="local",
+                  disk_mib=cap * seconds)
+        try:
+            block = _blockcopy(lab, vm, cap)
+        finally:
+            lab.guest_rm(vm)
+    worst = min([r["ratio"] for r in runs] + [block["ratio"]])
+    return Record(name="e", title="bandwidth fidelity (lab)", ratio=worst, goal=GOAL_E,
+                  met=worst >= 0.95,
+                  ratios={f"migrate_{int(r['cap_mib_s'])}": r["ratio"] for r in runs}
+                  | {f"blockcopy_{cap}": block["ratio"]},
+                  figures={"migrations": runs, "blockcopy": block},
+                  notes="ratio = the worst of all; migrations shared-nothing via Baton")
