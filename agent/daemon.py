@@ -45,3 +45,15 @@ def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> in
         return 0
 
     return asyncio.run(main())
+
+
+async def announce_ready(nc: nats.NATS) -> None:
+    """Return once the server has every subscription this client made so far.
+
+    One ``flush()`` is not enough with nats-py 2.16: it writes its PING straight to the socket
+    while SUB commands may still wait in the client's pending buffer, so the PONG can come back
+    before the server has seen them (clients then get 'no responders' from a service that
+    claims to be up). The first flush wakes the flusher; the second PING follows the SUBs.
+    """
+    await nc.flush()
+    await nc.flush()

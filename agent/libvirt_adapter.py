@@ -16,15 +16,17 @@ the event callbacks again. While it is down, calls fail fast with ``unavailable`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import libvirt
+import msgspec
 import structlog
 
-from agent import AGENT_VERSION, block_copy, event_names, xmlparse
+from agent import AGENT_VERSION, block_copy, event_names, libvirt_values, xmlparse
 from agent.block_copy import BlockJobProgress, DiskSources
 from agent.hypervisor import CpuVerdict, EventSink, GuestCpu, HostFacts
 from agent.jobstats import job_stats
@@ -33,7 +35,6 @@ from schemas.agent import (
     CpuCompatibility,
     DiskInfo,
     DomainInfo,
-    DomainState,
     Memory,
     Network,
     StoragePool,
@@ -58,16 +59,6 @@ KEEPALIVE_COUNT = 3
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 
-_DOMAIN_STATES = (
-    DomainState.NOSTATE,
-    DomainState.RUNNING,
-    DomainState.BLOCKED,
-    DomainState.PAUSED,
-    DomainState.SHUTDOWN,
-    DomainState.SHUTOFF,
-    DomainState.CRASHED,
-    DomainState.PMSUSPENDED,
-)
 _NOT_FOUND = {
     libvirt.VIR_ERR_NO_DOMAIN,
     libvirt.VIR_ERR_NO_STORAGE_POOL,
@@ -200,14 +191,12 @@ class LibvirtHypervisor:
         loop = self._loop
         assert loop is not None, "run() sets the loop before opening"
         conn = libvirt.open(self._uri)
-        try:
+        # Local drivers (test://, qemu:///) have neither keepalive nor a close callback: only
+        # remote connections can drop under us.
+        with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-        except libvirt.libvirtError:
-            pass  # local drivers (test://, qemu:///) have no keepalive; they cannot drop anyway
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(lambda *_: loop.call_soon_threadsafe(closed.set), None)
-        except libvirt.libvirtError:
-            pass  # same: only remote connections can close under us
         return conn, self._register_events(conn)
 
     def _register_events(self, conn: libvirt.virConnect) -> list[int]:
@@ -355,10 +344,8 @@ class LibvirtHypervisor:
     async def refresh_pools(self) -> None:
         def refresh(conn: libvirt.virConnect) -> None:
             for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
-                try:
+                with contextlib.suppress(libvirt.libvirtError):  # busy: it refreshes next time
                     pool.refresh(0)
-                except libvirt.libvirtError:
-                    pass  # a pool busy with a volume operation refreshes next time
         await self._call("refreshing storage pools", refresh)
 
     # --- block copy ---------------------------------------------------------------------------
@@ -379,13 +366,9 @@ class LibvirtHypervisor:
         await self._call(f"starting the copy of {vm} {target}", start)
 
     async def block_job_progress(self, vm: str, target: str) -> BlockJobProgress | None:
-        def read(conn: libvirt.virConnect) -> BlockJobProgress | None:
-            info = _lookup(conn, vm).blockJobInfo(target, 0)
-            if not info:
-                return None  # no job runs on that disk
-            return BlockJobProgress(cur_bytes=info.get("cur", 0), end_bytes=info.get("end", 0),
-                                    bandwidth_mib_s=info.get("bandwidth", 0))
-        return await self._call(f"reading the copy job of {vm} {target}", read)
+        return await self._call(f"reading the copy job of {vm} {target}", lambda conn:
+                                libvirt_values.block_job_progress(
+                                    _lookup(conn, vm).blockJobInfo(target, 0)))
 
     async def block_job_abort(self, vm: str, target: str, pivot: bool) -> None:
         flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
@@ -427,8 +410,8 @@ class LibvirtHypervisor:
             cpu = xmlparse.host_cpu(caps)
             virt_types = xmlparse.guest_virt_types(caps)
             cpu = _with_domain_cpu_models(conn, cpu, virt_types)
-            versions = Versions(libvirt=_version(conn.getLibVersion()),
-                                hypervisor=_version(conn.getVersion()),
+            versions = Versions(libvirt=libvirt_values.version(conn.getLibVersion()),
+                                hypervisor=libvirt_values.version(conn.getVersion()),
                                 hypervisor_type=conn.getType(), agent=AGENT_VERSION)
             self._static = (conn.getHostname(), cpu, versions, virt_types)
         return self._static
@@ -462,23 +445,14 @@ def _incompatibility_reason(conn: libvirt.virConnect, arch: str, vtype: str | No
 
 
 def _close_quietly(conn: libvirt.virConnect, callback_ids: list[int]) -> None:
+    # Each step may fail because the connection is already gone; the next ones still run.
     for callback_id in callback_ids:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.domainEventDeregisterAny(callback_id)
-        except libvirt.libvirtError:
-            pass  # the connection is already gone
-    try:
+    with contextlib.suppress(libvirt.libvirtError):
         conn.unregisterCloseCallback()
-    except libvirt.libvirtError:
-        pass
-    try:
+    with contextlib.suppress(libvirt.libvirtError):
         conn.close()
-    except libvirt.libvirtError:
-        pass
-
-
-def _version(number: int) -> str:
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 def _with_domain_cpu_models(conn: libvirt.virConnect, cpu: Any, virt_types: list[str]) -> Any:
@@ -488,8 +462,7 @@ def _with_domain_cpu_models(conn: libvirt.virConnect, cpu: Any, virt_types: list
         except libvirt.libvirtError:
             continue  # unsupported driver or an accelerator that is present but unusable
         host_model, usable = xmlparse.domain_cpu_models(domcaps)
-        return type(cpu)(arch=cpu.arch, vendor=cpu.vendor, model=cpu.model, features=cpu.features,
-                         host_model=host_model, usable_models=usable)
+        return msgspec.structs.replace(cpu, host_model=host_model, usable_models=usable)
     return cpu
 
 
@@ -499,10 +472,7 @@ def _memory(conn: libvirt.virConnect) -> Memory:
     except libvirt.libvirtError:  # e.g. the test driver: fall back to node info
         return Memory(total_bytes=conn.getInfo()[1] * 1024 * 1024,
                       free_bytes=max(conn.getFreeMemory(), 0))
-    # Page cache and buffers are reclaimable: what a new guest can get is free + cached + buffers
-    # (nodeinfo's total covers NUMA node 0 only on some machines; memory stats cover all cells).
-    free_kib = stats.get("free", 0) + stats.get("cached", 0) + stats.get("buffers", 0)
-    return Memory(total_bytes=stats.get("total", 0) * 1024, free_bytes=free_kib * 1024)
+    return libvirt_values.memory_from_stats(stats)
 
 
 def _networks(conn: libvirt.virConnect) -> list[Network]:
@@ -576,7 +546,7 @@ def _domain_info(conn: libvirt.virConnect, dom: Any, include_cpu_xml: bool) -> D
     active = bool(dom.isActive())
     return DomainInfo(
         name=dom.name(), uuid=dom.UUIDString(),
-        state=_DOMAIN_STATES[state] if 0 <= state < len(_DOMAIN_STATES) else DomainState.NOSTATE,
+        state=libvirt_values.domain_state(state),
         state_reason=reason, active=active, persistent=bool(dom.isPersistent()),
         memory_kib=mem_kib, max_memory_kib=max_kib, vcpus=vcpus, virt_type=facts.virt_type,
         disks=[_sized_disk(conn, dom, disk, active) for disk in facts.disks],
@@ -590,18 +560,14 @@ def _sized_disk(conn: libvirt.virConnect, dom: Any, disk: DiskInfo, active: bool
     capacity = allocation = 0
     pool = disk.pool
     if disk.source_type in ("file", "block") and disk.source_path:
-        try:
+        # Not inside any pool is fine (the path still identifies the disk); an empty cdrom has
+        # no block info.
+        with contextlib.suppress(libvirt.libvirtError):
             vol = conn.storageVolLookupByPath(disk.source_path)
             _type, capacity, allocation = vol.info()
             pool = vol.storagePoolLookupByVolume().name()
-        except libvirt.libvirtError:
-            pass  # not inside any pool: fine, the path still identifies the disk
         if active:
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 capacity, allocation, _physical = dom.blockInfo(disk.target)
-            except libvirt.libvirtError:
-                pass  # e.g. an empty cdrom
-    return DiskInfo(target=disk.target, device=disk.device, source_type=disk.source_type,
-                    source_path=disk.source_path, format=disk.format, pool=pool,
-                    capacity_bytes=capacity, allocation_bytes=allocation,
-                    readonly=disk.readonly, shareable=disk.shareable)
+    return msgspec.structs.replace(disk, pool=pool, capacity_bytes=capacity,
+                                   allocation_bytes=allocation)

@@ -18,7 +18,7 @@ import structlog
 
 from agent import AGENT_VERSION, logsetup
 from agent.core import AgentCore
-from agent.daemon import connect_nats, run_until_signalled
+from agent.daemon import announce_ready, connect_nats, run_until_signalled
 from agent.libvirt_adapter import LibvirtHypervisor
 from agent.migration import MigrationManager
 from agent.publisher import EventPublisher, heartbeat_loop
@@ -107,7 +107,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
                              reserved_memory_bytes=config.reserved_memory_mib << 20)
             service = await start_service(nc, subjects, core, hv, migrations, tasks, storage)
             long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))
-            await nc.flush()  # the server knows every endpoint before anyone is told we serve
+            await announce_ready(nc)  # the server knows every endpoint before we say we serve
             log.info("agent_started", version=AGENT_VERSION, libvirt_uri=config.libvirt_uri,
                      nats=config.nats_url)
             if started is not None:

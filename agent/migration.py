@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from agent import disks
 from agent.hypervisor import Hypervisor
+from agent.jobs import Publish, RunningJobs, crashed
 from agent.migration_plan import MigrationPlan, plan_migration
 from schemas.base import utc_now
-from schemas.codec import encode
 from schemas.errors import BatonError, ErrorCode
 from schemas.events import JobCompletedEvent, JobStats, VmEvent
 from schemas.migration import (
@@ -32,7 +31,6 @@ from schemas.migration import (
     PrepareReply,
     PrepareRequest,
     SourceFinished,
-    SourceProgress,
     SpeedRequest,
     StartReply,
     StartRequest,
@@ -40,7 +38,6 @@ from schemas.migration import (
 from schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
-Publish = Callable[[str, bytes], Awaitable[None]]
 COMPLETED_EVENT_WAIT_S = 3.0
 
 
@@ -52,33 +49,29 @@ class _Running:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class MigrationManager:
+class MigrationManager(RunningJobs[_Running]):
+    KIND = "migration"
+    VM_BUSY = "is already migrating"
+
     def __init__(self, host_id: str, hv: Hypervisor, subjects: Subjects, publish: Publish,
                  tasks: asyncio.TaskGroup) -> None:
-        self._host_id = host_id
+        super().__init__(host_id, subjects, publish, tasks)
         self._hv = hv
-        self._subjects = subjects
-        self._publish = publish
-        self._tasks = tasks
-        self._running: dict[str, _Running] = {}
 
     # --- source -------------------------------------------------------------------------------
 
     async def start(self, request: StartRequest) -> StartReply:
-        if request.migration_id in self._running:
-            raise BatonError(ErrorCode.CONFLICT, f"migration {request.migration_id} already runs")
-        if any(r.request.vm == request.vm for r in self._running.values()):
-            raise BatonError(ErrorCode.CONFLICT, f"{request.vm} is already migrating")
+        self._refuse_if_busy(request.migration_id, request.vm)
         [domain] = await self._hv.domains([request.vm], include_cpu_xml=False)
         plan = plan_migration(request, domain_active=domain.active)
-        self._running[request.migration_id] = _Running(request)
-        self._tasks.create_task(self._run(request, plan))
+        running = _Running(request)
+        self._launch(request.migration_id, running, self._run(running, plan))
         log.info("migration_started", migration_id=request.migration_id, vm=request.vm,
                  destination=request.destination_uri, flags=sorted(plan.flags))
         return StartReply(migration_id=request.migration_id)
 
-    async def _run(self, request: StartRequest, plan: MigrationPlan) -> None:
-        running = self._running[request.migration_id]
+    async def _run(self, running: _Running, plan: MigrationPlan) -> None:
+        request = running.request
         try:
             error = await self._migrate_with_progress(request, plan)
             stats = None
@@ -86,14 +79,10 @@ class MigrationManager:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(COMPLETED_EVENT_WAIT_S):
                         stats = await running.completed
-        except Exception:  # a bug must not take the agent's TaskGroup (and the agent) down
-            log.exception("migration_task_failed", migration_id=request.migration_id)
-            stats, error = None, BatonError(ErrorCode.INTERNAL, "the agent failed while "
-                                            "migrating; its log has the details")
-        try:
-            await self._finish(request, running, stats, error)
-        finally:
-            del self._running[request.migration_id]
+        except Exception:
+            stats = None
+            error = crashed("migration_task_failed", request.migration_id, "migrating")
+        await self._finish(request, running, stats, error)
 
     async def _migrate_with_progress(self, request: StartRequest,
                                      plan: MigrationPlan) -> BatonError | None:
@@ -116,14 +105,11 @@ class MigrationManager:
         log.info("migration_finished", migration_id=request.migration_id, vm=request.vm,
                  ok=error is None, aborted=finished.aborted,
                  error=None if error is None else error.message)
-        await self._publish(self._subjects.migration(request.migration_id,
-                                                     MigrationEvent.SOURCE_FINISHED),
-                            encode(finished))
+        await self._send(request.migration_id, MigrationEvent.SOURCE_FINISHED, finished)
 
     async def _report_progress(self, request: StartRequest, plan: MigrationPlan) -> None:
         """Publish the job's figures every interval; apply the max downtime once a job runs."""
         downtime_pending = plan.max_downtime_ms
-        subject = self._subjects.migration(request.migration_id, MigrationEvent.SOURCE_PROGRESS)
         while True:
             await asyncio.sleep(request.progress_interval_ms / 1000)
             try:
@@ -135,9 +121,7 @@ class MigrationManager:
                 log.debug("migration_progress_unavailable", error=exc.message)
                 continue
             if stats is not None:
-                progress = SourceProgress(migration_id=request.migration_id,
-                                          host_id=self._host_id, at=utc_now(), stats=stats)
-                await self._publish(subject, encode(progress))
+                await self._send_progress(request.migration_id, stats)
 
     def observe(self, event: VmEvent) -> None:
         """Catch the job-completed event of a migrating domain (it carries the final figures)."""

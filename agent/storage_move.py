@@ -27,19 +27,18 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from agent import disks
 from agent.block_copy import BlockCopier, copy_destination_xml
+from agent.jobs import Publish, RunningJobs, crashed
 from schemas.agent import DomainInfo
 from schemas.base import utc_now
-from schemas.codec import encode
 from schemas.errors import BatonError, ErrorCode
 from schemas.events import BlockJobEvent, BlockJobStatus, JobStats, VmEvent
-from schemas.migration import Ack, SourceProgress
+from schemas.migration import Ack
 from schemas.storage import (
     AgentStorageAbortRequest,
     AgentStorageMoveReply,
@@ -53,7 +52,6 @@ from schemas.storage import (
 from schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
-Publish = Callable[[str, bytes], Awaitable[None]]
 MIB = 1024 * 1024
 
 
@@ -108,23 +106,19 @@ def path_problems(moves: list[DiskMove]) -> list[str]:
     return problems
 
 
-class StorageMoveManager:
+class StorageMoveManager(RunningJobs[_Move]):
+    KIND = "storage move"
+    VM_BUSY = "is already moving its disks"
+
     def __init__(self, host_id: str, hv: BlockCopier, subjects: Subjects, publish: Publish,
                  tasks: asyncio.TaskGroup) -> None:
-        self._host_id = host_id
+        super().__init__(host_id, subjects, publish, tasks)
         self._hv = hv
-        self._subjects = subjects
-        self._publish = publish
-        self._tasks = tasks
-        self._running: dict[str, _Move] = {}
 
     # --- endpoints ----------------------------------------------------------------------------
 
     async def start(self, request: AgentStorageMoveRequest) -> AgentStorageMoveReply:
-        if request.migration_id in self._running:
-            raise BatonError(ErrorCode.CONFLICT, f"storage move {request.migration_id} already runs")
-        if any(m.request.vm == request.vm for m in self._running.values()):
-            raise BatonError(ErrorCode.CONFLICT, f"{request.vm} is already moving its disks")
+        self._refuse_if_busy(request.migration_id, request.vm)
         if not request.disks:
             raise BatonError(ErrorCode.BAD_REQUEST, "no disks to move")
         [domain] = await self._hv.domains([request.vm], include_cpu_xml=False)
@@ -133,8 +127,7 @@ class StorageMoveManager:
         if problems:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, "; ".join(problems))
         move = _Move(request)
-        self._running[request.migration_id] = move
-        self._tasks.create_task(self._run(move))
+        self._launch(request.migration_id, move, self._run(move))
         log.info("storage_move_started", migration_id=request.migration_id, vm=request.vm,
                  disks=[d.target for d in request.disks])
         return AgentStorageMoveReply(migration_id=request.migration_id)
@@ -180,16 +173,12 @@ class StorageMoveManager:
                                "old files and the partial copies were removed")
         except BatonError as exc:
             error = exc
-        except Exception:  # a bug must not take the agent's TaskGroup (and the agent) down
-            log.exception("storage_move_task_failed", migration_id=move.request.migration_id)
-            error = BatonError(ErrorCode.INTERNAL, "the agent failed while moving the disks; its "
-                               "log has the details")
-        try:
-            if error is not None:
-                await self._roll_back(move)
-            await self._finish(move, error, aborted)
-        finally:
-            del self._running[move.request.migration_id]
+        except Exception:
+            error = crashed("storage_move_task_failed", move.request.migration_id,
+                            "moving the disks")
+        if error is not None:
+            await self._roll_back(move)
+        await self._finish(move, error, aborted)
 
     async def _move(self, move: _Move) -> None:
         await self._start_copies(move)
@@ -251,9 +240,7 @@ class StorageMoveManager:
                     and (await self._hv.disk_sources(vm, target)).mirror_ready:
                 move.ready.add(target)  # the READY event went missing (e.g. a reconnect)
         move.stats = progress_stats(copied, total, time.monotonic() - move.started_at)
-        progress = SourceProgress(migration_id=move.request.migration_id, host_id=self._host_id,
-                                  at=utc_now(), stats=move.stats)
-        await self._send(move, MigrationEvent.SOURCE_PROGRESS, progress)
+        await self._send_progress(move.request.migration_id, move.stats)
 
     async def _pivot(self, move: _Move, disk: DiskMove) -> None:
         vm = move.request.vm
@@ -341,17 +328,13 @@ class StorageMoveManager:
         log.info("storage_move_finished", migration_id=move.request.migration_id,
                  vm=move.request.vm, ok=error is None, aborted=aborted,
                  error=None if error is None else error.message)
-        await self._send(move, MigrationEvent.STORAGE_FINISHED, finished)
+        await self._send(move.request.migration_id, MigrationEvent.STORAGE_FINISHED, finished)
 
     async def _stage(self, move: _Move, stage: StorageStage, detail: str) -> None:
         log.info("storage_move_stage", migration_id=move.request.migration_id, stage=stage)
-        await self._send(move, MigrationEvent.STORAGE_STAGE, StorageStageEvent(
-            migration_id=move.request.migration_id, host_id=self._host_id, at=utc_now(),
-            stage=stage, detail=detail))
-
-    async def _send(self, move: _Move, event: MigrationEvent, message: object) -> None:
-        await self._publish(self._subjects.migration(move.request.migration_id, event),
-                            encode(message))
+        event = StorageStageEvent(migration_id=move.request.migration_id, host_id=self._host_id,
+                                  at=utc_now(), stage=stage, detail=detail)
+        await self._send(move.request.migration_id, MigrationEvent.STORAGE_STAGE, event)
 
 
 def _existing(paths: list[str]) -> list[str]:

@@ -13,7 +13,6 @@ from typing import Any
 import click
 from nats.aio.client import Client
 
-from coordinator import client
 from coordinator import migrate_render as render
 from coordinator.cli import (
     EPILOG,
@@ -24,11 +23,19 @@ from coordinator.cli import (
     fail,
     run,
 )
+from coordinator.cli_follow import (
+    AnyPhaseEvent,
+    AnyRecord,
+    ask,
+    emit_json,
+    optional_host,
+    show_report,
+    start_and_follow,
+)
 from coordinator.cli_render import make_console
 from coordinator.storage_render import any_outcome_line
-from schemas import codec, timeouts
+from schemas import timeouts
 from schemas.codec import decode_any
-from schemas.errors import BatonError, ErrorCode
 from schemas.events import LifecycleEvent
 from schemas.migration import (
     TERMINAL_PHASES,
@@ -39,40 +46,12 @@ from schemas.migration import (
     JobsRequest,
     MigrateAccepted,
     MigrateRequest,
-    MigrationRecord,
     Phase,
-    PhaseEvent,
     PreflightReport,
     ProgressEvent,
     StorageMode,
 )
-from schemas.storage import StorageMoveAccepted, StorageMoveRecord, StoragePhaseEvent
 from schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
-
-AnyPhaseEvent = PhaseEvent | StoragePhaseEvent  # a migration's or a storage move's
-AnyRecord = MigrationRecord | StorageMoveRecord
-
-RECHECK_AFTER_S = 15.0  # no event for this long: ask the coordinator for the record
-
-
-def _optional_host(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    return None if value is None else check_host(ctx, param, value)
-
-
-async def ask(nc: Client, settings: Settings, endpoint: CoordinatorEndpoint, message: Any,
-              reply_type: Any, timeout_s: float) -> Any:
-    """One request to the coordinator; no coordinator at all is ``unavailable`` (exit 4)."""
-    try:
-        return await client.request(nc, settings.subjects.coordinator(endpoint), message,
-                                    reply_type, timeout_s)
-    except (client.NoResponders, client.NoReply) as exc:
-        raise BatonError(ErrorCode.UNAVAILABLE, f"the coordinator does not answer ({exc.message});"
-                         " is baton-coordinator running?") from None
-
-
-def emit_json(message: Any) -> None:
-    click.echo(codec.encode(message).decode())
-
 
 # --- migrate ----------------------------------------------------------------------------------
 
@@ -81,7 +60,7 @@ def emit_json(message: Any) -> None:
 @click.argument("vm")
 @click.option("--to", "destination", required=True, callback=check_host, metavar="HOST",
               help="Destination host id.")
-@click.option("--from", "source", callback=_optional_host, metavar="HOST",
+@click.option("--from", "source", callback=optional_host, metavar="HOST",
               help="Source host id (default: whichever host runs the VM).")
 @click.option("--offline", is_flag=True, help="Move a shut-off VM's definition (and disks).")
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value,
@@ -135,22 +114,10 @@ async def _migrate(nc: Client, settings: Settings, request: MigrateRequest, deta
     if request.dry_run:
         report = await ask(nc, settings, CoordinatorEndpoint.MIGRATE, request, PreflightReport,
                            timeouts.COORDINATOR_MIGRATE)
-        return show_report(settings, report)
-    events = await nc.subscribe(settings.subjects.migrations_filter())  # before: miss nothing
-    try:
-        accepted = await ask(nc, settings, CoordinatorEndpoint.MIGRATE, request,
-                             MigrateAccepted, timeouts.COORDINATOR_MIGRATE)
-        if detach:
-            return _show_accepted(settings, accepted)
-        record = await follow(nc, settings, events, accepted)
-    finally:
-        await events.unsubscribe()
-    if settings.json:
-        emit_json(record)
-    else:
-        make_console().print(render.outcome_line(record))
-    if record.phase != Phase.SUCCEEDED:
-        raise SystemExit(ExitCode.FAILED)
+        return _show_report(settings, report)
+    await start_and_follow(nc, settings, CoordinatorEndpoint.MIGRATE, request, MigrateAccepted,
+                           timeouts.COORDINATOR_MIGRATE, detach=detach,
+                           show_accepted=_show_accepted, outcome_line=render.outcome_line)
 
 
 def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
@@ -160,63 +127,13 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
                f"{accepted.destination} (follow: baton watch --id {accepted.migration_id})")
 
 
-async def follow(nc: Client, settings: Settings, events: Any,
-                 accepted: MigrateAccepted | StorageMoveAccepted) -> AnyRecord:
-    """Draw the progress bar from this migration's events until a terminal phase."""
-    console = make_console(stderr=True)
-    with render.progress_bar(console) as bar:
-        task = bar.add_task(accepted.vm, total=None, phase=Phase.PENDING, rate="- MiB/s",
-                            remaining=None)
-        while True:
-            try:
-                msg = await events.next_msg(timeout=RECHECK_AFTER_S)
-            except TimeoutError:
-                record = await _record(nc, settings, accepted.migration_id)
-                if record.phase in TERMINAL_PHASES:
-                    return record
-                continue
-            event = _migration_event(msg, accepted.migration_id)
-            if isinstance(event, AnyPhaseEvent):
-                bar.update(task, phase=event.phase)
-                if event.phase == Phase.SUCCEEDED:
-                    bar.update(task, completed=bar.tasks[0].total or 0, remaining=0)
-                if event.phase in TERMINAL_PHASES:
-                    return event.record
-            elif isinstance(event, ProgressEvent):
-                stats = event.stats
-                done, left = stats.data_processed_bytes or 0, stats.data_remaining_bytes
-                # Dirty pages are sent again each iteration, so processed outgrows the guest's
-                # size: measure against processed + remaining, which only ends at the end.
-                bar.update(task, phase=event.phase, completed=done,
-                           total=None if left is None else done + left,
-                           rate=render.rate(stats), remaining=left)
-
-
-def _migration_event(msg: Any, migration_id: str) -> AnyPhaseEvent | ProgressEvent | None:
-    """This migration's phase or progress event; None for anything else on the wildcard."""
-    _, _, event = msg.subject.partition(f".{migration_id}.")
-    if not event:
-        return None
-    if event == MigrationEvent.PHASE:
-        return decode_any(msg.data, AnyPhaseEvent)  # type: ignore[no-any-return]
-    if event == MigrationEvent.PROGRESS:
-        return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
-    return None
-
-
-async def _record(nc: Client, settings: Settings, migration_id: str) -> AnyRecord:
-    reply = await ask(nc, settings, CoordinatorEndpoint.JOBS,
-                      JobsRequest(migration_id=migration_id), JobsReply, timeouts.COORDINATOR_JOBS)
-    return [*reply.migrations, *reply.storage_moves][0]  # type: ignore[no-any-return]
-
-
 # --- check ------------------------------------------------------------------------------------
 
 
 @click.command(epilog=EPILOG)
 @click.argument("vm")
 @click.option("--to", "destination", required=True, callback=check_host, metavar="HOST")
-@click.option("--from", "source", callback=_optional_host, metavar="HOST")
+@click.option("--from", "source", callback=optional_host, metavar="HOST")
 @click.option("--offline", is_flag=True, help="Judge an offline move.")
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value)
 @click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value)
@@ -242,16 +159,11 @@ def check(vm: str, destination: str, source: str | None, offline: bool, storage:
 async def _check(nc: Client, settings: Settings, request: CheckRequest) -> None:
     report = await ask(nc, settings, CoordinatorEndpoint.CHECK, request, PreflightReport,
                        timeouts.COORDINATOR_CHECK)
-    show_report(settings, report)
+    _show_report(settings, report)
 
 
-def show_report(settings: Settings, report: PreflightReport) -> None:
-    if settings.json:
-        emit_json(report)
-    else:
-        make_console().print(render.report_table(report))
-    if not report.ok:
-        raise SystemExit(ExitCode.FAILED)
+def _show_report(settings: Settings, report: PreflightReport) -> None:
+    show_report(settings, report, render.report_table)
 
 
 # --- jobs, abort, bandwidth -------------------------------------------------------------------

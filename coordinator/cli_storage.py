@@ -11,11 +11,9 @@ import click
 from nats.aio.client import Client
 
 from coordinator import storage_render
-from coordinator.cli import EPILOG, ExitCode, Settings, common_options, run
-from coordinator.cli_migrate import _optional_host, ask, emit_json, follow
-from coordinator.cli_render import make_console
+from coordinator.cli import EPILOG, Settings, common_options, run
+from coordinator.cli_follow import ask, emit_json, optional_host, show_report, start_and_follow
 from schemas import timeouts
-from schemas.migration import Phase
 from schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
 from schemas.subjects import CoordinatorEndpoint
 
@@ -25,7 +23,7 @@ from schemas.subjects import CoordinatorEndpoint
 @click.argument("disk", required=False)
 @click.option("--to-pool", "pool", required=True, metavar="POOL",
               help="Storage pool on the VM's host to move the disk(s) into.")
-@click.option("--host", callback=_optional_host, metavar="HOST",
+@click.option("--host", callback=optional_host, metavar="HOST",
               help="Host that runs the VM (default: found by asking the agents).")
 @click.option("--bandwidth", type=click.IntRange(1, 1_000_000), metavar="MIB_S",
               help="Cap on each disk copy, in MiB/s.")
@@ -62,37 +60,17 @@ async def _move_disk(nc: Client, settings: Settings, request: StorageMoveRequest
     if request.dry_run:
         report = await ask(nc, settings, CoordinatorEndpoint.STORAGE_MOVE, request,
                            StorageCheckReport, timeouts.COORDINATOR_STORAGE_MOVE)
-        return _show_report(settings, report)
-    events = await nc.subscribe(settings.subjects.migrations_filter())  # before: miss nothing
-    try:
-        accepted = await ask(nc, settings, CoordinatorEndpoint.STORAGE_MOVE, request,
-                             StorageMoveAccepted, timeouts.COORDINATOR_STORAGE_MOVE)
-        if detach:
-            return _show_accepted(settings, accepted)
-        record = await follow(nc, settings, events, accepted)
-    finally:
-        await events.unsubscribe()
-    if settings.json:
-        emit_json(record)
-    else:
-        make_console().print(storage_render.any_outcome_line(record))
-    if record.phase != Phase.SUCCEEDED:
-        raise SystemExit(ExitCode.FAILED)
+        return show_report(settings, report, storage_render.report_table)
+    await start_and_follow(nc, settings, CoordinatorEndpoint.STORAGE_MOVE, request,
+                           StorageMoveAccepted, timeouts.COORDINATOR_STORAGE_MOVE, detach=detach,
+                           show_accepted=_show_accepted,
+                           outcome_line=storage_render.any_outcome_line)
 
 
 def _show_accepted(settings: Settings, accepted: StorageMoveAccepted) -> None:
     if settings.json:
         return emit_json(accepted)
     click.echo(storage_render.accepted_line(accepted))
-
-
-def _show_report(settings: Settings, report: StorageCheckReport) -> None:
-    if settings.json:
-        emit_json(report)
-    else:
-        make_console().print(storage_render.report_table(report))
-    if not report.ok:
-        raise SystemExit(ExitCode.FAILED)
 
 
 def register(group: click.Group) -> None:

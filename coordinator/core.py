@@ -21,9 +21,10 @@ import structlog
 
 from coordinator import preflight, storage_checks
 from coordinator.agents import AgentClient, is_no_responders
+from coordinator.job_runner import RunnerDeps
 from coordinator.options import check_against_domain, validate_options
 from coordinator.registry import Job, JobRecord, Registry
-from coordinator.runner import MigrationRunner, RunnerDeps, new_record
+from coordinator.runner import MigrationRunner, new_record
 from coordinator.storage_runner import StorageMoveRunner
 from coordinator.storage_runner import new_record as new_storage_record
 from schemas import timeouts

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import structlog
 
 from agent import logsetup
-from agent.daemon import connect_nats, run_until_signalled
+from agent.daemon import announce_ready, connect_nats, run_until_signalled
 from coordinator.agents import AgentClient
 from coordinator.core import Coordinator
-from coordinator.runner import RunnerDeps
+from coordinator.job_runner import RunnerDeps
 from coordinator.service import start_service
 from schemas import PROTOCOL_VERSION, timeouts
 from schemas.subjects import DEFAULT_PREFIX, Subjects
@@ -69,7 +69,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects)
             coordinator = Coordinator(deps, tasks.create_task)
             service = await start_service(nc, subjects, coordinator, tasks)
-            await nc.flush()  # the server knows every endpoint before anyone is told we serve
+            await announce_ready(nc)  # the server knows every endpoint before we say we serve
             log.info("coordinator_started", version=PROTOCOL_VERSION, nats=config.nats_url)
             if started is not None:
                 started.set_result(coordinator)

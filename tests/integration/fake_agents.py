@@ -21,6 +21,7 @@ import nats
 from nats.micro import ServiceConfig, add_service
 from nats.micro.service import EndpointConfig
 
+from agent.daemon import announce_ready
 from agent.rpc import typed_handler
 from schemas.agent import (
     AgentStatus,
@@ -413,6 +414,7 @@ class Mesh:
             async with asyncio.TaskGroup() as tasks:
                 for agent in self.agents.values():
                     await agent.serve(url, tasks)
+                    await announce_ready(agent.nc)
                 ready.set()
                 await stop.wait()
                 for agent in self.agents.values():

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from agent.daemon import announce_ready
 from schemas.codec import decode_any
 from schemas.events import LifecycleEvent, LifecycleKind, VmEvent
 from schemas.subjects import EventName, Subjects
@@ -21,7 +22,7 @@ async def subscribe_events(nc, subject: str) -> tuple[asyncio.Queue, object]:
         received.put_nowait((msg.subject, decode_any(msg.data, VmEvent)))
 
     sub = await nc.subscribe(subject, cb=collect)
-    await nc.flush()  # the server has the subscription before the test makes events happen
+    await announce_ready(nc)  # the server has the subscription before the test makes events happen
     return received, sub
 
 

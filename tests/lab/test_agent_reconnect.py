@@ -10,6 +10,7 @@ import time
 import nats
 import pytest
 
+from agent.daemon import announce_ready
 from schemas.agent import AgentStatus, HostCaps
 from schemas.codec import decode_any, decode_reply
 from schemas.errors import BatonError, ErrorCode
@@ -43,7 +44,7 @@ async def test_agent_reconnects_after_its_libvirtd_restarts_and_events_flow_agai
 
     name = f"rc-{int(time.time())}"
     await nc.subscribe(S.events_filter(host="h3", vm=name, event="lifecycle"), cb=collect)
-    await nc.flush()
+    await announce_ready(nc)
     await asyncio.to_thread(lab.libvirtd, "h3", "kill")
     try:
         await wait_connected(nc, "h3", False)

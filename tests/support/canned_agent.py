@@ -17,6 +17,7 @@ from nats.micro import ServiceConfig, add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
+from agent.daemon import announce_ready
 from schemas import PROTOCOL_VERSION, codec
 from schemas.agent import (
     AgentStatus,
@@ -88,7 +89,7 @@ async def start_canned_agent(
             subject=subjects.agent(host_id, endpoint),
             handler=_answer(reply),
         ))  # fmt: skip
-    await nc.flush()
+    await announce_ready(nc)
     return service
 
 
