@@ -126,12 +126,15 @@ def _show_progress(bar: Any, task: Any, event: ProgressEvent) -> None:
 def _migration_event(msg: Any, migration_id: str) -> AnyPhaseEvent | ProgressEvent | None:
     """This migration's phase or progress event; None for anything else on the wildcard."""
     _, _, event = msg.subject.partition(f".{migration_id}.")
-    if not event:
-        return None
+    return decode_job_event(event, msg.data) if event else None
+
+
+def decode_job_event(event: str, data: bytes) -> AnyPhaseEvent | ProgressEvent | None:
+    """A job's phase or progress event by the last subject token; None for any other event."""
     if event == MigrationEvent.PHASE:
-        return decode_any(msg.data, AnyPhaseEvent)  # type: ignore[no-any-return]
+        return decode_any(data, AnyPhaseEvent)  # type: ignore[no-any-return]
     if event == MigrationEvent.PROGRESS:
-        return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
+        return decode_any(data, ProgressEvent)  # type: ignore[no-any-return]
     return None
 
 

@@ -27,6 +27,7 @@ from coordinator.cli_follow import (
     AnyPhaseEvent,
     AnyRecord,
     ask,
+    decode_job_event,
     emit_json,
     optional_host,
     show_report,
@@ -271,14 +272,9 @@ def _watched_event(msg: Any) -> AnyPhaseEvent | ProgressEvent | LifecycleEvent |
     tail = msg.subject.rsplit(".", 1)[-1]
     if tail == EventName.LIFECYCLE:
         return decode_any(msg.data, LifecycleEvent)  # type: ignore[no-any-return]
-    event = msg.subject.split(".")[-1]
     if msg.subject.endswith(f".{MigrationEvent.SOURCE_PROGRESS}"):
         return None
-    if event == MigrationEvent.PHASE:
-        return decode_any(msg.data, AnyPhaseEvent)  # type: ignore[no-any-return]
-    if event == MigrationEvent.PROGRESS:
-        return decode_any(msg.data, ProgressEvent)  # type: ignore[no-any-return]
-    return None
+    return decode_job_event(tail, msg.data)
 
 
 def _wanted(event: Any, vm: str | None, ids_of_vm: set[str]) -> bool:
