@@ -33,19 +33,10 @@ def _check_target(plan: DiskPlan) -> Path:
 
 async def create_disk(plan: DiskPlan) -> None:
     path = await asyncio.to_thread(_check_target, plan)
-    proc = await asyncio.create_subprocess_exec(
-        "qemu-img", "create", "-q", "-f", plan.format, str(path), str(plan.capacity_bytes),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(QEMU_IMG_TIMEOUT_S):
-            _, stderr = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise BatonError(ErrorCode.TIMEOUT, f"qemu-img create {plan.path} took too long") from None
-    if proc.returncode != 0:
-        raise BatonError(ErrorCode.HYPERVISOR,
-                         f"qemu-img create {plan.path} failed: {stderr.decode().strip()}")
+    code, _, stderr = await _qemu_img("create", "-q", "-f", plan.format, str(path),
+                                      str(plan.capacity_bytes))
+    if code != 0:
+        raise BatonError(ErrorCode.HYPERVISOR, f"qemu-img create {plan.path} failed: {stderr}")
 
 
 def delete_unused(paths: list[str], in_use: set[str]) -> tuple[list[str], list[str], list[str]]:

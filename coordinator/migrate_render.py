@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -33,14 +36,19 @@ _PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.ABORTED: "y
 
 def report_table(report: PreflightReport) -> Table:
     verdict = "[green]ready[/]" if report.ok else "[red]blocked[/]"
-    table = Table(title=f"{report.vm}: {report.source} -> {report.destination}, storage "
-                  f"{report.storage} — {verdict}", title_justify="left")
+    return checks_table(f"{escape(report.vm)}: {report.source} -> {report.destination}, storage "
+                        f"{report.storage} — {verdict}", report.checks)
+
+
+def checks_table(title: str, checks: Sequence[Any]) -> Table:
+    """Pre-flight results, one row a check; reasons come from agents, so they are escaped."""
+    table = Table(title=title, title_justify="left")
     table.add_column("check")
     table.add_column("status")
     table.add_column("reason", overflow="fold")
-    for check in report.checks:
+    for check in checks:
         style = _STATUS_STYLE[check.status]
-        table.add_row(check.name, f"[{style}]{check.status}[/]", check.reason)
+        table.add_row(check.name, f"[{style}]{check.status}[/]", escape(check.reason))
     return table
 
 

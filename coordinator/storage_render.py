@@ -10,12 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from coordinator.cli_render import human_bytes
+from coordinator.migrate_render import checks_table, phase_text
 from coordinator.migrate_render import outcome_line as migration_outcome_line
-from coordinator.migrate_render import phase_text
-from schemas.migration import CheckStatus, MigrationRecord, Phase
+from schemas.migration import MigrationRecord, Phase
 from schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRecord
-
-_STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red"}
 
 
 def route(record: StorageMoveRecord) -> str:
@@ -51,12 +49,5 @@ def any_outcome_line(record: MigrationRecord | StorageMoveRecord) -> str:
 
 def report_table(report: StorageCheckReport) -> Table:
     verdict = "[green]ready[/]" if report.ok else "[red]blocked[/]"
-    table = Table(title=f"{escape(report.vm)} on {report.host} -> pool "
-                  f"{escape(report.destination_pool)} — {verdict}", title_justify="left")
-    table.add_column("check")
-    table.add_column("status")
-    table.add_column("reason", overflow="fold")
-    for check in report.checks:
-        style = _STATUS_STYLE[check.status]
-        table.add_row(check.name, f"[{style}]{check.status}[/]", escape(check.reason))
-    return table
+    return checks_table(f"{escape(report.vm)} on {report.host} -> pool "
+                        f"{escape(report.destination_pool)} — {verdict}", report.checks)
