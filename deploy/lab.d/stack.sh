@@ -13,15 +13,36 @@ nats_server_bin() {
 
 nats_listening() { timeout 1 bash -c "exec 3<>/dev/tcp/$BRIDGE_IP/$NATS_PORT" 2>/dev/null; }
 
+# port_holders: who listens on the NATS port (any address), as `ss` says.
+port_holders() { ss -Hltnp "sport = :$NATS_PORT" 2>/dev/null | awk '{print $4, $6}' | xargs echo; }
+
+# nats_up: our nats-server answers; dies (with its log) as soon as it has exited.
+nats_up() {
+    pidfile_alive "$RUNDIR/nats.pid" >/dev/null || {
+        tail -n 5 "$LOGDIR/nats.log" >&2 || true
+        die "nats-server exited at start (log above, $LOGDIR/nats.log)"
+    }
+    nats_listening
+}
+
 ensure_nats() {
-    local bin
+    local bin deadline
     pidfile_alive "$RUNDIR/nats.pid" >/dev/null && return 0
     bin=$(nats_server_bin) || { STACK_SKIPPED+=("nats-server (not found)"); return 0; }
+    # Something else already answering there would take our clients: say so instead.
+    if nats_listening; then
+        die "port $NATS_PORT on $BRIDGE_IP is already taken by another process ($(port_holders));" \
+            "stop it, or run \`deploy/lab down\` and then \`BATON_LAB_NATS_PORT=N deploy/lab up\` with a free port N"
+    fi
     mkdir -p "$STATE/nats"
     start_daemon "$RUNDIR/nats.pid" "$LOGDIR/nats.log" \
         "$bin" -js -a "$BRIDGE_IP" -p "$NATS_PORT" --store_dir "$STATE/nats"
     STACK_STARTED+=(nats)
-    wait_for 15 "nats-server on $BRIDGE_IP:$NATS_PORT" nats_listening
+    deadline=$((SECONDS + 15))
+    until nats_up; do
+        ((SECONDS < deadline)) || die "nats-server did not listen on $BRIDGE_IP:$NATS_PORT within 15 s (log: $LOGDIR/nats.log)"
+        sleep 0.2
+    done
 }
 
 ensure_agent() {
@@ -50,6 +71,30 @@ ensure_stack() {
     ensure_coordinator
     report_stack_deaths
     ((${#STACK_SKIPPED[@]} == 0)) || log "skipped: ${STACK_SKIPPED[*]}"
+    wait_stack_serving "$@"
+}
+
+# --- readiness: `up` returns only when every service answers requests ----------
+# A started process is not a serving one: an agent needs a second or two to reach
+# libvirt and NATS. Callers (deploy/demo, operators) may send requests right away.
+STACK_READY_TIMEOUT_S=60
+
+baton_cli() { BATON_NATS=$(nats_url) "$VENV_BIN/baton" "$@" >/dev/null 2>&1; }
+agent_serving() { baton_cli caps "h$1" -o json; }
+coordinator_serving() { baton_cli jobs -o json; }
+
+wait_stack_serving() {
+    local n
+    [[ -x $VENV_BIN/baton ]] && pidfile_alive "$RUNDIR/nats.pid" >/dev/null || return 0
+    for n in "$@"; do
+        pidfile_alive "$RUNDIR/agent-h$n.pid" >/dev/null || continue
+        wait_for "$STACK_READY_TIMEOUT_S" "the agent on h$n to answer (log: $LOGDIR/agent-h$n.log)" \
+            agent_serving "$n"
+    done
+    if pidfile_alive "$RUNDIR/coordinator.pid" >/dev/null; then
+        wait_for "$STACK_READY_TIMEOUT_S" "the coordinator to answer (log: $LOGDIR/coordinator.log)" \
+            coordinator_serving
+    fi
 }
 
 # A process that dies at once is reported with its log tail; `up` goes on,

@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_quick(name: str, out: Path) -> list[dict]:
-    subprocess.run([str(REPO / "bench" / "run"), "--quick", "--only", name, "--out", str(out)],
-                   check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([str(REPO / "bench" / "run"), "--quick", "--only", name, "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert 0 == proc.returncode, f"bench/run --only {name} -> {proc.returncode}\n{proc.stdout}{proc.stderr}"
     return json.loads(out.read_text())["records"]
 
 

@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: drives real libvirt + QEMU hosts in the lab (root, deploy/lab)")
 
 
-def _lab_unavailable() -> str | None:
+def lab_unavailable() -> str | None:
     """Why this machine cannot run a lab, or None if it can."""
     if os.geteuid() != 0:
         return "lab tests need root"
@@ -50,7 +50,7 @@ def _lab_unavailable() -> str | None:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """A healthy 3-host lab ``bt`` (reused if already up), torn down at session end."""
-    reason = _lab_unavailable()
+    reason = lab_unavailable()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"lab unavailable under CI: {reason}")

@@ -53,6 +53,8 @@ class BatonStack:
             self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
                                                            "--nats", self.url])
         self.wait_for_agents(self.hosts)
+        if self.coordinator is not None:
+            self.wait_for_coordinator()
 
     def start_agent(self, host: str, *extra: str) -> None:
         argv = self.lab.exec_argv(
@@ -81,6 +83,14 @@ class BatonStack:
                 time.sleep(0.5)
         if pending:
             raise RuntimeError(f"agents never became ready: {sorted(pending)}; logs in {self.log_dir}")
+
+    def wait_for_coordinator(self, timeout: float = 60) -> None:
+        """Poll the coordinator's jobs endpoint until it answers: started is not serving."""
+        deadline = time.monotonic() + timeout
+        while self.baton("jobs", "-o", "json", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the coordinator never answered; log in {self.log_dir}")
+            time.sleep(0.5)
 
     def _agent_ready(self, host: str) -> bool:
         out = self.baton("caps", host, "-o", "json", check=False)

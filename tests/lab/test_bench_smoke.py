@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_bench_smoke import assert_well_formed, run_quick
-from tests.lab.conftest import _lab_unavailable
+from tests.lab.conftest import lab_unavailable
 
 
 @pytest.mark.lab
 @pytest.mark.parametrize("name", ["c", "e"])
 def test_quick_lab_benchmark_writes_a_well_formed_record(name: str, tmp_path: Path) -> None:
-    if reason := _lab_unavailable():
+    if reason := lab_unavailable():
         pytest.skip(reason)
     assert_well_formed(run_quick(name, tmp_path / "bench.json"), name)
