@@ -13,7 +13,7 @@ from io import StringIO
 from typing import Protocol
 from xml.sax.saxutils import quoteattr
 
-from schemas.agent import DomainInfo
+from baton.schemas.agent import DomainInfo
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from agent import AGENT_VERSION, hostfacts, storage_probe
-from agent.hypervisor import Hypervisor
-from schemas.agent import (
+from baton.agent import AGENT_VERSION, hostfacts, storage_probe
+from baton.agent.hypervisor import Hypervisor
+from baton.schemas.agent import (
     AgentStatus,
     CapsRequest,
     CpuCompareReply,
@@ -30,8 +30,8 @@ from schemas.agent import (
     StorageProbeReply,
     StorageProbeRequest,
 )
-from schemas.base import utc_now
-from schemas.errors import BatonError, ErrorCode
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode
 
 CAPS_TTL_S = 2.0
 FetchRemoteDomain = Callable[[str, str], Awaitable[DomainInfo]]

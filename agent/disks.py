@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import DiskPlan
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import DiskPlan
 
 QEMU_IMG_TIMEOUT_S = 60.0
 

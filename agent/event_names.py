@@ -7,7 +7,7 @@ type enums, and ``virDomainJobOperation``; an unknown value (from a newer libvir
 
 from __future__ import annotations
 
-from schemas.events import BlockJobStatus, LifecycleKind
+from baton.schemas.events import BlockJobStatus, LifecycleKind
 
 LIFECYCLE: tuple[LifecycleKind, ...] = (
     LifecycleKind.DEFINED,

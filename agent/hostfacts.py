@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.agent import Bridge
+from baton.schemas.agent import Bridge
 
 SYS_CLASS_NET = Path("/sys/class/net")
 

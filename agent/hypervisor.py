@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.migration_plan import MigrationPlan
-from schemas.agent import (
+from baton.agent.migration_plan import MigrationPlan
+from baton.schemas.agent import (
     CpuCompatibility,
     CpuInfo,
     DomainInfo,
@@ -22,7 +22,7 @@ from schemas.agent import (
     StoragePool,
     Versions,
 )
-from schemas.events import JobStats, VmEvent
+from baton.schemas.events import JobStats, VmEvent
 
 EventSink = Callable[[VmEvent], None]
 

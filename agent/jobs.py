@@ -10,13 +10,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar
 
 import structlog
-
-from schemas.base import utc_now
-from schemas.codec import encode
-from schemas.errors import BatonError, ErrorCode
-from schemas.events import JobStats
-from schemas.migration import SourceProgress
-from schemas.subjects import MigrationEvent, Subjects
+from baton.schemas.base import utc_now
+from baton.schemas.codec import encode
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.events import JobStats
+from baton.schemas.migration import SourceProgress
+from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 Publish = Callable[[str, bytes], Awaitable[None]]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.event_names import job_operation
-from schemas.events import JobStats
+from baton.agent.event_names import job_operation
+from baton.schemas.events import JobStats
 
 # libvirt typed-parameter name -> JobStats field (integers, same unit).
 _INT_FIELDS = {

@@ -15,17 +15,17 @@ import sys
 from dataclasses import dataclass
 
 import structlog
-
-from agent import AGENT_VERSION, logsetup
-from agent.core import AgentCore
-from agent.daemon import announce_ready, connect_nats, run_until_signalled
-from agent.libvirt_adapter import LibvirtHypervisor
-from agent.migration import MigrationManager
-from agent.publisher import EventPublisher, heartbeat_loop
-from agent.service import remote_domain_fetcher, start_service
-from agent.storage_move import StorageMoveManager
-from schemas.events import VmEvent
-from schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostname, is_host_id
+from baton.agent import AGENT_VERSION
+from baton.agent.core import AgentCore
+from baton.agent.libvirt import LibvirtHypervisor
+from baton.agent.migration import MigrationManager
+from baton.agent.publisher import EventPublisher, heartbeat_loop
+from baton.agent.service import remote_domain_fetcher, start_service
+from baton.agent.storage_move import StorageMoveManager
+from baton.mesh import logsetup
+from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
+from baton.schemas.events import VmEvent
+from baton.schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostname, is_host_id
 
 log = structlog.get_logger(__name__)
 FIRST_CONNECT_WAIT_S = 10.0

@@ -15,15 +15,14 @@ import contextlib
 from dataclasses import dataclass, field
 
 import structlog
-
-from agent import disks
-from agent.hypervisor import Hypervisor
-from agent.jobs import Publish, RunningJobs, crashed
-from agent.migration_plan import MigrationPlan, plan_migration
-from schemas.base import utc_now
-from schemas.errors import BatonError, ErrorCode
-from schemas.events import JobCompletedEvent, JobStats, VmEvent
-from schemas.migration import (
+from baton.agent import disks
+from baton.agent.hypervisor import Hypervisor
+from baton.agent.jobs import Publish, RunningJobs, crashed
+from baton.agent.migration_plan import MigrationPlan, plan_migration
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.events import JobCompletedEvent, JobStats, VmEvent
+from baton.schemas.migration import (
     Ack,
     AgentAbortRequest,
     CleanupReply,
@@ -35,7 +34,7 @@ from schemas.migration import (
     StartReply,
     StartRequest,
 )
-from schemas.subjects import MigrationEvent, Subjects
+from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 COMPLETED_EVENT_WAIT_S = 3.0

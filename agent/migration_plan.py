@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import StartRequest
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import StartRequest
 
 
 class MigrationFlag(StrEnum):

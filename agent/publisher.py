@@ -11,14 +11,12 @@ import asyncio
 import functools
 
 import structlog
-from nats.aio.client import Client as NATS
-
-from agent.core import AgentCore
-from agent.hypervisor import Hypervisor
-from schemas.base import utc_now
-from schemas.codec import encode
-from schemas.errors import BatonError
-from schemas.events import (
+from baton.agent.core import AgentCore
+from baton.agent.hypervisor import Hypervisor
+from baton.schemas.base import utc_now
+from baton.schemas.codec import encode
+from baton.schemas.errors import BatonError
+from baton.schemas.events import (
     BlockJobEvent,
     Heartbeat,
     JobCompletedEvent,
@@ -26,7 +24,8 @@ from schemas.events import (
     MigrationIterationEvent,
     VmEvent,
 )
-from schemas.subjects import EventName, Subjects
+from baton.schemas.subjects import EventName, Subjects
+from nats.aio.client import Client as NATS
 
 log = structlog.get_logger(__name__)
 QUEUE_LIMIT = 10_000

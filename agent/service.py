@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-from nats.aio.client import Client as NATS
-from nats.micro import ServiceConfig, add_service
-from nats.micro.service import EndpointConfig, Service
-
-from agent.core import AgentCore
-from agent.hypervisor import Hypervisor
-from agent.migration import MigrationManager
-from agent.rpc import typed_handler
-from agent.storage_move import StorageMoveManager
-from schemas import PROTOCOL_VERSION
-from schemas.agent import (
+from baton.agent.core import AgentCore
+from baton.agent.hypervisor import Hypervisor
+from baton.agent.migration import MigrationManager
+from baton.agent.storage_move import StorageMoveManager
+from baton.mesh.rpc import typed_handler
+from baton.schemas import PROTOCOL_VERSION
+from baton.schemas.agent import (
     CapsRequest,
     CpuCompareRequest,
     DomainInfo,
@@ -27,18 +23,21 @@ from schemas.agent import (
     StatusRequest,
     StorageProbeRequest,
 )
-from schemas.codec import decode_reply, encode
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import (
+from baton.schemas.codec import decode_reply, encode
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupRequest,
     PrepareRequest,
     SpeedRequest,
     StartRequest,
 )
-from schemas.storage import AgentStorageAbortRequest, AgentStorageMoveRequest
-from schemas.subjects import AGENT_SERVICE, AgentEndpoint, Subjects
-from schemas.timeouts import AGENT_DOMAINS
+from baton.schemas.storage import AgentStorageAbortRequest, AgentStorageMoveRequest
+from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, Subjects
+from baton.schemas.timeouts import AGENT_DOMAINS
+from nats.aio.client import Client as NATS
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig, Service
 
 # Answered from memory (caps from the cache; a refresh is shared by every asker under its lock):
 # served in the subscription callback, without a task per request. Pre-flight fans these out.

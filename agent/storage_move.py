@@ -30,16 +30,15 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
-
-from agent import disks
-from agent.block_copy import BlockCopier, copy_destination_xml
-from agent.jobs import Publish, RunningJobs, crashed
-from schemas.agent import DomainInfo
-from schemas.base import utc_now
-from schemas.errors import BatonError, ErrorCode
-from schemas.events import BlockJobEvent, BlockJobStatus, JobStats, VmEvent
-from schemas.migration import Ack
-from schemas.storage import (
+from baton.agent import disks
+from baton.agent.block_copy import BlockCopier, copy_destination_xml
+from baton.agent.jobs import Publish, RunningJobs, crashed
+from baton.schemas.agent import DomainInfo
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.events import BlockJobEvent, BlockJobStatus, JobStats, VmEvent
+from baton.schemas.migration import Ack
+from baton.schemas.storage import (
     AgentStorageAbortRequest,
     AgentStorageMoveReply,
     AgentStorageMoveRequest,
@@ -49,7 +48,7 @@ from schemas.storage import (
     StorageStage,
     StorageStageEvent,
 )
-from schemas.subjects import MigrationEvent, Subjects
+from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 MIB = 1024 * 1024

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from schemas.agent import PathProbe, TokenAction, TokenOp, TokenResult
+from baton.schemas.agent import PathProbe, TokenAction, TokenOp, TokenResult
 
 TOKEN_PREFIX = ".baton-probe-"
 

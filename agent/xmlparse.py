@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from schemas.agent import CpuInfo, DiskInfo, InterfaceInfo
+from baton.schemas.agent import CpuInfo, DiskInfo, InterfaceInfo
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ import json
 import time
 
 import nats
+from baton.schemas.codec import decode_any
+from baton.schemas.events import LifecycleEvent
+from baton.schemas.subjects import EventName, Subjects
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -33,9 +36,6 @@ from bench.common import (
     percentile,
     raw_events_subject,
 )
-from schemas.codec import decode_any
-from schemas.events import LifecycleEvent
-from schemas.subjects import EventName, Subjects
 
 GOAL = "throughput >= 0.5x raw; p99 < 5 ms at 1000 events/s"
 RATE = 1000.0

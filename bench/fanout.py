@@ -20,15 +20,15 @@ import asyncio
 import time
 
 import nats
+from baton.coordinator import preflight
+from baton.coordinator.agents import AgentClient
+from baton.schemas.agent import CapsRequest, DomainInfo
+from baton.schemas.codec import encode
+from baton.schemas.migration import CheckStatus, StorageMode
+from baton.schemas.subjects import Subjects
 from nats.aio.client import Client
 
 from bench.common import Record, Worker, growth_exponent, median, ms, raw_group, raw_subject
-from coordinator import preflight
-from coordinator.agents import AgentClient
-from schemas.agent import CapsRequest, DomainInfo
-from schemas.codec import encode
-from schemas.migration import CheckStatus, StorageMode
-from schemas.subjects import Subjects
 
 GOAL = "N=1000 < 50 ms; <= 1.3x raw; growth exponent <= 1.1"
 TIMEOUT_S = 30.0

@@ -30,11 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import nats
-from nats.aio.client import Client
-
-from bench.common import Record, median
-from schemas.codec import decode_any, encode
-from schemas.migration import (
+from baton.schemas.codec import decode_any, encode
+from baton.schemas.migration import (
     TERMINAL_PHASES,
     MigrateAccepted,
     MigrateRequest,
@@ -43,7 +40,10 @@ from schemas.migration import (
     PhaseEvent,
     StorageMode,
 )
-from schemas.subjects import CoordinatorEndpoint, Subjects
+from baton.schemas.subjects import CoordinatorEndpoint, Subjects
+from nats.aio.client import Client
+
+from bench.common import Record, median
 from tests.lab.labctl import Lab
 
 GOAL_C = "ratio <= 1.05; overhead < 0.3 s"

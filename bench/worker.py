@@ -27,22 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+from baton.agent import core as core_module
+from baton.agent.core import AgentCore
+from baton.agent.libvirt import LibvirtHypervisor
+from baton.agent.migration import MigrationManager
+from baton.agent.publisher import EventPublisher
+from baton.agent.service import remote_domain_fetcher, start_service
+from baton.mesh import logsetup
+from baton.schemas.agent import CapsRequest
+from baton.schemas.base import utc_now
+from baton.schemas.codec import encode
+from baton.schemas.events import LifecycleEvent, LifecycleKind
+from baton.schemas.subjects import Subjects
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agent import core as core_module
-from agent import logsetup
-from agent.core import AgentCore
-from agent.libvirt_adapter import LibvirtHypervisor
-from agent.migration import MigrationManager
-from agent.publisher import EventPublisher
-from agent.service import remote_domain_fetcher, start_service
 from bench.common import CTL_EMIT, CTL_LIBVIRT, raw_events_subject, raw_group, raw_subject
-from schemas.agent import CapsRequest
-from schemas.base import utc_now
-from schemas.codec import encode
-from schemas.events import LifecycleEvent, LifecycleKind
-from schemas.subjects import Subjects
 from tests.integration.host_xml import write_host_xml
 
 VM = "vm1"

@@ -1,5 +1,4 @@
-"""Baton's coordinator: pre-flight, negotiation, the migration runner, policies, CLI and NATS API.
+"""Baton's coordinator: pre-flight, negotiation, the migration and disk-move runners, and its NATS API.
 
-``coordinator.client`` holds the NATS plumbing every coordinator component shares (connect,
-typed requests, agent discovery); ``coordinator.cli`` is the ``baton`` command.
+A service only: the ``baton`` command is in ``baton.cli`` and the NATS plumbing in ``baton.mesh``.
 """

@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import nats.errors
-from nats.aio.client import Client as NATS
-
-from coordinator.client import discover_agents
-from schemas import timeouts
-from schemas.agent import (
+from baton.mesh.client import discover_agents
+from baton.schemas import timeouts
+from baton.schemas.agent import (
     CapsRequest,
     CpuCompareReply,
     CpuCompareRequest,
@@ -26,9 +24,9 @@ from schemas.agent import (
     StorageProbeReply,
     StorageProbeRequest,
 )
-from schemas.codec import decode_reply, encode
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import (
+from baton.schemas.codec import decode_reply, encode
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import (
     Ack,
     AgentAbortRequest,
     CleanupReply,
@@ -39,8 +37,9 @@ from schemas.migration import (
     StartReply,
     StartRequest,
 )
-from schemas.storage import AgentStorageAbortRequest, AgentStorageMoveReply, AgentStorageMoveRequest
-from schemas.subjects import AgentEndpoint, Subjects
+from baton.schemas.storage import AgentStorageAbortRequest, AgentStorageMoveReply, AgentStorageMoveRequest
+from baton.schemas.subjects import AgentEndpoint, Subjects
+from nats.aio.client import Client as NATS
 
 R = TypeVar("R")
 NO_RESPONDERS = "no_responders"

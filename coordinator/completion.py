@@ -8,8 +8,8 @@ still holds the VM as it did before the migration.
 
 from __future__ import annotations
 
-from schemas.agent import DomainInfo, DomainState
-from schemas.migration import MigrateRequest
+from baton.schemas.agent import DomainInfo, DomainState
+from baton.schemas.migration import MigrateRequest
 
 
 def confirmation_problems(request: MigrateRequest, destination: str,

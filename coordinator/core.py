@@ -18,19 +18,18 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import structlog
-
-from coordinator import preflight, storage_checks
-from coordinator.agents import AgentClient, is_no_responders
-from coordinator.job_runner import RunnerDeps
-from coordinator.options import check_against_domain, validate_options
-from coordinator.registry import Job, JobRecord, Registry
-from coordinator.runner import MigrationRunner, new_record
-from coordinator.storage_runner import StorageMoveRunner
-from coordinator.storage_runner import new_record as new_storage_record
-from schemas import timeouts
-from schemas.agent import DomainInfo
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import (
+from baton.coordinator import preflight, storage_checks
+from baton.coordinator.agents import AgentClient, is_no_responders
+from baton.coordinator.job_runner import RunnerDeps
+from baton.coordinator.options import check_against_domain, validate_options
+from baton.coordinator.registry import Job, JobRecord, Registry
+from baton.coordinator.runner import MigrationRunner, new_record
+from baton.coordinator.storage_runner import StorageMoveRunner
+from baton.coordinator.storage_runner import new_record as new_storage_record
+from baton.schemas import timeouts
+from baton.schemas.agent import DomainInfo
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import (
     AbortRequest,
     BandwidthRequest,
     CheckRequest,
@@ -41,7 +40,7 @@ from schemas.migration import (
     MigrationRecord,
     PreflightReport,
 )
-from schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
+from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
 
 log = structlog.get_logger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]

@@ -22,18 +22,17 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import structlog
+from baton.coordinator.agents import AgentClient
+from baton.coordinator.phases import PhaseTracker
+from baton.coordinator.progress import ProgressPump
+from baton.schemas import timeouts
+from baton.schemas.codec import decode_any
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.job import Phase
+from baton.schemas.migration import SourceProgress
+from baton.schemas.subjects import MigrationEvent, Subjects
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-
-from coordinator.agents import AgentClient
-from coordinator.phases import PhaseTracker
-from coordinator.progress import ProgressPump
-from schemas import timeouts
-from schemas.codec import decode_any
-from schemas.errors import BatonError, ErrorCode, ErrorReply
-from schemas.job import Phase
-from schemas.migration import SourceProgress
-from schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 RecordT = TypeVar("RecordT")

@@ -15,15 +15,14 @@ import sys
 from dataclasses import dataclass
 
 import structlog
-
-from agent import logsetup
-from agent.daemon import announce_ready, connect_nats, run_until_signalled
-from coordinator.agents import AgentClient
-from coordinator.core import Coordinator
-from coordinator.job_runner import RunnerDeps
-from coordinator.service import start_service
-from schemas import PROTOCOL_VERSION, timeouts
-from schemas.subjects import DEFAULT_PREFIX, Subjects
+from baton.coordinator.agents import AgentClient
+from baton.coordinator.core import Coordinator
+from baton.coordinator.job_runner import RunnerDeps
+from baton.coordinator.service import start_service
+from baton.mesh import logsetup
+from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
+from baton.schemas import PROTOCOL_VERSION, timeouts
+from baton.schemas.subjects import DEFAULT_PREFIX, Subjects
 
 log = structlog.get_logger(__name__)
 

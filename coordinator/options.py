@@ -7,9 +7,9 @@ what to change. Facts only the agents know (is the VM running?) are judged by
 
 from __future__ import annotations
 
-from schemas.agent import DomainInfo
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import MigrateRequest
+from baton.schemas.agent import DomainInfo
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import MigrateRequest
 
 
 def option_problems(request: MigrateRequest) -> list[str]:

@@ -17,12 +17,11 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import structlog
-
-from schemas.base import utc_now
-from schemas.codec import encode
-from schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
-from schemas.storage import StorageMoveRecord, StoragePhaseEvent
-from schemas.subjects import MigrationEvent, Subjects
+from baton.schemas.base import utc_now
+from baton.schemas.codec import encode
+from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
+from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
+from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from coordinator.preflight import Facts, resolved_storage
-from schemas.migration import DiskPlan, MigrateRequest, PrepareRequest, StartRequest, StorageMode
+from baton.coordinator.preflight import Facts, resolved_storage
+from baton.schemas.migration import DiskPlan, MigrateRequest, PrepareRequest, StartRequest, StorageMode
 
 DEFAULT_FORMAT = "raw"
 PROGRESS_INTERVAL_MS = 500

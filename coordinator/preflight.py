@@ -19,8 +19,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coordinator.agents import AgentClient
-from schemas.agent import (
+from baton.coordinator.agents import AgentClient
+from baton.schemas.agent import (
     CpuCompareReply,
     DiskInfo,
     DomainInfo,
@@ -30,8 +30,8 @@ from schemas.agent import (
     TokenAction,
     TokenOp,
 )
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import CheckName, CheckResult, CheckStatus, PreflightReport, StorageMode
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import CheckName, CheckResult, CheckStatus, PreflightReport, StorageMode
 
 GIB = 1024**3
 

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
-
-from coordinator.phases import PhaseTracker, Publish
-from schemas import timeouts
-from schemas.base import utc_now
-from schemas.codec import encode
-from schemas.events import JobStats
-from schemas.migration import Phase, ProgressEvent, SourceProgress
-from schemas.subjects import MigrationEvent, Subjects
+from baton.coordinator.phases import PhaseTracker, Publish
+from baton.schemas import timeouts
+from baton.schemas.base import utc_now
+from baton.schemas.codec import encode
+from baton.schemas.events import JobStats
+from baton.schemas.migration import Phase, ProgressEvent, SourceProgress
+from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import MigrationRecord
-from schemas.storage import StorageMoveRecord
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import MigrationRecord
+from baton.schemas.storage import StorageMoveRecord
 
 KEEP_FINISHED = 1000
 JobRecord = MigrationRecord | StorageMoveRecord

@@ -19,19 +19,17 @@ import asyncio
 import time
 
 import structlog
-from nats.aio.msg import Msg
-
-from coordinator import plan as planning
-from coordinator import preflight
-from coordinator.completion import confirmation_problems, source_intact
-from coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
-from coordinator.progress import ProgressPump
-from schemas import timeouts
-from schemas.agent import DomainInfo
-from schemas.base import utc_now
-from schemas.errors import BatonError, ErrorCode, ErrorReply
-from schemas.events import LifecycleEvent, LifecycleKind
-from schemas.migration import (
+from baton.coordinator import plan as planning
+from baton.coordinator import preflight
+from baton.coordinator.completion import confirmation_problems, source_intact
+from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
+from baton.coordinator.progress import ProgressPump
+from baton.schemas import timeouts
+from baton.schemas.agent import DomainInfo
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.events import LifecycleEvent, LifecycleKind
+from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupRequest,
     MigrateRequest,
@@ -40,7 +38,8 @@ from schemas.migration import (
     SourceFinished,
     SpeedRequest,
 )
-from schemas.subjects import EventName, MigrationEvent
+from baton.schemas.subjects import EventName, MigrationEvent
+from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
 

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import asyncio
 
-from nats.aio.client import Client as NATS
-from nats.micro import ServiceConfig, add_service
-from nats.micro.service import EndpointConfig, Service
-
-from agent.rpc import typed_handler
-from coordinator.core import Coordinator
-from schemas import PROTOCOL_VERSION
-from schemas.migration import (
+from baton.coordinator.core import Coordinator
+from baton.mesh.rpc import typed_handler
+from baton.schemas import PROTOCOL_VERSION
+from baton.schemas.migration import (
     AbortRequest,
     BandwidthRequest,
     CheckRequest,
     JobsRequest,
     MigrateRequest,
 )
-from schemas.storage import StorageMoveRequest
-from schemas.subjects import COORDINATOR_SERVICE, CoordinatorEndpoint, Subjects
+from baton.schemas.storage import StorageMoveRequest
+from baton.schemas.subjects import COORDINATOR_SERVICE, CoordinatorEndpoint, Subjects
+from nats.aio.client import Client as NATS
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig, Service
 
 
 async def start_service(nc: NATS, subjects: Subjects, coordinator: Coordinator,

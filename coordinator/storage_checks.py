@@ -17,11 +17,11 @@ import asyncio
 import os
 from dataclasses import dataclass, field, replace
 
-from coordinator.agents import AgentClient
-from schemas.agent import DiskInfo, DomainInfo, HostCaps, StoragePool, StorageProbeRequest
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import CheckStatus
-from schemas.storage import (
+from baton.coordinator.agents import AgentClient
+from baton.schemas.agent import DiskInfo, DomainInfo, HostCaps, StoragePool, StorageProbeRequest
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import CheckStatus
+from baton.schemas.storage import (
     DiskMove,
     StorageCheckName,
     StorageCheckReport,

@@ -15,15 +15,13 @@ what arrived and wake the runner; the waiting is :class:`coordinator.job_runner.
 from __future__ import annotations
 
 import structlog
-from nats.aio.msg import Msg
-
-from coordinator import storage_checks
-from coordinator.job_runner import Aborted, Callback, JobRunner, RunnerDeps, decoded
-from coordinator.progress import ProgressPump
-from schemas.base import utc_now
-from schemas.errors import BatonError, ErrorCode, ErrorReply
-from schemas.job import Phase
-from schemas.storage import (
+from baton.coordinator import storage_checks
+from baton.coordinator.job_runner import Aborted, Callback, JobRunner, RunnerDeps, decoded
+from baton.coordinator.progress import ProgressPump
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.job import Phase
+from baton.schemas.storage import (
     AgentStorageAbortRequest,
     AgentStorageMoveRequest,
     StorageCheckReport,
@@ -33,7 +31,8 @@ from schemas.storage import (
     StorageStage,
     StorageStageEvent,
 )
-from schemas.subjects import MigrationEvent
+from baton.schemas.subjects import MigrationEvent
+from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
 PROGRESS_INTERVAL_MS = 500

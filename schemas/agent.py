@@ -7,8 +7,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
-
-from schemas.base import HostId, Message, NonNegativeInt, VmName
+from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
 
 AbsolutePath = Annotated[str, msgspec.Meta(pattern=r"^/", min_length=1, max_length=4096)]
 ProbeToken = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]

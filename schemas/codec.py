@@ -12,8 +12,7 @@ import functools
 from typing import Any, TypeVar, cast
 
 import msgspec
-
-from schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 
 T = TypeVar("T")
 

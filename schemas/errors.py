@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from schemas.base import Message
+from baton.schemas.base import Message
 
 
 class ErrorCode(StrEnum):

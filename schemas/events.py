@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from schemas.base import HostId, Message, NonNegativeInt
+from baton.schemas.base import HostId, Message, NonNegativeInt
 
 
 class LifecycleKind(StrEnum):

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from schemas import agent, events, migration, storage
-from schemas.errors import ErrorReply
+from baton.schemas import agent, events, migration, storage
+from baton.schemas.errors import ErrorReply
 
 JSON_DIR = Path(__file__).parent / "json"
 

@@ -11,8 +11,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
-
-from schemas.base import Message
+from baton.schemas.base import Message
 
 MigrationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 BandwidthMiBs = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]

@@ -15,17 +15,16 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
-
-from schemas.base import HostId, Message, NonNegativeInt, VmName
-from schemas.errors import ErrorReply
-from schemas.events import JobStats
+from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
+from baton.schemas.errors import ErrorReply
+from baton.schemas.events import JobStats
 
 # The job primitives were defined here first; importers of schemas.migration keep finding them.
-from schemas.job import TERMINAL_PHASES as TERMINAL_PHASES
-from schemas.job import BandwidthMiBs, CheckResult, MigrationId, Phase
-from schemas.job import CheckName as CheckName
-from schemas.job import CheckStatus as CheckStatus
-from schemas.storage import StorageMoveRecord
+from baton.schemas.job import TERMINAL_PHASES as TERMINAL_PHASES
+from baton.schemas.job import BandwidthMiBs, CheckResult, MigrationId, Phase
+from baton.schemas.job import CheckName as CheckName
+from baton.schemas.job import CheckStatus as CheckStatus
+from baton.schemas.storage import StorageMoveRecord
 
 Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
 DowntimeMs = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]

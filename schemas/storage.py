@@ -22,11 +22,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
-
-from schemas.base import HostId, Message, NonNegativeInt, VmName
-from schemas.errors import ErrorReply
-from schemas.events import JobStats
-from schemas.job import BandwidthMiBs, CheckStatus, MigrationId, Phase
+from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
+from baton.schemas.errors import ErrorReply
+from baton.schemas.events import JobStats
+from baton.schemas.job import BandwidthMiBs, CheckStatus, MigrationId, Phase
 
 PoolName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 DiskTarget = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from agent.hypervisor import CpuVerdict, GuestCpu, HostFacts
-from schemas.agent import CpuCompatibility, CpuInfo, DomainInfo, Memory, Versions
-from schemas.errors import BatonError, ErrorCode
+from baton.agent.hypervisor import CpuVerdict, GuestCpu, HostFacts
+from baton.schemas.agent import CpuCompatibility, CpuInfo, DomainInfo, Memory, Versions
+from baton.schemas.errors import BatonError, ErrorCode
 
 
 @dataclass

@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from baton.coordinator.core import Coordinator
+from baton.coordinator.main import CoordinatorConfig, run_coordinator
+from baton.schemas.agent import DomainState
+from baton.schemas.codec import decode_any
+from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent, ProgressEvent
+from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
+from baton.schemas.subjects import MigrationEvent, Subjects
 
-from coordinator.core import Coordinator
-from coordinator.main import CoordinatorConfig, run_coordinator
-from schemas.agent import DomainState
-from schemas.codec import decode_any
-from schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent, ProgressEvent
-from schemas.storage import StorageMoveRecord, StoragePhaseEvent
-from schemas.subjects import MigrationEvent, Subjects
 from tests.integration.fake_agents import SHARED, Mesh, domain
 
 S = Subjects()

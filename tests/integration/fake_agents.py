@@ -18,12 +18,9 @@ from typing import Any
 
 import msgspec
 import nats
-from nats.micro import ServiceConfig, add_service
-from nats.micro.service import EndpointConfig
-
-from agent.daemon import announce_ready
-from agent.rpc import typed_handler
-from schemas.agent import (
+from baton.mesh.daemon import announce_ready
+from baton.mesh.rpc import typed_handler
+from baton.schemas.agent import (
     AgentStatus,
     Bridge,
     CapsRequest,
@@ -49,11 +46,11 @@ from schemas.agent import (
     TokenResult,
     Versions,
 )
-from schemas.base import utc_now
-from schemas.codec import encode
-from schemas.errors import BatonError, ErrorCode, ErrorReply
-from schemas.events import JobStats, LifecycleEvent, LifecycleKind
-from schemas.migration import (
+from baton.schemas.base import utc_now
+from baton.schemas.codec import encode
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.events import JobStats, LifecycleEvent, LifecycleKind
+from baton.schemas.migration import (
     Ack,
     AgentAbortRequest,
     CleanupReply,
@@ -66,7 +63,7 @@ from schemas.migration import (
     StartReply,
     StartRequest,
 )
-from schemas.storage import (
+from baton.schemas.storage import (
     AgentStorageAbortRequest,
     AgentStorageMoveReply,
     AgentStorageMoveRequest,
@@ -75,7 +72,9 @@ from schemas.storage import (
     StorageStage,
     StorageStageEvent,
 )
-from schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
+from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig
 
 GIB = 1024**3
 IMAGES = "/var/lib/libvirt/images"

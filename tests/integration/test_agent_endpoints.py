@@ -6,8 +6,7 @@ import asyncio
 import json
 
 import pytest
-
-from schemas.agent import (
+from baton.schemas.agent import (
     AgentStatus,
     CapsRequest,
     CpuCompareReply,
@@ -20,10 +19,10 @@ from schemas.agent import (
     TokenAction,
     TokenOp,
 )
-from schemas.codec import decode_any, decode_reply, encode
-from schemas.errors import BatonError, ErrorCode, ErrorReply
-from schemas.events import Heartbeat
-from schemas.subjects import AgentEndpoint, Subjects, micro_discovery
+from baton.schemas.codec import decode_any, decode_reply, encode
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.events import Heartbeat
+from baton.schemas.subjects import AgentEndpoint, Subjects, micro_discovery
 
 pytestmark = pytest.mark.integration
 S = Subjects()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from agent.daemon import announce_ready
-from schemas.codec import decode_any
-from schemas.events import LifecycleEvent, LifecycleKind, VmEvent
-from schemas.subjects import EventName, Subjects
+from baton.mesh.daemon import announce_ready
+from baton.schemas.codec import decode_any
+from baton.schemas.events import LifecycleEvent, LifecycleKind, VmEvent
+from baton.schemas.subjects import EventName, Subjects
 
 pytestmark = pytest.mark.integration
 S = Subjects()

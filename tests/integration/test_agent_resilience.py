@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from baton.schemas.agent import HostCaps
+from baton.schemas.codec import decode_reply
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.subjects import AgentEndpoint, Subjects, micro_discovery
 
-from schemas.agent import HostCaps
-from schemas.codec import decode_reply
-from schemas.errors import BatonError, ErrorCode
-from schemas.subjects import AgentEndpoint, Subjects, micro_discovery
 from tests.integration.conftest import start_agent, stop_agent
 from tests.integration.host_xml import write_host_xml
 
@@ -41,7 +41,7 @@ async def test_requests_while_libvirt_is_down_get_unavailable_not_a_hang(nats_se
 
 def agent_command() -> list[str]:
     script = Path(sys.executable).parent / "baton-agent"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "baton.agent.main"]
 
 
 async def test_console_script_serves_and_exits_zero_on_sigterm(nats_server, nats_client, tmp_path):

@@ -14,13 +14,12 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from coordinator.core import Coordinator
-from coordinator.main import CoordinatorConfig, run_coordinator
-from schemas.agent import DomainState
-from schemas.codec import decode_any, encode
-from schemas.errors import BatonError, ErrorCode, ErrorReply
-from schemas.migration import (
+from baton.coordinator.core import Coordinator
+from baton.coordinator.main import CoordinatorConfig, run_coordinator
+from baton.schemas.agent import DomainState
+from baton.schemas.codec import decode_any, encode
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.migration import (
     AbortRequest,
     BandwidthRequest,
     CheckName,
@@ -35,9 +34,10 @@ from schemas.migration import (
     PreflightReport,
     StorageMode,
 )
-from schemas.subjects import AgentEndpoint as A
-from schemas.subjects import CoordinatorEndpoint as C
-from schemas.subjects import Subjects
+from baton.schemas.subjects import AgentEndpoint as A
+from baton.schemas.subjects import CoordinatorEndpoint as C
+from baton.schemas.subjects import Subjects
+
 from tests.integration.fake_agents import (
     IMAGES,
     LIBVIRT_FAILURE,

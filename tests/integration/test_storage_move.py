@@ -11,17 +11,17 @@ import time
 from typing import Any
 
 import pytest
-
-from schemas.errors import ErrorCode
-from schemas.migration import AbortRequest, JobsReply, JobsRequest, Phase
-from schemas.storage import (
+from baton.schemas.errors import ErrorCode
+from baton.schemas.migration import AbortRequest, JobsReply, JobsRequest, Phase
+from baton.schemas.storage import (
     StorageCheckReport,
     StorageMoveAccepted,
     StorageMoveRecord,
     StorageMoveRequest,
 )
-from schemas.subjects import AgentEndpoint as A
-from schemas.subjects import CoordinatorEndpoint as C
+from baton.schemas.subjects import AgentEndpoint as A
+from baton.schemas.subjects import CoordinatorEndpoint as C
+
 from tests.integration.fake_agents import FAST, IMAGES, LIBVIRT_FAILURE, Mesh, Script, domain
 from tests.integration.test_coordinator import ask
 

@@ -7,11 +7,10 @@ import uuid
 
 import nats
 import pytest
-
-from schemas.codec import decode_any, decode_reply, encode
-from schemas.events import LifecycleEvent, LifecycleKind
-from schemas.migration import SourceFinished, SourceProgress, StartReply, StartRequest
-from schemas.subjects import AgentEndpoint, EventName, MigrationEvent, Subjects
+from baton.schemas.codec import decode_any, decode_reply, encode
+from baton.schemas.events import LifecycleEvent, LifecycleKind
+from baton.schemas.migration import SourceFinished, SourceProgress, StartReply, StartRequest
+from baton.schemas.subjects import AgentEndpoint, EventName, MigrationEvent, Subjects
 
 pytestmark = pytest.mark.lab
 S = Subjects()

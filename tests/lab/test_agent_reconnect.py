@@ -9,13 +9,12 @@ import time
 
 import nats
 import pytest
-
-from agent.daemon import announce_ready
-from schemas.agent import AgentStatus, HostCaps
-from schemas.codec import decode_any, decode_reply
-from schemas.errors import BatonError, ErrorCode
-from schemas.events import LifecycleEvent, LifecycleKind
-from schemas.subjects import AgentEndpoint, Subjects
+from baton.mesh.daemon import announce_ready
+from baton.schemas.agent import AgentStatus, HostCaps
+from baton.schemas.codec import decode_any, decode_reply
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.events import LifecycleEvent, LifecycleKind
+from baton.schemas.subjects import AgentEndpoint, Subjects
 
 pytestmark = pytest.mark.lab
 S = Subjects()

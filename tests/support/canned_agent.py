@@ -12,14 +12,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from nats.aio.client import Client
-from nats.micro import ServiceConfig, add_service
-from nats.micro.request import Request
-from nats.micro.service import EndpointConfig, Service
-
-from agent.daemon import announce_ready
-from schemas import PROTOCOL_VERSION, codec
-from schemas.agent import (
+from baton.mesh.daemon import announce_ready
+from baton.schemas import PROTOCOL_VERSION, codec
+from baton.schemas.agent import (
     AgentStatus,
     Bridge,
     CpuInfo,
@@ -29,7 +24,12 @@ from schemas.agent import (
     StoragePool,
     Versions,
 )
-from schemas.subjects import AGENT_SERVICE, DEFAULT_PREFIX, AgentEndpoint, Subjects
+from baton.schemas.subjects import AGENT_SERVICE, DEFAULT_PREFIX, AgentEndpoint, Subjects
+from nats.aio.client import Client
+from nats.micro import ServiceConfig, add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, Service
+
 from tests.support.samples import SAMPLE_TIME
 
 SILENT = object()  # an endpoint that receives requests and never answers

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent import event_names, hostfacts, xmlparse
-from agent.jobstats import job_stats
-from schemas.events import BlockJobStatus, LifecycleKind
+from baton.agent import event_names, hostfacts, xmlparse
+from baton.agent.jobstats import job_stats
+from baton.schemas.events import BlockJobStatus, LifecycleKind
 
 CAPS = """<capabilities><host><cpu><arch>x86_64</arch><model>EPYC-Rome</model>
 <vendor>AMD</vendor><feature name='x2apic'/><feature name='ibpb'/></cpu></host>

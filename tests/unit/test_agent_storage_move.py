@@ -14,21 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from agent import block_copy
-from agent.block_copy import BlockJobProgress, DiskSources
-from agent.storage_move import StorageMoveManager, progress_stats, start_problems
-from schemas.agent import DiskInfo, DomainInfo, DomainState
-from schemas.base import utc_now
-from schemas.codec import decode_any
-from schemas.events import BlockJobEvent, BlockJobStatus
-from schemas.storage import (
+from baton.agent import block_copy
+from baton.agent.block_copy import BlockJobProgress, DiskSources
+from baton.agent.storage_move import StorageMoveManager, progress_stats, start_problems
+from baton.schemas.agent import DiskInfo, DomainInfo, DomainState
+from baton.schemas.base import utc_now
+from baton.schemas.codec import decode_any
+from baton.schemas.events import BlockJobEvent, BlockJobStatus
+from baton.schemas.storage import (
     AgentStorageAbortRequest,
     AgentStorageMoveRequest,
     DiskMove,
     StorageMoveFinished,
 )
-from schemas.subjects import Subjects
+from baton.schemas.subjects import Subjects
 
 MIB = 1024 * 1024
 needs_qemu_img = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True)

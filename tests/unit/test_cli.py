@@ -10,14 +10,14 @@ import sys
 from typing import Any
 
 import pytest
+from baton.cli.main import ExitCode, cli
+from baton.schemas import codec, timeouts
+from baton.schemas.agent import HostCaps
+from baton.schemas.errors import ErrorCode, ErrorReply
+from baton.schemas.subjects import AgentEndpoint
 from click.testing import CliRunner, Result
 from nats.aio.client import Client
 
-from coordinator.cli import ExitCode, cli
-from schemas import codec, timeouts
-from schemas.agent import HostCaps
-from schemas.errors import ErrorCode, ErrorReply
-from schemas.subjects import AgentEndpoint
 from tests.support.canned_agent import SILENT, canned_caps, start_canned_agent
 from tests.support.natsserver import NatsServer
 from tests.unit.test_cli_client import unused_port
@@ -172,7 +172,7 @@ def test_command_help_shows_examples() -> None:
 
 
 def test_the_module_runs_as_a_program_without_a_traceback() -> None:
-    command: list[Any] = [sys.executable, "-m", "coordinator.cli", "hosts"]
+    command: list[Any] = [sys.executable, "-m", "baton.cli.main", "hosts"]
     command += ["--nats", f"nats://127.0.0.1:{unused_port()}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert ExitCode.UNAVAILABLE == done.returncode

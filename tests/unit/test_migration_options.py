@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from baton.coordinator.completion import confirmation_problems, source_intact
+from baton.coordinator.core import pick_source
+from baton.coordinator.options import check_against_domain, option_problems
+from baton.coordinator.plan import host_of, make_plan, start_request
+from baton.coordinator.preflight import DiskView, Facts
+from baton.schemas.agent import DomainState as D
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import MigrateRequest, StorageMode
 
-from coordinator.completion import confirmation_problems, source_intact
-from coordinator.core import pick_source
-from coordinator.options import check_against_domain, option_problems
-from coordinator.plan import host_of, make_plan, start_request
-from coordinator.preflight import DiskView, Facts
-from schemas.agent import DomainState as D
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import MigrateRequest, StorageMode
 from tests.integration.fake_agents import IMAGES, SHARED, domain, host_caps
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from agent.migration_plan import MigrationFlag as F
-from agent.migration_plan import plan_migration
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import StartRequest
+from baton.agent.migration_plan import MigrationFlag as F
+from baton.agent.migration_plan import plan_migration
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import StartRequest
 
 
 def start(**options) -> StartRequest:

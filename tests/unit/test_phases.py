@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from coordinator.phases import MOVES, IllegalMove, PhaseTracker, is_terminal, moved
-from schemas.codec import decode_any
-from schemas.migration import MigrateRequest, MigrationRecord, Phase, PhaseEvent, StorageMode
-from schemas.subjects import Subjects
+from baton.coordinator.phases import MOVES, IllegalMove, PhaseTracker, is_terminal, moved
+from baton.schemas.codec import decode_any
+from baton.schemas.migration import MigrateRequest, MigrationRecord, Phase, PhaseEvent, StorageMode
+from baton.schemas.subjects import Subjects
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from coordinator.preflight import (
+from baton.coordinator.preflight import (
     DiskView,
     Facts,
     check_cpu,
@@ -27,7 +26,7 @@ from coordinator.preflight import (
     report,
     resolved_storage,
 )
-from schemas.agent import (
+from baton.schemas.agent import (
     Bridge,
     CpuCompareReply,
     CpuCompatibility,
@@ -35,9 +34,10 @@ from schemas.agent import (
     Network,
     PathProbe,
 )
-from schemas.agent import DomainState as D
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import CheckName, CheckStatus, StorageMode
+from baton.schemas.agent import DomainState as D
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import CheckName, CheckStatus, StorageMode
+
 from tests.integration.fake_agents import GIB, IMAGES, SHARED, domain, host_caps
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL

@@ -8,9 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from schemas import codec, export
-from schemas.agent import (
+from baton.schemas import codec, export
+from baton.schemas.agent import (
     AgentStatus,
     CapsRequest,
     DomainsRequest,
@@ -18,8 +17,9 @@ from schemas.agent import (
     StatusRequest,
     StorageProbeRequest,
 )
-from schemas.base import HostId
-from schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.base import HostId
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+
 from tests.support.samples import sample
 
 _REQUESTS_WITH_DEFAULTS = [CapsRequest, StatusRequest, StorageProbeRequest, DomainsRequest]

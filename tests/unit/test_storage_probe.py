@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent import storage_probe
-from schemas.agent import TokenAction, TokenOp
+from baton.agent import storage_probe
+from baton.schemas.agent import TokenAction, TokenOp
 
 
 def test_probe_reports_an_existing_file_and_a_missing_one(tmp_path):

@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from schemas.subjects import (
+from baton.schemas.subjects import (
     AgentEndpoint,
     EventName,
     Subjects,

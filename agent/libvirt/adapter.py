@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 import libvirt
 import msgspec
 import structlog
-
-from agent import AGENT_VERSION, block_copy, event_names, libvirt_values, xmlparse
-from agent.block_copy import BlockJobProgress, DiskSources
-from agent.hypervisor import CpuVerdict, EventSink, GuestCpu, HostFacts
-from agent.jobstats import job_stats
-from agent.migration_plan import MigrationFlag, MigrationPlan
-from schemas.agent import (
+from baton.agent import AGENT_VERSION, block_copy, event_names, xmlparse
+from baton.agent.block_copy import BlockJobProgress, DiskSources
+from baton.agent.hypervisor import CpuVerdict, EventSink, GuestCpu, HostFacts
+from baton.agent.jobstats import job_stats
+from baton.agent.libvirt import values as libvirt_values
+from baton.agent.migration_plan import MigrationFlag, MigrationPlan
+from baton.schemas.agent import (
     CpuCompatibility,
     DiskInfo,
     DomainInfo,
@@ -40,9 +40,9 @@ from schemas.agent import (
     StoragePool,
     Versions,
 )
-from schemas.base import utc_now
-from schemas.errors import BatonError, ErrorCode
-from schemas.events import (
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.events import (
     BlockJobEvent,
     JobCompletedEvent,
     JobStats,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.block_copy import BlockJobProgress
-from schemas.agent import DomainState, Memory
+from baton.agent.block_copy import BlockJobProgress
+from baton.schemas.agent import DomainState, Memory
 
 # Indexed by libvirt's virDomainState value.
 DOMAIN_STATES = (

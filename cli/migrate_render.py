@@ -6,6 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from baton.cli.render import human_bytes
+from baton.schemas.events import JobStats, LifecycleEvent
+from baton.schemas.migration import (
+    CheckStatus,
+    MigrationRecord,
+    Phase,
+    PhaseEvent,
+    PreflightReport,
+    ProgressEvent,
+)
+from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -17,18 +28,6 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-
-from coordinator.cli_render import human_bytes
-from schemas.events import JobStats, LifecycleEvent
-from schemas.migration import (
-    CheckStatus,
-    MigrationRecord,
-    Phase,
-    PhaseEvent,
-    PreflightReport,
-    ProgressEvent,
-)
-from schemas.storage import StorageMoveRecord, StoragePhaseEvent
 
 _STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red"}
 _PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.ABORTED: "yellow"}

@@ -6,14 +6,13 @@ only what names a move differently (host and pool instead of source and destinat
 
 from __future__ import annotations
 
+from baton.cli.migrate_render import checks_table, phase_text
+from baton.cli.migrate_render import outcome_line as migration_outcome_line
+from baton.cli.render import human_bytes
+from baton.schemas.migration import MigrationRecord, Phase
+from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRecord
 from rich.markup import escape
 from rich.table import Table
-
-from coordinator.cli_render import human_bytes
-from coordinator.migrate_render import checks_table, phase_text
-from coordinator.migrate_render import outcome_line as migration_outcome_line
-from schemas.migration import MigrationRecord, Phase
-from schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRecord
 
 
 def route(record: StorageMoveRecord) -> str:

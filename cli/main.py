@@ -25,13 +25,13 @@ from enum import IntEnum
 from typing import Any, NoReturn
 
 import click
+from baton.cli import render as cli_render
+from baton.mesh import client
+from baton.schemas import codec, timeouts
+from baton.schemas.agent import CapsRequest, HostCaps
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.subjects import DEFAULT_PREFIX, AgentEndpoint, Subjects, is_host_id
 from nats.aio.client import Client
-
-from coordinator import cli_render, client
-from schemas import codec, timeouts
-from schemas.agent import CapsRequest, HostCaps
-from schemas.errors import BatonError, ErrorCode
-from schemas.subjects import DEFAULT_PREFIX, AgentEndpoint, Subjects, is_host_id
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -126,7 +126,8 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point (``baton``)."""
     # Imported here, not at the top: these build on this module's options and runner.
-    from coordinator import cli_migrate, cli_storage
+    from baton.cli import migrate as cli_migrate
+    from baton.cli import storage as cli_storage
 
     cli_migrate.register(cli)
     cli_storage.register(cli)

@@ -11,19 +11,8 @@ import asyncio
 from typing import Any
 
 import click
-from nats.aio.client import Client
-
-from coordinator import migrate_render as render
-from coordinator.cli import (
-    EPILOG,
-    ExitCode,
-    Settings,
-    check_host,
-    common_options,
-    fail,
-    run,
-)
-from coordinator.cli_follow import (
+from baton.cli import migrate_render as render
+from baton.cli.follow import (
     AnyPhaseEvent,
     AnyRecord,
     ask,
@@ -33,12 +22,21 @@ from coordinator.cli_follow import (
     show_report,
     start_and_follow,
 )
-from coordinator.cli_render import make_console
-from coordinator.storage_render import any_outcome_line
-from schemas import timeouts
-from schemas.codec import decode_any
-from schemas.events import LifecycleEvent
-from schemas.migration import (
+from baton.cli.main import (
+    EPILOG,
+    ExitCode,
+    Settings,
+    check_host,
+    common_options,
+    fail,
+    run,
+)
+from baton.cli.render import make_console
+from baton.cli.storage_render import any_outcome_line
+from baton.schemas import timeouts
+from baton.schemas.codec import decode_any
+from baton.schemas.events import LifecycleEvent
+from baton.schemas.migration import (
     TERMINAL_PHASES,
     AbortRequest,
     BandwidthRequest,
@@ -52,7 +50,8 @@ from schemas.migration import (
     ProgressEvent,
     StorageMode,
 )
-from schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
+from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
+from nats.aio.client import Client
 
 # --- migrate ----------------------------------------------------------------------------------
 

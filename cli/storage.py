@@ -8,14 +8,13 @@ A move that ends failed or aborted, and a dry run whose checks fail, exit 1.
 from __future__ import annotations
 
 import click
+from baton.cli import storage_render
+from baton.cli.follow import ask, emit_json, optional_host, show_report, start_and_follow
+from baton.cli.main import EPILOG, Settings, common_options, run
+from baton.schemas import timeouts
+from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
+from baton.schemas.subjects import CoordinatorEndpoint
 from nats.aio.client import Client
-
-from coordinator import storage_render
-from coordinator.cli import EPILOG, Settings, common_options, run
-from coordinator.cli_follow import ask, emit_json, optional_host, show_report, start_and_follow
-from schemas import timeouts
-from schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
-from schemas.subjects import CoordinatorEndpoint
 
 
 @click.command("move-disk", epilog=EPILOG)

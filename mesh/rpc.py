@@ -14,10 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
+from baton.schemas.codec import decode_request, encode
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from nats.micro.request import Request
-
-from schemas.codec import decode_request, encode
-from schemas.errors import BatonError, ErrorCode, ErrorReply
 
 Req = TypeVar("Req")
 log = structlog.get_logger(__name__)

@@ -9,16 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from nats.aio.client import Client
-
-from coordinator import client
-from coordinator import migrate_render as render
-from coordinator.cli import ExitCode, Settings, check_host
-from coordinator.cli_render import make_console
-from schemas import codec, timeouts
-from schemas.codec import decode_any
-from schemas.errors import BatonError, ErrorCode
-from schemas.migration import (
+from baton.cli import migrate_render as render
+from baton.cli.main import ExitCode, Settings, check_host
+from baton.cli.render import make_console
+from baton.mesh import client
+from baton.schemas import codec, timeouts
+from baton.schemas.codec import decode_any
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import (
     TERMINAL_PHASES,
     JobsReply,
     JobsRequest,
@@ -28,8 +26,9 @@ from schemas.migration import (
     PhaseEvent,
     ProgressEvent,
 )
-from schemas.storage import StorageMoveAccepted, StorageMoveRecord, StoragePhaseEvent
-from schemas.subjects import CoordinatorEndpoint, MigrationEvent
+from baton.schemas.storage import StorageMoveAccepted, StorageMoveRecord, StoragePhaseEvent
+from baton.schemas.subjects import CoordinatorEndpoint, MigrationEvent
+from nats.aio.client import Client
 
 AnyPhaseEvent = PhaseEvent | StoragePhaseEvent  # a migration's or a storage move's
 AnyRecord = MigrationRecord | StorageMoveRecord

@@ -15,20 +15,19 @@ from typing import Any, TypeVar
 import msgspec
 import nats
 import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.micro.request import ERROR_HEADER
-
-from schemas import codec, timeouts
-from schemas.agent import AgentStatus, StatusRequest
-from schemas.errors import BatonError, ErrorCode
-from schemas.subjects import (
+from baton.schemas import codec, timeouts
+from baton.schemas.agent import AgentStatus, StatusRequest
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.subjects import (
     AGENT_SERVICE,
     DEFAULT_PREFIX,
     AgentEndpoint,
     Subjects,
     micro_discovery,
 )
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro.request import ERROR_HEADER
 
 T = TypeVar("T")
 
