@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar
 
 import structlog
+
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
 from baton.schemas.errors import BatonError, ErrorCode
@@ -62,7 +63,7 @@ class RunningJobs(Generic[JobT]):
 
 
 def _vm_of(job: Any) -> str:
-    return job.request.vm  # type: ignore[no-any-return]
+    return job.request.vm
 
 
 def crashed(event: str, migration_id: str, doing: str) -> BatonError:

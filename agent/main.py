@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 import structlog
+
 from baton.agent import AGENT_VERSION
 from baton.agent.core import AgentCore
 from baton.agent.libvirt import LibvirtHypervisor

@@ -15,6 +15,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 import structlog
+
 from baton.agent import disks
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.jobs import Publish, RunningJobs, crashed

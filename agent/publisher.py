@@ -11,6 +11,8 @@ import asyncio
 import functools
 
 import structlog
+from nats.aio.client import Client as NATS
+
 from baton.agent.core import AgentCore
 from baton.agent.hypervisor import Hypervisor
 from baton.schemas.base import utc_now
@@ -25,7 +27,6 @@ from baton.schemas.events import (
     VmEvent,
 )
 from baton.schemas.subjects import EventName, Subjects
-from nats.aio.client import Client as NATS
 
 log = structlog.get_logger(__name__)
 QUEUE_LIMIT = 10_000

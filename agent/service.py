@@ -7,6 +7,12 @@ id, libvirt and QEMU versions and the CPU model so ``baton hosts`` needs a singl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig, Service
 
 from baton.agent.core import AgentCore
 from baton.agent.hypervisor import Hypervisor
@@ -35,9 +41,6 @@ from baton.schemas.migration import (
 from baton.schemas.storage import AgentStorageAbortRequest, AgentStorageMoveRequest
 from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, Subjects
 from baton.schemas.timeouts import AGENT_DOMAINS
-from nats.aio.client import Client as NATS
-from nats.micro import ServiceConfig, add_service
-from nats.micro.service import EndpointConfig, Service
 
 # Answered from memory (caps from the cache; a refresh is shared by every asker under its lock):
 # served in the subscription callback, without a task per request. Pre-flight fans these out.
@@ -63,7 +66,8 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         name=AGENT_SERVICE, version=PROTOCOL_VERSION,
         description=f"Baton agent for host {core.host_id}",
         metadata=await service_metadata(core, hv)))
-    routes = (
+    # Each route pairs a request type with its handler; the pairing is checked by tests, not mypy.
+    routes: list[tuple[AgentEndpoint, type[Any], Callable[[Any], Awaitable[Any]]]] = [
         (AgentEndpoint.CAPS, CapsRequest, core.caps),
         (AgentEndpoint.CPU_COMPARE, CpuCompareRequest, core.cpu_compare),
         (AgentEndpoint.STORAGE_PROBE, StorageProbeRequest, core.storage_probe),
@@ -74,22 +78,22 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, migrations.speed),
         (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
         (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
-    )
+    ]
     if storage is not None:
-        routes += (
+        routes += [
             (AgentEndpoint.STORAGE_MOVE, AgentStorageMoveRequest, storage.start),
             (AgentEndpoint.STORAGE_ABORT, AgentStorageAbortRequest, storage.abort),
-        )
+        ]
     for endpoint, request_type, handle in routes:
         await service.add_endpoint(EndpointConfig(
             name=endpoint.value.replace(".", "-"),
             subject=subjects.agent(core.host_id, endpoint),
-            handler=typed_handler(request_type, handle, tasks,  # type: ignore[arg-type]
+            handler=typed_handler(request_type, handle, tasks,
                                   inline=endpoint in _FROM_MEMORY)))
     return service
 
 
-def remote_domain_fetcher(nc: NATS, subjects: Subjects):  # type: ignore[no-untyped-def]
+def remote_domain_fetcher(nc: NATS, subjects: Subjects) -> Callable[[str, str], Awaitable[DomainInfo]]:
     """How this agent reads a domain's migratable CPU from the agent of the host that runs it."""
 
     async def fetch(host: str, domain: str) -> DomainInfo:

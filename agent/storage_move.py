@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
+
 from baton.agent import disks
 from baton.agent.block_copy import BlockCopier, copy_destination_xml
 from baton.agent.jobs import Publish, RunningJobs, crashed

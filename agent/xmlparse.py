@@ -98,8 +98,9 @@ def _disk(disk: ET.Element) -> DiskInfo:
     source = disk.find("source")
     driver = disk.find("driver")
     source_type = disk.get("type", "file")
+    target = disk.find("target")
     return DiskInfo(
-        target=disk.find("target").get("dev", "") if disk.find("target") is not None else "",
+        target=target.get("dev", "") if target is not None else "",
         device=disk.get("device", "disk"),
         source_type=source_type,
         source_path=_disk_source_path(source_type, source),

@@ -14,11 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import nats
+
 from baton.coordinator.agents import AgentClient
 from baton.schemas.agent import CapsRequest
 from baton.schemas.codec import encode
 from baton.schemas.subjects import Subjects
-
 from bench.common import Record, Worker, ms, percentile, raw_subject
 
 GOAL = "p50 ratio <= 1.10, p99 ratio <= 1.25"

@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import nats
-from baton.schemas.codec import decode_any
-from baton.schemas.events import LifecycleEvent
-from baton.schemas.subjects import EventName, Subjects
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from baton.schemas.codec import decode_any
+from baton.schemas.events import LifecycleEvent
+from baton.schemas.subjects import EventName, Subjects
 from bench.common import (
     CTL_EMIT,
     CTL_LIBVIRT,
@@ -44,7 +45,7 @@ RATE = 1000.0
 class Sink:
     """Counts arrivals on one subject and keeps each event's latency and the last arrival."""
 
-    def __init__(self, decode_sent: object) -> None:
+    def __init__(self, decode_sent: Callable[[bytes], float]) -> None:
         self._sent_at = decode_sent
         self.latencies: list[float] = []
         self.arrivals: list[float] = []
@@ -59,7 +60,7 @@ class Sink:
 
     async def on_msg(self, msg: Msg) -> None:
         now = time.time()
-        sent = self._sent_at(msg.data)  # type: ignore[operator]
+        sent = self._sent_at(msg.data)
         if not self.latencies:
             self.first_sent = sent
         self.latencies.append(now - sent)

@@ -20,14 +20,14 @@ import asyncio
 import time
 
 import nats
+from nats.aio.client import Client
+
 from baton.coordinator import preflight
 from baton.coordinator.agents import AgentClient
 from baton.schemas.agent import CapsRequest, DomainInfo
 from baton.schemas.codec import encode
 from baton.schemas.migration import CheckStatus, StorageMode
 from baton.schemas.subjects import Subjects
-from nats.aio.client import Client
-
 from bench.common import Record, Worker, growth_exponent, median, ms, raw_group, raw_subject
 
 GOAL = "N=1000 < 50 ms; <= 1.3x raw; growth exponent <= 1.1"

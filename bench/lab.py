@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import nats
+from nats.aio.client import Client
+
 from baton.schemas.codec import decode_any, encode
 from baton.schemas.migration import (
     TERMINAL_PHASES,
@@ -41,8 +43,6 @@ from baton.schemas.migration import (
     StorageMode,
 )
 from baton.schemas.subjects import CoordinatorEndpoint, Subjects
-from nats.aio.client import Client
-
 from bench.common import Record, median
 from tests.lab.labctl import Lab
 

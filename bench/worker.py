@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
 from baton.agent import core as core_module
 from baton.agent.core import AgentCore
 from baton.agent.libvirt import LibvirtHypervisor
@@ -39,9 +42,6 @@ from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
 from baton.schemas.events import LifecycleEvent, LifecycleKind
 from baton.schemas.subjects import Subjects
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from bench.common import CTL_EMIT, CTL_LIBVIRT, raw_events_subject, raw_group, raw_subject
 from tests.integration.host_xml import write_host_xml
 
@@ -118,10 +118,11 @@ async def serve_control(host: SimHost, tasks: asyncio.TaskGroup) -> None:
     async def on_emit(msg: Msg) -> None:
         ask = json.loads(msg.data)
         if ask["kind"] == "baton":
-            def send() -> None:
+            def send() -> Awaitable[None] | None:
                 host.publisher.emit(synthetic_event(host.host_id))
+                return None
         else:
-            def send() -> Awaitable[None]:  # type: ignore[misc]
+            def send() -> Awaitable[None] | None:
                 return host.nc.publish(raw, raw_event(event_size))
         await msg.respond(b"{}")
         tasks.create_task(emit_many(send, ask["count"], ask["rate"]))

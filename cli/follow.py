@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from nats.aio.client import Client
+
 from baton.cli import migrate_render as render
-from baton.cli.main import ExitCode, Settings, check_host
+from baton.cli.common import ExitCode, Settings, check_host
 from baton.cli.render import make_console
 from baton.mesh import client
 from baton.schemas import codec, timeouts
@@ -28,7 +30,6 @@ from baton.schemas.migration import (
 )
 from baton.schemas.storage import StorageMoveAccepted, StorageMoveRecord, StoragePhaseEvent
 from baton.schemas.subjects import CoordinatorEndpoint, MigrationEvent
-from nats.aio.client import Client
 
 AnyPhaseEvent = PhaseEvent | StoragePhaseEvent  # a migration's or a storage move's
 AnyRecord = MigrationRecord | StorageMoveRecord
@@ -131,13 +132,13 @@ def _migration_event(msg: Any, migration_id: str) -> AnyPhaseEvent | ProgressEve
 def decode_job_event(event: str, data: bytes) -> AnyPhaseEvent | ProgressEvent | None:
     """A job's phase or progress event by the last subject token; None for any other event."""
     if event == MigrationEvent.PHASE:
-        return decode_any(data, AnyPhaseEvent)  # type: ignore[no-any-return]
+        return decode_any(data, AnyPhaseEvent)
     if event == MigrationEvent.PROGRESS:
-        return decode_any(data, ProgressEvent)  # type: ignore[no-any-return]
+        return decode_any(data, ProgressEvent)
     return None
 
 
 async def _record(nc: Client, settings: Settings, migration_id: str) -> AnyRecord:
     reply = await ask(nc, settings, CoordinatorEndpoint.JOBS,
                       JobsRequest(migration_id=migration_id), JobsReply, timeouts.COORDINATOR_JOBS)
-    return [*reply.migrations, *reply.storage_moves][0]  # type: ignore[no-any-return]
+    return [*reply.migrations, *reply.storage_moves][0]

@@ -11,7 +11,18 @@ import asyncio
 from typing import Any
 
 import click
+from nats.aio.client import Client
+
 from baton.cli import migrate_render as render
+from baton.cli.common import (
+    EPILOG,
+    ExitCode,
+    Settings,
+    check_host,
+    common_options,
+    fail,
+    run,
+)
 from baton.cli.follow import (
     AnyPhaseEvent,
     AnyRecord,
@@ -21,15 +32,6 @@ from baton.cli.follow import (
     optional_host,
     show_report,
     start_and_follow,
-)
-from baton.cli.main import (
-    EPILOG,
-    ExitCode,
-    Settings,
-    check_host,
-    common_options,
-    fail,
-    run,
 )
 from baton.cli.render import make_console
 from baton.cli.storage_render import any_outcome_line
@@ -51,7 +53,6 @@ from baton.schemas.migration import (
     StorageMode,
 )
 from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
-from nats.aio.client import Client
 
 # --- migrate ----------------------------------------------------------------------------------
 
@@ -270,7 +271,7 @@ async def _watch(nc: Client, settings: Settings, vm: str | None,
 def _watched_event(msg: Any) -> AnyPhaseEvent | ProgressEvent | LifecycleEvent | None:
     tail = msg.subject.rsplit(".", 1)[-1]
     if tail == EventName.LIFECYCLE:
-        return decode_any(msg.data, LifecycleEvent)  # type: ignore[no-any-return]
+        return decode_any(msg.data, LifecycleEvent)
     if msg.subject.endswith(f".{MigrationEvent.SOURCE_PROGRESS}"):
         return None
     return decode_job_event(tail, msg.data)

@@ -6,17 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from baton.cli.render import human_bytes
-from baton.schemas.events import JobStats, LifecycleEvent
-from baton.schemas.migration import (
-    CheckStatus,
-    MigrationRecord,
-    Phase,
-    PhaseEvent,
-    PreflightReport,
-    ProgressEvent,
-)
-from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -28,6 +18,18 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from baton.cli.render import human_bytes
+from baton.schemas.events import JobStats, LifecycleEvent
+from baton.schemas.migration import (
+    CheckStatus,
+    MigrationRecord,
+    Phase,
+    PhaseEvent,
+    PreflightReport,
+    ProgressEvent,
+)
+from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
 
 _STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red"}
 _PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.ABORTED: "yellow"}
@@ -121,8 +123,8 @@ class _Remaining(ProgressColumn):
         return Text("remaining " + ("-" if remaining is None else human_bytes(remaining)))
 
 
-def progress_bar(console: object) -> Progress:
+def progress_bar(console: Console) -> Progress:
     """Phase, bar, MiB/s, remaining bytes and elapsed time of one migration."""
     return Progress(TextColumn("{task.fields[phase]:<10}"), BarColumn(),
                     TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[rate]}"),
-                    _Remaining(), TimeElapsedColumn(), console=console)  # type: ignore[arg-type]
+                    _Remaining(), TimeElapsedColumn(), console=console)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
-from baton.mesh.client import AgentInfo
-from baton.schemas.agent import HostCaps, Memory
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
+
+from baton.mesh.client import AgentInfo
+from baton.schemas.agent import HostCaps, Memory
 
 _MISSING = "-"
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")

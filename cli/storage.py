@@ -8,13 +8,14 @@ A move that ends failed or aborted, and a dry run whose checks fail, exit 1.
 from __future__ import annotations
 
 import click
+from nats.aio.client import Client
+
 from baton.cli import storage_render
+from baton.cli.common import EPILOG, Settings, common_options, run
 from baton.cli.follow import ask, emit_json, optional_host, show_report, start_and_follow
-from baton.cli.main import EPILOG, Settings, common_options, run
 from baton.schemas import timeouts
 from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
 from baton.schemas.subjects import CoordinatorEndpoint
-from nats.aio.client import Client
 
 
 @click.command("move-disk", epilog=EPILOG)

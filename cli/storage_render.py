@@ -6,13 +6,14 @@ only what names a move differently (host and pool instead of source and destinat
 
 from __future__ import annotations
 
+from rich.markup import escape
+from rich.table import Table
+
 from baton.cli.migrate_render import checks_table, phase_text
 from baton.cli.migrate_render import outcome_line as migration_outcome_line
 from baton.cli.render import human_bytes
 from baton.schemas.migration import MigrationRecord, Phase
 from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRecord
-from rich.markup import escape
-from rich.table import Table
 
 
 def route(record: StorageMoveRecord) -> str:

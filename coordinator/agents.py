@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import nats.errors
+from nats.aio.client import Client as NATS
+
 from baton.mesh.client import discover_agents
 from baton.schemas import timeouts
 from baton.schemas.agent import (
@@ -39,7 +41,6 @@ from baton.schemas.migration import (
 )
 from baton.schemas.storage import AgentStorageAbortRequest, AgentStorageMoveReply, AgentStorageMoveRequest
 from baton.schemas.subjects import AgentEndpoint, Subjects
-from nats.aio.client import Client as NATS
 
 R = TypeVar("R")
 NO_RESPONDERS = "no_responders"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import structlog
+
 from baton.coordinator import preflight, storage_checks
 from baton.coordinator.agents import AgentClient, is_no_responders
 from baton.coordinator.job_runner import RunnerDeps

@@ -22,6 +22,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.phases import PhaseTracker
 from baton.coordinator.progress import ProgressPump
@@ -29,13 +32,12 @@ from baton.schemas import timeouts
 from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.job import Phase
-from baton.schemas.migration import SourceProgress
+from baton.schemas.migration import MigrationRecord, SourceProgress
+from baton.schemas.storage import StorageMoveRecord
 from baton.schemas.subjects import MigrationEvent, Subjects
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
-RecordT = TypeVar("RecordT")
+RecordT = TypeVar("RecordT", MigrationRecord, StorageMoveRecord)  # as phases.Record
 FinishedT = TypeVar("FinishedT")
 Callback = Callable[[Msg], Awaitable[None]]
 WAKE_TICK = 1.0
@@ -66,7 +68,7 @@ class JobRunner(Generic[RecordT, FinishedT]):
     def __init__(self, record: RecordT, deps: RunnerDeps) -> None:
         self._deps = deps
         self._agents = deps.agents
-        self.tracker = PhaseTracker(record, deps.subjects, deps.nc.publish)  # type: ignore[arg-type]
+        self.tracker: PhaseTracker[RecordT] = PhaseTracker(record, deps.subjects, deps.nc.publish)
         self.done = asyncio.Event()
         self._abort_reason: str | None = None
         self._wake = asyncio.Event()
@@ -75,7 +77,7 @@ class JobRunner(Generic[RecordT, FinishedT]):
 
     @property
     def record(self) -> RecordT:
-        return self.tracker.record  # type: ignore[return-value]
+        return self.tracker.record
 
     # --- hooks ------------------------------------------------------------------------------
 

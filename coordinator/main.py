@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 import structlog
+
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import structlog
+
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
 from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
@@ -73,7 +74,7 @@ class PhaseTracker(Generic[Record]):
 
     def __init__(self, record: Record, subjects: Subjects, publish: Publish,
                  clock: Callable[[], datetime] = utc_now) -> None:
-        self._record = record
+        self._record: Record = record
         self._subjects = subjects
         self._publish = publish
         self._clock = clock

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
+
 from baton.coordinator.phases import PhaseTracker, Publish
 from baton.schemas import timeouts
 from baton.schemas.base import utc_now

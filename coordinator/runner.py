@@ -19,6 +19,8 @@ import asyncio
 import time
 
 import structlog
+from nats.aio.msg import Msg
+
 from baton.coordinator import plan as planning
 from baton.coordinator import preflight
 from baton.coordinator.completion import confirmation_problems, source_intact
@@ -39,7 +41,6 @@ from baton.schemas.migration import (
     SpeedRequest,
 )
 from baton.schemas.subjects import EventName, MigrationEvent
-from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +68,7 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         if self._started:
             await self._agents.speed(self.record.source, SpeedRequest(
                 migration_id=self.record.migration_id, vm=self.record.vm, bandwidth_mib_s=mib_s))
-        return self.tracker.update(bandwidth_mib_s=mib_s)  # type: ignore[return-value]
+        return self.tracker.update(bandwidth_mib_s=mib_s)
 
     # --- the run ---------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ what arrived and wake the runner; the waiting is :class:`coordinator.job_runner.
 from __future__ import annotations
 
 import structlog
+from nats.aio.msg import Msg
+
 from baton.coordinator import storage_checks
 from baton.coordinator.job_runner import Aborted, Callback, JobRunner, RunnerDeps, decoded
 from baton.coordinator.progress import ProgressPump
@@ -32,7 +34,6 @@ from baton.schemas.storage import (
     StorageStageEvent,
 )
 from baton.schemas.subjects import MigrationEvent
-from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
 PROGRESS_INTERVAL_MS = 500

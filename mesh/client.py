@@ -15,6 +15,10 @@ from typing import Any, TypeVar
 import msgspec
 import nats
 import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro.request import ERROR_HEADER
+
 from baton.schemas import codec, timeouts
 from baton.schemas.agent import AgentStatus, StatusRequest
 from baton.schemas.errors import BatonError, ErrorCode
@@ -25,9 +29,6 @@ from baton.schemas.subjects import (
     Subjects,
     micro_discovery,
 )
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.micro.request import ERROR_HEADER
 
 T = TypeVar("T")
 

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
+from nats.micro.request import Request
+
 from baton.schemas.codec import decode_request, encode
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
-from nats.micro.request import Request
 
 Req = TypeVar("Req")
 log = structlog.get_logger(__name__)

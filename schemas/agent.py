@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
+
 from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
 
 AbsolutePath = Annotated[str, msgspec.Meta(pattern=r"^/", min_length=1, max_length=4096)]
@@ -16,11 +17,11 @@ ProbeToken = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 # --- caps -------------------------------------------------------------------------------------
 
 
-class CapsRequest(Message, kw_only=True, tag="agent.caps.request"):
+class CapsRequest(Message, frozen=True, kw_only=True, tag="agent.caps.request"):
     refresh: bool = False  # re-read host facts now instead of answering from the cache
 
 
-class CpuInfo(Message, kw_only=True, tag="agent.cpu_info"):
+class CpuInfo(Message, frozen=True, kw_only=True, tag="agent.cpu_info"):
     arch: str
     vendor: str
     model: str
@@ -29,34 +30,34 @@ class CpuInfo(Message, kw_only=True, tag="agent.cpu_info"):
     usable_models: list[str] = []  # custom CPU models this host's hypervisor can run
 
 
-class Versions(Message, kw_only=True, tag="agent.versions"):
+class Versions(Message, frozen=True, kw_only=True, tag="agent.versions"):
     libvirt: str
     hypervisor: str  # QEMU version as libvirt reports it
     hypervisor_type: str
     agent: str
 
 
-class Memory(Message, kw_only=True, tag="agent.memory"):
+class Memory(Message, frozen=True, kw_only=True, tag="agent.memory"):
     total_bytes: NonNegativeInt
     free_bytes: NonNegativeInt  # free + reclaimable (page cache, buffers)
     reserved_bytes: NonNegativeInt = 0  # held back for the host itself (agent configuration)
     available_bytes: NonNegativeInt = 0  # what new guests may use: free minus reserved
 
 
-class Bridge(Message, kw_only=True, tag="agent.bridge"):
+class Bridge(Message, frozen=True, kw_only=True, tag="agent.bridge"):
     name: str
     up: bool
     mtu: NonNegativeInt
 
 
-class Network(Message, kw_only=True, tag="agent.network"):
+class Network(Message, frozen=True, kw_only=True, tag="agent.network"):
     name: str
     active: bool
     bridge: str | None = None
     forward_mode: str | None = None
 
 
-class StoragePool(Message, kw_only=True, tag="agent.storage_pool"):
+class StoragePool(Message, frozen=True, kw_only=True, tag="agent.storage_pool"):
     name: str
     type: str
     target_path: str | None
@@ -66,7 +67,7 @@ class StoragePool(Message, kw_only=True, tag="agent.storage_pool"):
     available_bytes: NonNegativeInt = 0
 
 
-class HostCaps(Message, kw_only=True, tag="agent.caps.reply"):
+class HostCaps(Message, frozen=True, kw_only=True, tag="agent.caps.reply"):
     host_id: HostId
     hostname: str
     migration_uri: str  # the libvirt URI peers use to migrate to this host
@@ -82,7 +83,7 @@ class HostCaps(Message, kw_only=True, tag="agent.caps.reply"):
 # --- cpu.compare ------------------------------------------------------------------------------
 
 
-class CpuCompareRequest(Message, kw_only=True, tag="agent.cpu_compare.request"):
+class CpuCompareRequest(Message, frozen=True, kw_only=True, tag="agent.cpu_compare.request"):
     """Give ``cpu_xml``, or ``domain`` (+ ``domain_host`` when the domain lives on another host)."""
 
     cpu_xml: str | None = None
@@ -96,7 +97,7 @@ class CpuCompatibility(StrEnum):
     INCOMPATIBLE = "incompatible"
 
 
-class CpuCompareReply(Message, kw_only=True, tag="agent.cpu_compare.reply"):
+class CpuCompareReply(Message, frozen=True, kw_only=True, tag="agent.cpu_compare.reply"):
     host_id: HostId
     result: CpuCompatibility
     runnable: bool
@@ -112,7 +113,7 @@ class TokenAction(StrEnum):
     REMOVE = "remove"  # delete the token file beside the path (clean-up after a probe)
 
 
-class TokenOp(Message, kw_only=True, tag="agent.token_op"):
+class TokenOp(Message, frozen=True, kw_only=True, tag="agent.token_op"):
     """Shared-storage proof: one host writes a token beside a disk, another reads it back."""
 
     action: TokenAction
@@ -120,12 +121,12 @@ class TokenOp(Message, kw_only=True, tag="agent.token_op"):
     token: ProbeToken
 
 
-class StorageProbeRequest(Message, kw_only=True, tag="agent.storage_probe.request"):
+class StorageProbeRequest(Message, frozen=True, kw_only=True, tag="agent.storage_probe.request"):
     paths: list[AbsolutePath] = []
     token: TokenOp | None = None
 
 
-class PathProbe(Message, kw_only=True, tag="agent.path_probe"):
+class PathProbe(Message, frozen=True, kw_only=True, tag="agent.path_probe"):
     path: str
     exists: bool
     is_dir: bool = False
@@ -136,14 +137,14 @@ class PathProbe(Message, kw_only=True, tag="agent.path_probe"):
     fs_type: str | None = None
 
 
-class TokenResult(Message, kw_only=True, tag="agent.token_result"):
+class TokenResult(Message, frozen=True, kw_only=True, tag="agent.token_result"):
     action: TokenAction
     token_path: str
     ok: bool  # write/remove: done; read: the file exists and holds the token
     detail: str = ""
 
 
-class StorageProbeReply(Message, kw_only=True, tag="agent.storage_probe.reply"):
+class StorageProbeReply(Message, frozen=True, kw_only=True, tag="agent.storage_probe.reply"):
     host_id: HostId
     paths: list[PathProbe] = []
     token: TokenResult | None = None
@@ -163,7 +164,7 @@ class DomainState(StrEnum):
     PMSUSPENDED = "pmsuspended"
 
 
-class DiskInfo(Message, kw_only=True, tag="agent.disk"):
+class DiskInfo(Message, frozen=True, kw_only=True, tag="agent.disk"):
     target: str  # vda, sdb, ...
     device: str  # disk, cdrom, floppy, lun
     source_type: str  # file, block, network, volume
@@ -176,14 +177,14 @@ class DiskInfo(Message, kw_only=True, tag="agent.disk"):
     shareable: bool = False
 
 
-class InterfaceInfo(Message, kw_only=True, tag="agent.interface"):
+class InterfaceInfo(Message, frozen=True, kw_only=True, tag="agent.interface"):
     type: str  # bridge, network, direct, user, ...
     source: str | None = None  # bridge or network name
     mac: str | None = None
     model: str | None = None
 
 
-class DomainInfo(Message, kw_only=True, tag="agent.domain"):
+class DomainInfo(Message, frozen=True, kw_only=True, tag="agent.domain"):
     name: str
     uuid: str
     state: DomainState
@@ -200,12 +201,12 @@ class DomainInfo(Message, kw_only=True, tag="agent.domain"):
     migration_blockers: list[str] = []  # devices that make the domain unmigratable (hostdev, ...)
 
 
-class DomainsRequest(Message, kw_only=True, tag="agent.domains.request"):
+class DomainsRequest(Message, frozen=True, kw_only=True, tag="agent.domains.request"):
     names: list[VmName] | None = None  # only these (unknown names are an error); None = all
     include_cpu_xml: bool = False
 
 
-class DomainsReply(Message, kw_only=True, tag="agent.domains.reply"):
+class DomainsReply(Message, frozen=True, kw_only=True, tag="agent.domains.reply"):
     host_id: HostId
     domains: list[DomainInfo] = []
 
@@ -213,11 +214,11 @@ class DomainsReply(Message, kw_only=True, tag="agent.domains.reply"):
 # --- status -----------------------------------------------------------------------------------
 
 
-class StatusRequest(Message, kw_only=True, tag="agent.status.request"):
+class StatusRequest(Message, frozen=True, kw_only=True, tag="agent.status.request"):
     pass
 
 
-class AgentStatus(Message, kw_only=True, tag="agent.status.reply"):
+class AgentStatus(Message, frozen=True, kw_only=True, tag="agent.status.reply"):
     host_id: HostId
     agent_version: str
     started_at: datetime

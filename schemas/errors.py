@@ -19,7 +19,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"  # a bug; the reply carries an error id to find it in the logs
 
 
-class ErrorReply(Message, kw_only=True, tag="error"):
+class ErrorReply(Message, frozen=True, kw_only=True, tag="error"):
     """Answer to a request that could not be served. ``message`` is for a person."""
 
     code: ErrorCode

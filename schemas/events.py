@@ -26,7 +26,7 @@ class LifecycleKind(StrEnum):
     CRASHED = "crashed"
 
 
-class LifecycleEvent(Message, kw_only=True, tag="event.lifecycle"):
+class LifecycleEvent(Message, frozen=True, kw_only=True, tag="event.lifecycle"):
     host_id: HostId
     vm: str
     uuid: str
@@ -35,7 +35,7 @@ class LifecycleEvent(Message, kw_only=True, tag="event.lifecycle"):
     at: datetime
 
 
-class JobStats(Message, kw_only=True, tag="event.job_stats"):
+class JobStats(Message, frozen=True, kw_only=True, tag="event.job_stats"):
     """A libvirt job's figures (``virDomainGetJobStats``); absent values stay None."""
 
     operation: str | None = None  # migration_out, migration_in, save, ...
@@ -59,7 +59,7 @@ class JobStats(Message, kw_only=True, tag="event.job_stats"):
     error_message: str | None = None
 
 
-class JobCompletedEvent(Message, kw_only=True, tag="event.job_completed"):
+class JobCompletedEvent(Message, frozen=True, kw_only=True, tag="event.job_completed"):
     host_id: HostId
     vm: str
     uuid: str
@@ -67,7 +67,7 @@ class JobCompletedEvent(Message, kw_only=True, tag="event.job_completed"):
     at: datetime
 
 
-class MigrationIterationEvent(Message, kw_only=True, tag="event.migration_iteration"):
+class MigrationIterationEvent(Message, frozen=True, kw_only=True, tag="event.migration_iteration"):
     host_id: HostId
     vm: str
     uuid: str
@@ -82,7 +82,7 @@ class BlockJobStatus(StrEnum):
     READY = "ready"  # a mirror (copy) reached sync and waits for pivot or abort
 
 
-class BlockJobEvent(Message, kw_only=True, tag="event.block_job"):
+class BlockJobEvent(Message, frozen=True, kw_only=True, tag="event.block_job"):
     host_id: HostId
     vm: str
     uuid: str
@@ -92,7 +92,7 @@ class BlockJobEvent(Message, kw_only=True, tag="event.block_job"):
     at: datetime
 
 
-class Heartbeat(Message, kw_only=True, tag="event.heartbeat"):
+class Heartbeat(Message, frozen=True, kw_only=True, tag="event.heartbeat"):
     host_id: HostId
     seq: NonNegativeInt
     at: datetime

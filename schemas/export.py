@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
 from baton.schemas import agent, events, migration, storage
 from baton.schemas.errors import ErrorReply
 

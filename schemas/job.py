@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
+
 from baton.schemas.base import Message
 
 MigrationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -47,7 +48,7 @@ class CheckName(StrEnum):
     DEVICES = "devices"  # no device that blocks migration
 
 
-class CheckResult(Message, kw_only=True, tag="coordinator.check_result"):
+class CheckResult(Message, frozen=True, kw_only=True, tag="coordinator.check_result"):
     name: CheckName
     status: CheckStatus
     reason: str  # what was found and, for a failure, what to do about it

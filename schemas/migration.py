@@ -15,15 +15,18 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
+
 from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
 from baton.schemas.errors import ErrorReply
 from baton.schemas.events import JobStats
 
 # The job primitives were defined here first; importers of schemas.migration keep finding them.
 from baton.schemas.job import TERMINAL_PHASES as TERMINAL_PHASES
-from baton.schemas.job import BandwidthMiBs, CheckResult, MigrationId, Phase
+from baton.schemas.job import BandwidthMiBs, MigrationId
 from baton.schemas.job import CheckName as CheckName
+from baton.schemas.job import CheckResult as CheckResult
 from baton.schemas.job import CheckStatus as CheckStatus
+from baton.schemas.job import Phase as Phase
 from baton.schemas.storage import StorageMoveRecord
 
 Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
@@ -39,7 +42,7 @@ class StorageMode(StrEnum):
 # --- public requests --------------------------------------------------------------------------
 
 
-class MigrateRequest(Message, kw_only=True, tag="coordinator.migrate.request"):
+class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrate.request"):
     vm: VmName
     destination: HostId
     source: HostId | None = None  # found by asking the agents when omitted
@@ -55,7 +58,7 @@ class MigrateRequest(Message, kw_only=True, tag="coordinator.migrate.request"):
     dry_run: bool = False  # run the checks only and answer with the report
 
 
-class CheckRequest(Message, kw_only=True, tag="coordinator.check.request"):
+class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.request"):
     vm: VmName
     destination: HostId
     source: HostId | None = None
@@ -63,7 +66,7 @@ class CheckRequest(Message, kw_only=True, tag="coordinator.check.request"):
     storage: StorageMode = StorageMode.AUTO
 
 
-class PreflightReport(Message, kw_only=True, tag="coordinator.check.reply"):
+class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check.reply"):
     vm: str
     source: str | None
     destination: str
@@ -72,23 +75,23 @@ class PreflightReport(Message, kw_only=True, tag="coordinator.check.reply"):
     checks: list[CheckResult] = []
 
 
-class MigrateAccepted(Message, kw_only=True, tag="coordinator.migrate.accepted"):
+class MigrateAccepted(Message, frozen=True, kw_only=True, tag="coordinator.migrate.accepted"):
     migration_id: MigrationId
     vm: str
     source: str
     destination: str
 
 
-class AbortRequest(Message, kw_only=True, tag="coordinator.abort.request"):
+class AbortRequest(Message, frozen=True, kw_only=True, tag="coordinator.abort.request"):
     migration_id: MigrationId
 
 
-class BandwidthRequest(Message, kw_only=True, tag="coordinator.bandwidth.request"):
+class BandwidthRequest(Message, frozen=True, kw_only=True, tag="coordinator.bandwidth.request"):
     migration_id: MigrationId
     bandwidth_mib_s: BandwidthMiBs
 
 
-class JobsRequest(Message, kw_only=True, tag="coordinator.jobs.request"):
+class JobsRequest(Message, frozen=True, kw_only=True, tag="coordinator.jobs.request"):
     migration_id: MigrationId | None = None  # just this one
     active_only: bool = False
 
@@ -96,7 +99,7 @@ class JobsRequest(Message, kw_only=True, tag="coordinator.jobs.request"):
 # --- records and events -----------------------------------------------------------------------
 
 
-class MigrationRecord(Message, kw_only=True, tag="coordinator.migration"):
+class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migration"):
     migration_id: MigrationId
     vm: str
     source: str
@@ -113,12 +116,12 @@ class MigrationRecord(Message, kw_only=True, tag="coordinator.migration"):
     error: ErrorReply | None = None
 
 
-class JobsReply(Message, kw_only=True, tag="coordinator.jobs.reply"):
+class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):
     migrations: list[MigrationRecord] = []
     storage_moves: list[StorageMoveRecord] = []  # disk moves between pools (schemas.storage)
 
 
-class PhaseEvent(Message, kw_only=True, tag="migration.phase"):
+class PhaseEvent(Message, frozen=True, kw_only=True, tag="migration.phase"):
     migration_id: MigrationId
     phase: Phase
     previous: Phase | None
@@ -127,7 +130,7 @@ class PhaseEvent(Message, kw_only=True, tag="migration.phase"):
     record: MigrationRecord
 
 
-class ProgressEvent(Message, kw_only=True, tag="migration.progress"):
+class ProgressEvent(Message, frozen=True, kw_only=True, tag="migration.progress"):
     migration_id: MigrationId
     phase: Phase
     at: datetime
@@ -138,14 +141,14 @@ class ProgressEvent(Message, kw_only=True, tag="migration.progress"):
 # --- agent side -------------------------------------------------------------------------------
 
 
-class DiskPlan(Message, kw_only=True, tag="agent.disk_plan"):
+class DiskPlan(Message, frozen=True, kw_only=True, tag="agent.disk_plan"):
     target: str
     path: str
     format: str
     capacity_bytes: NonNegativeInt
 
 
-class PrepareRequest(Message, kw_only=True, tag="agent.migration.prepare.request"):
+class PrepareRequest(Message, frozen=True, kw_only=True, tag="agent.migration.prepare.request"):
     """Destination: pre-create the disks a copy will fill (same path, format and virtual size)."""
 
     migration_id: MigrationId
@@ -153,11 +156,11 @@ class PrepareRequest(Message, kw_only=True, tag="agent.migration.prepare.request
     disks: list[DiskPlan] = []
 
 
-class PrepareReply(Message, kw_only=True, tag="agent.migration.prepare.reply"):
+class PrepareReply(Message, frozen=True, kw_only=True, tag="agent.migration.prepare.reply"):
     created_paths: list[str] = []
 
 
-class StartRequest(Message, kw_only=True, tag="agent.migration.start.request"):
+class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.start.request"):
     """Source: run the migration peer-to-peer to ``destination_uri``."""
 
     migration_id: MigrationId
@@ -176,22 +179,22 @@ class StartRequest(Message, kw_only=True, tag="agent.migration.start.request"):
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
 
 
-class StartReply(Message, kw_only=True, tag="agent.migration.start.reply"):
+class StartReply(Message, frozen=True, kw_only=True, tag="agent.migration.start.reply"):
     migration_id: MigrationId
 
 
-class SpeedRequest(Message, kw_only=True, tag="agent.migration.speed.request"):
+class SpeedRequest(Message, frozen=True, kw_only=True, tag="agent.migration.speed.request"):
     migration_id: MigrationId
     vm: VmName
     bandwidth_mib_s: BandwidthMiBs
 
 
-class AgentAbortRequest(Message, kw_only=True, tag="agent.migration.abort.request"):
+class AgentAbortRequest(Message, frozen=True, kw_only=True, tag="agent.migration.abort.request"):
     migration_id: MigrationId
     vm: VmName
 
 
-class CleanupRequest(Message, kw_only=True, tag="agent.migration.cleanup.request"):
+class CleanupRequest(Message, frozen=True, kw_only=True, tag="agent.migration.cleanup.request"):
     """Remove what a migration left on this host.
 
     ``remove_domain``: destroy (if running) and undefine the VM here — only ever asked of the
@@ -205,27 +208,27 @@ class CleanupRequest(Message, kw_only=True, tag="agent.migration.cleanup.request
     delete_paths: list[str] = []
 
 
-class CleanupReply(Message, kw_only=True, tag="agent.migration.cleanup.reply"):
+class CleanupReply(Message, frozen=True, kw_only=True, tag="agent.migration.cleanup.reply"):
     domain_removed: bool = False
     deleted_paths: list[str] = []
     kept_paths: list[str] = []  # refused (in use) or already gone, with reasons in ``detail``
     detail: str = ""
 
 
-class Ack(Message, kw_only=True, tag="ack"):
+class Ack(Message, frozen=True, kw_only=True, tag="ack"):
     """A request that needs no data back was carried out."""
 
     detail: str = ""
 
 
-class SourceProgress(Message, kw_only=True, tag="agent.migration.progress"):
+class SourceProgress(Message, frozen=True, kw_only=True, tag="agent.migration.progress"):
     migration_id: MigrationId
     host_id: HostId
     at: datetime
     stats: JobStats
 
 
-class SourceFinished(Message, kw_only=True, tag="agent.migration.finished"):
+class SourceFinished(Message, frozen=True, kw_only=True, tag="agent.migration.finished"):
     """The source's migrate call returned: ``error`` is None on success."""
 
     migration_id: MigrationId

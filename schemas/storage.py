@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import msgspec
+
 from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
 from baton.schemas.errors import ErrorReply
 from baton.schemas.events import JobStats
@@ -46,7 +47,7 @@ class StorageCheckName(StrEnum):
 # --- public -----------------------------------------------------------------------------------
 
 
-class StorageMoveRequest(Message, kw_only=True, tag="coordinator.storage.move.request"):
+class StorageMoveRequest(Message, frozen=True, kw_only=True, tag="coordinator.storage.move.request"):
     vm: VmName
     destination_pool: PoolName
     disk: DiskTarget | None = None  # target such as vda; None = every movable disk of the VM
@@ -56,7 +57,7 @@ class StorageMoveRequest(Message, kw_only=True, tag="coordinator.storage.move.re
     dry_run: bool = False  # run the checks only and answer with the report
 
 
-class DiskMove(Message, kw_only=True, tag="storage.disk_move"):
+class DiskMove(Message, frozen=True, kw_only=True, tag="storage.disk_move"):
     """One disk's move: from where, to where, in which format (the format is kept)."""
 
     target: str
@@ -67,13 +68,13 @@ class DiskMove(Message, kw_only=True, tag="storage.disk_move"):
     allocation_bytes: NonNegativeInt = 0
 
 
-class StorageCheckResult(Message, kw_only=True, tag="coordinator.storage.check_result"):
+class StorageCheckResult(Message, frozen=True, kw_only=True, tag="coordinator.storage.check_result"):
     name: StorageCheckName
     status: CheckStatus
     reason: str  # what was found and, for a failure, what to do about it
 
 
-class StorageCheckReport(Message, kw_only=True, tag="coordinator.storage.check.reply"):
+class StorageCheckReport(Message, frozen=True, kw_only=True, tag="coordinator.storage.check.reply"):
     vm: str
     host: str
     destination_pool: str
@@ -82,7 +83,7 @@ class StorageCheckReport(Message, kw_only=True, tag="coordinator.storage.check.r
     disks: list[DiskMove] = []  # what a move would do
 
 
-class StorageMoveAccepted(Message, kw_only=True, tag="coordinator.storage.move.accepted"):
+class StorageMoveAccepted(Message, frozen=True, kw_only=True, tag="coordinator.storage.move.accepted"):
     migration_id: MigrationId
     vm: str
     host: str
@@ -90,7 +91,7 @@ class StorageMoveAccepted(Message, kw_only=True, tag="coordinator.storage.move.a
     disks: list[DiskMove] = []
 
 
-class DiskOutcome(Message, kw_only=True, tag="storage.disk_outcome"):
+class DiskOutcome(Message, frozen=True, kw_only=True, tag="storage.disk_outcome"):
     target: str
     path: str  # the file the VM uses now
     pivoted: bool = False
@@ -99,7 +100,7 @@ class DiskOutcome(Message, kw_only=True, tag="storage.disk_outcome"):
     detail: str = ""
 
 
-class StorageMoveRecord(Message, kw_only=True, tag="coordinator.storage_move"):
+class StorageMoveRecord(Message, frozen=True, kw_only=True, tag="coordinator.storage_move"):
     migration_id: MigrationId
     vm: str
     host: str
@@ -117,7 +118,7 @@ class StorageMoveRecord(Message, kw_only=True, tag="coordinator.storage_move"):
     error: ErrorReply | None = None
 
 
-class StoragePhaseEvent(Message, kw_only=True, tag="storage.phase"):
+class StoragePhaseEvent(Message, frozen=True, kw_only=True, tag="storage.phase"):
     migration_id: MigrationId
     phase: Phase
     previous: Phase | None
@@ -129,7 +130,7 @@ class StoragePhaseEvent(Message, kw_only=True, tag="storage.phase"):
 # --- agent side -------------------------------------------------------------------------------
 
 
-class AgentStorageMoveRequest(Message, kw_only=True, tag="agent.storage.move.request"):
+class AgentStorageMoveRequest(Message, frozen=True, kw_only=True, tag="agent.storage.move.request"):
     """Copy, pivot and verify ``disks`` of a running VM on this host (answers at once)."""
 
     migration_id: MigrationId
@@ -140,11 +141,11 @@ class AgentStorageMoveRequest(Message, kw_only=True, tag="agent.storage.move.req
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
 
 
-class AgentStorageMoveReply(Message, kw_only=True, tag="agent.storage.move.reply"):
+class AgentStorageMoveReply(Message, frozen=True, kw_only=True, tag="agent.storage.move.reply"):
     migration_id: MigrationId
 
 
-class AgentStorageAbortRequest(Message, kw_only=True, tag="agent.storage.abort.request"):
+class AgentStorageAbortRequest(Message, frozen=True, kw_only=True, tag="agent.storage.abort.request"):
     """Cancel a move before its pivot. ``disks`` lets an agent that restarted (and so forgot the
     move) still cancel the copy jobs and remove the partial copies it names."""
 
@@ -153,7 +154,7 @@ class AgentStorageAbortRequest(Message, kw_only=True, tag="agent.storage.abort.r
     disks: list[DiskMove] = []
 
 
-class StorageStageEvent(Message, kw_only=True, tag="agent.storage.stage"):
+class StorageStageEvent(Message, frozen=True, kw_only=True, tag="agent.storage.stage"):
     migration_id: MigrationId
     host_id: HostId
     at: datetime
@@ -161,7 +162,7 @@ class StorageStageEvent(Message, kw_only=True, tag="agent.storage.stage"):
     detail: str = ""
 
 
-class StorageMoveFinished(Message, kw_only=True, tag="agent.storage.finished"):
+class StorageMoveFinished(Message, frozen=True, kw_only=True, tag="agent.storage.finished"):
     """The agent's outcome: ``error`` is None on success."""
 
     migration_id: MigrationId

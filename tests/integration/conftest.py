@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from baton.agent.libvirt import LibvirtHypervisor
 from baton.agent.main import AgentConfig, run_agent
-
 from tests.integration.host_xml import write_host_xml
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from baton.coordinator.core import Coordinator
 from baton.coordinator.main import CoordinatorConfig, run_coordinator
 from baton.schemas.agent import DomainState
@@ -20,7 +21,6 @@ from baton.schemas.codec import decode_any
 from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent, ProgressEvent
 from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
 from baton.schemas.subjects import MigrationEvent, Subjects
-
 from tests.integration.fake_agents import SHARED, Mesh, domain
 
 S = Subjects()

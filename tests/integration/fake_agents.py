@@ -18,6 +18,9 @@ from typing import Any
 
 import msgspec
 import nats
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import EndpointConfig
+
 from baton.mesh.daemon import announce_ready
 from baton.mesh.rpc import typed_handler
 from baton.schemas.agent import (
@@ -73,8 +76,6 @@ from baton.schemas.storage import (
     StorageStageEvent,
 )
 from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
-from nats.micro import ServiceConfig, add_service
-from nats.micro.service import EndpointConfig
 
 GIB = 1024**3
 IMAGES = "/var/lib/libvirt/images"

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from baton.schemas.agent import (
     AgentStatus,
     CapsRequest,

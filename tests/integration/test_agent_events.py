@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from baton.mesh.daemon import announce_ready
 from baton.schemas.codec import decode_any
 from baton.schemas.events import LifecycleEvent, LifecycleKind, VmEvent

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from baton.schemas.agent import HostCaps
 from baton.schemas.codec import decode_reply
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.subjects import AgentEndpoint, Subjects, micro_discovery
-
 from tests.integration.conftest import start_agent, stop_agent
 from tests.integration.host_xml import write_host_xml
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from baton.cli.main import cli
-from baton.cli.migrate import register
 from click.testing import CliRunner, Result
 
+from baton.cli.main import cli
+from baton.cli.migrate import register
 from tests.integration.fake_agents import Script
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from baton.coordinator.core import Coordinator
 from baton.coordinator.main import CoordinatorConfig, run_coordinator
 from baton.schemas.agent import DomainState
@@ -37,7 +38,6 @@ from baton.schemas.migration import (
 from baton.schemas.subjects import AgentEndpoint as A
 from baton.schemas.subjects import CoordinatorEndpoint as C
 from baton.schemas.subjects import Subjects
-
 from tests.integration.fake_agents import (
     IMAGES,
     LIBVIRT_FAILURE,

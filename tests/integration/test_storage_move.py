@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+
 from baton.schemas.errors import ErrorCode
 from baton.schemas.migration import AbortRequest, JobsReply, JobsRequest, Phase
 from baton.schemas.storage import (
@@ -21,7 +22,6 @@ from baton.schemas.storage import (
 )
 from baton.schemas.subjects import AgentEndpoint as A
 from baton.schemas.subjects import CoordinatorEndpoint as C
-
 from tests.integration.fake_agents import FAST, IMAGES, LIBVIRT_FAILURE, Mesh, Script, domain
 from tests.integration.test_coordinator import ask
 

@@ -7,6 +7,7 @@ import uuid
 
 import nats
 import pytest
+
 from baton.schemas.codec import decode_any, decode_reply, encode
 from baton.schemas.events import LifecycleEvent, LifecycleKind
 from baton.schemas.migration import SourceFinished, SourceProgress, StartReply, StartRequest

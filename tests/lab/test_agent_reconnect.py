@@ -9,6 +9,7 @@ import time
 
 import nats
 import pytest
+
 from baton.mesh.daemon import announce_ready
 from baton.schemas.agent import AgentStatus, HostCaps
 from baton.schemas.codec import decode_any, decode_reply

@@ -14,10 +14,10 @@ import time
 
 import nats
 import pytest
+
 from baton.schemas.codec import decode_any
 from baton.schemas.migration import ProgressEvent
 from baton.schemas.subjects import Subjects
-
 from tests.lab.migrations import (
     MIB,
     check,

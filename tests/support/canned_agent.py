@@ -12,6 +12,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from nats.aio.client import Client
+from nats.micro import ServiceConfig, add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, Service
+
 from baton.mesh.daemon import announce_ready
 from baton.schemas import PROTOCOL_VERSION, codec
 from baton.schemas.agent import (
@@ -25,11 +30,6 @@ from baton.schemas.agent import (
     Versions,
 )
 from baton.schemas.subjects import AGENT_SERVICE, DEFAULT_PREFIX, AgentEndpoint, Subjects
-from nats.aio.client import Client
-from nats.micro import ServiceConfig, add_service
-from nats.micro.request import Request
-from nats.micro.service import EndpointConfig, Service
-
 from tests.support.samples import SAMPLE_TIME
 
 SILENT = object()  # an endpoint that receives requests and never answers

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from baton.agent.core import AgentCore
 from baton.agent.hypervisor import CpuVerdict, GuestCpu
 from baton.schemas.agent import CapsRequest, CpuCompareRequest, CpuCompatibility, DomainInfo
 from baton.schemas.errors import BatonError, ErrorCode
-
 from tests.fakes import FakeHypervisor
 
 

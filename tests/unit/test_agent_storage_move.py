@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from baton.agent import block_copy
 from baton.agent.block_copy import BlockJobProgress, DiskSources
 from baton.agent.storage_move import StorageMoveManager, progress_stats, start_problems

@@ -10,14 +10,15 @@ import sys
 from typing import Any
 
 import pytest
-from baton.cli.main import ExitCode, cli
+from click.testing import CliRunner, Result
+from nats.aio.client import Client
+
+from baton.cli.common import ExitCode
+from baton.cli.main import cli
 from baton.schemas import codec, timeouts
 from baton.schemas.agent import HostCaps
 from baton.schemas.errors import ErrorCode, ErrorReply
 from baton.schemas.subjects import AgentEndpoint
-from click.testing import CliRunner, Result
-from nats.aio.client import Client
-
 from tests.support.canned_agent import SILENT, canned_caps, start_canned_agent
 from tests.support.natsserver import NatsServer
 from tests.unit.test_cli_client import unused_port

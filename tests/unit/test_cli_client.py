@@ -7,14 +7,14 @@ import asyncio
 import socket
 
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
 from baton.mesh import client
 from baton.schemas import timeouts
 from baton.schemas.agent import CapsRequest, HostCaps
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.subjects import AgentEndpoint, Subjects, micro_discovery
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from tests.support.canned_agent import SILENT, canned_caps, canned_status, start_canned_agent
 
 CAPS_H1 = Subjects().agent("h1", AgentEndpoint.CAPS)

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import msgspec
 import pytest
+from rich.console import Console
+
 from baton.cli.render import caps_view, host_record, hosts_table, human_age, human_bytes
 from baton.mesh.client import AgentInfo
 from baton.schemas.agent import Memory
-from rich.console import Console
-
 from tests.support.canned_agent import canned_caps, canned_status
 from tests.support.samples import SAMPLE_TIME
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.core import pick_source
 from baton.coordinator.options import check_against_domain, option_problems
@@ -12,7 +13,6 @@ from baton.coordinator.preflight import DiskView, Facts
 from baton.schemas.agent import DomainState as D
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import MigrateRequest, StorageMode
-
 from tests.integration.fake_agents import IMAGES, SHARED, domain, host_caps
 
 

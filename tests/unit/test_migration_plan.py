@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from baton.agent.migration_plan import MigrationFlag as F
 from baton.agent.migration_plan import plan_migration
 from baton.schemas.errors import BatonError, ErrorCode

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from baton.coordinator.phases import MOVES, IllegalMove, PhaseTracker, is_terminal, moved
 from baton.schemas.codec import decode_any
 from baton.schemas.migration import MigrateRequest, MigrationRecord, Phase, PhaseEvent, StorageMode

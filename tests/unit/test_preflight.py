@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from baton.coordinator.preflight import (
     DiskView,
     Facts,
@@ -37,7 +38,6 @@ from baton.schemas.agent import (
 from baton.schemas.agent import DomainState as D
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import CheckName, CheckStatus, StorageMode
-
 from tests.integration.fake_agents import GIB, IMAGES, SHARED, domain, host_caps
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL

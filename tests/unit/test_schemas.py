@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from baton.schemas import codec, export
 from baton.schemas.agent import (
     AgentStatus,
@@ -19,7 +20,6 @@ from baton.schemas.agent import (
 )
 from baton.schemas.base import HostId
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
-
 from tests.support.samples import sample
 
 _REQUESTS_WITH_DEFAULTS = [CapsRequest, StatusRequest, StorageProbeRequest, DomainsRequest]

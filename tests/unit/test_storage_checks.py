@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import msgspec
+
 from baton.coordinator.storage_checks import StorageFacts, plan, report
 from baton.coordinator.storage_runner import phase_for_stage
 from baton.schemas.agent import DiskInfo, DomainInfo, DomainState, StoragePool
 from baton.schemas.migration import CheckStatus, Phase
 from baton.schemas.storage import StorageMoveRequest, StorageStage
-
 from tests.integration.fake_agents import FAST, GIB, IMAGES, domain, host_caps
 
 FAIL, PASS = CheckStatus.FAIL, CheckStatus.PASS
