@@ -1,6 +1,6 @@
 """What a storage move needs from the hypervisor (the port), and the pure XML it reads and writes.
 
-The libvirt adapter implements :class:`BlockCopier` in its ``# --- block copy ---`` section; unit
+The libvirt boundary implements :class:`BlockCopier` (``agent/libvirt/blockjobs.py``); unit
 tests use a fake. Every method is a coroutine that never blocks the event loop and raises
 :class:`schemas.errors.BatonError` like the rest of :mod:`agent.hypervisor`.
 """

@@ -1,0 +1,124 @@
+"""The host's domains: lookup by name, what Baton reports about each (state, memory, disks sized
+by libvirt, interfaces, migration blockers), a guest's migratable CPU, and removing a domain.
+
+:func:`lookup` is the one way the package finds a domain by name (an unknown name is
+``not_found``). Every call goes through :meth:`Connection.call` (a worker thread with a deadline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import libvirt
+import msgspec
+
+from baton.agent import xmlparse
+from baton.agent.hypervisor import GuestCpu
+from baton.agent.libvirt import values as libvirt_values
+from baton.agent.libvirt.connection import Connection
+from baton.schemas.agent import DiskInfo, DomainInfo
+from baton.schemas.errors import BatonError, ErrorCode
+
+
+async def read(connection: Connection, names: list[str] | None,
+               include_cpu_xml: bool) -> list[DomainInfo]:
+    """The named domains (every one when ``names`` is None), sorted by name."""
+    return await connection.call("listing domains",
+                                 lambda conn: _read_domains(conn, names, include_cpu_xml))
+
+
+async def guest_cpu(connection: Connection, domain: str) -> GuestCpu:
+    def read_cpu(conn: libvirt.virConnect) -> GuestCpu:
+        xml = lookup(conn, domain).XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        facts = xmlparse.domain_facts(xml)
+        return GuestCpu(cpu_xml=facts.cpu_xml, virt_type=facts.virt_type)
+    return await connection.call(f"reading the CPU of domain {domain!r}", read_cpu)
+
+
+async def running_count(connection: Connection) -> int:
+    return await connection.call("counting domains", lambda conn: conn.numOfDomains())
+
+
+async def remove(connection: Connection, vm: str) -> bool:
+    """Destroy (if running) and undefine; False when there was no such domain."""
+    return await connection.call(f"removing {vm}", lambda conn: _remove_domain(conn, vm))
+
+
+def lookup(conn: libvirt.virConnect, name: str) -> Any:
+    """The domain called ``name`` (blocking); ``not_found`` when there is none."""
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {name!r} on this host") from None
+        raise
+
+
+# --- blocking readers (worker threads) ----------------------------------------------------------
+
+
+def _read_domains(conn: libvirt.virConnect, names: list[str] | None,
+                  include_cpu_xml: bool) -> list[DomainInfo]:
+    if names is not None:
+        return [_domain_info(conn, lookup(conn, n), include_cpu_xml) for n in names]
+    out = []
+    for dom in conn.listAllDomains():
+        try:
+            out.append(_domain_info(conn, dom, include_cpu_xml))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise  # anything but "it vanished while we looked" is a real failure
+    return sorted(out, key=lambda d: d.name)
+
+
+def _remove_domain(conn: libvirt.virConnect, vm: str) -> bool:
+    try:
+        dom = conn.lookupByName(vm)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise
+    if dom.isActive():
+        dom.destroy()
+    if dom.isPersistent():
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                          | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                          | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    return True
+
+
+def _domain_info(conn: libvirt.virConnect, dom: Any, include_cpu_xml: bool) -> DomainInfo:
+    state, reason = dom.state()
+    _s, max_kib, mem_kib, vcpus, _t = dom.info()
+    flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE if include_cpu_xml else 0
+    facts = xmlparse.domain_facts(dom.XMLDesc(flags))
+    active = bool(dom.isActive())
+    return DomainInfo(
+        name=dom.name(), uuid=dom.UUIDString(),
+        state=libvirt_values.domain_state(state),
+        state_reason=reason, active=active, persistent=bool(dom.isPersistent()),
+        memory_kib=mem_kib, max_memory_kib=max_kib, vcpus=vcpus, virt_type=facts.virt_type,
+        disks=[_sized_disk(conn, dom, disk, active) for disk in facts.disks],
+        interfaces=facts.interfaces, cpu_xml=facts.cpu_xml if include_cpu_xml else None,
+        migration_blockers=facts.migration_blockers,
+    )
+
+
+def _sized_disk(conn: libvirt.virConnect, dom: Any, disk: DiskInfo, active: bool) -> DiskInfo:
+    """Fill in capacity, allocation and pool; a disk libvirt cannot size keeps zeros."""
+    capacity = allocation = 0
+    pool = disk.pool
+    if disk.source_type in ("file", "block") and disk.source_path:
+        # Not inside any pool is fine (the path still identifies the disk); an empty cdrom has
+        # no block info.
+        with contextlib.suppress(libvirt.libvirtError):
+            vol = conn.storageVolLookupByPath(disk.source_path)
+            _type, capacity, allocation = vol.info()
+            pool = vol.storagePoolLookupByVolume().name()
+        if active:
+            with contextlib.suppress(libvirt.libvirtError):
+                capacity, allocation, _physical = dom.blockInfo(disk.target)
+    return msgspec.structs.replace(disk, pool=pool, capacity_bytes=capacity,
+                                   allocation_bytes=allocation)
