@@ -1,4 +1,4 @@
-"""libvirt's event enums as names (pure tables, so the adapter stays the only libvirt importer).
+"""libvirt's event enums as names (pure tables, so agent/libvirt/ stays the only libvirt importer).
 
 Values follow libvirt's ``virDomainEventType`` and per-type detail enums, the block job status and
 type enums, and ``virDomainJobOperation``; an unknown value (from a newer libvirt) becomes

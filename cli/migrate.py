@@ -1,6 +1,6 @@
 """``baton migrate|check|jobs|watch|abort|bandwidth``: the commands that drive the coordinator.
 
-``register(group)`` adds them to the ``baton`` group (``coordinator.cli``); they share its
+``register(group)`` adds them to the ``baton`` group (``baton.cli.main``); they share its
 ``--nats``/``--prefix``/``-o`` options, its connection handling and its exit codes, plus:
 a migration that ends failed or aborted, and a check that fails, exit 1.
 """

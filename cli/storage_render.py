@@ -1,6 +1,6 @@
 """How storage-move replies and records look on a terminal (pure: data in, rich renderables out).
 
-The progress bar and the phase lines are the migrations' own (:mod:`coordinator.migrate_render`);
+The progress bar and the phase lines are the migrations' own (:mod:`baton.cli.migrate_render`);
 only what names a move differently (host and pool instead of source and destination) is here.
 """
 

@@ -1,7 +1,7 @@
 """The coordinator's NATS micro service: public endpoint subjects wired to :class:`Coordinator`.
 
 Discoverable as ``baton-coordinator`` through ``$SRV.PING|INFO|STATS``. Every endpoint is served
-by :func:`agent.rpc.typed_handler` (decode → domain call → encode; typed errors become error
+by :func:`baton.mesh.rpc.typed_handler` (decode → domain call → encode; typed errors become error
 replies), each request in its own task of the caller's TaskGroup.
 """
 

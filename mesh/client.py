@@ -1,4 +1,4 @@
-"""NATS plumbing the coordinator and the CLI share: connect, typed request/reply, agent discovery.
+"""The client side of NATS for every process: connect, typed request/reply, agent discovery.
 
 Error contract: every failure leaves here as :class:`schemas.errors.BatonError` with a code callers
 can act on — ``unavailable`` (NATS unreachable or the connection dropped), ``not_found`` (nobody

@@ -1,6 +1,6 @@
 """Export JSON Schema for every public message into ``schemas/json/``.
 
-``python -m schemas.export`` rewrites the files; ``python -m schemas.export --check`` exits 1
+``python -m baton.schemas.export`` rewrites the files; ``python -m baton.schemas.export --check`` exits 1
 when they are stale (the test suite runs the same check).
 """
 
@@ -98,7 +98,7 @@ def main() -> int:
     if args.check:
         stale = stale_files()
         if stale:
-            print("stale JSON Schema files (run python -m schemas.export):", *stale, file=sys.stderr)
+            print("stale JSON Schema files (run python -m baton.schemas.export):", *stale, file=sys.stderr)
             return 1
         return 0
     write()

@@ -1,4 +1,4 @@
-"""libvirt's plain return values as Baton's types (pure, so the adapter stays the only module
+"""libvirt's plain return values as Baton's types (pure, so agent/libvirt/ stays the only package
 that imports libvirt): domain states, version numbers, memory statistics, block job positions.
 """
 

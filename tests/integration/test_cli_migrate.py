@@ -22,7 +22,7 @@ from tests.integration.fake_agents import Script
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
 
-if "migrate" not in cli.commands:  # until coordinator.cli wires the migration commands in
+if "migrate" not in cli.commands:  # until baton.cli.main wires the migration commands in
     register(cli)
 
 

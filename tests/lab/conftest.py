@@ -28,8 +28,18 @@ LAB_PREFIX = os.environ.get("BATON_TEST_LAB_PREFIX", "bt")
 _counter = itertools.count(1)
 
 
+# A real migration under TCG on 2 shared cores can take minutes; a hang still fails well before CI's limit.
+LAB_TEST_TIMEOUT_S = 600
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: drives real libvirt + QEMU hosts in the lab (root, deploy/lab)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("lab") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(LAB_TEST_TIMEOUT_S))
 
 
 def lab_unavailable() -> str | None:

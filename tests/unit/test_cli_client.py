@@ -1,4 +1,4 @@
-"""coordinator.client against a real nats-server: typed requests map every failure to a BatonError
+"""baton.mesh.client against a real nats-server: typed requests map every failure to a BatonError
 code, and discovery finds the live agents of one prefix."""
 
 from __future__ import annotations
