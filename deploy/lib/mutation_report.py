@@ -58,8 +58,10 @@ def score_line(module: str, codes: dict[str, int | None], equivalents: dict[str,
     caught = tally["killed"] + tally["timeout"]
     pct = 100.0 * caught / len(counted) if counted else 100.0
     extra = ", ".join(f"{n} {what}" for what, n in sorted(tally.items()) if what not in ("killed",))
-    line = (f"{module:<40} {pct:6.1f} %  {caught}/{len(counted)} caught"
-            f"{f' ({extra})' if extra else ''}{f', {len(codes) - len(counted)} equivalent' if len(codes) > len(counted) else ''}")
+    reviewed = len(codes) - len(counted)
+    line = f"{module:<40} {pct:6.1f} %  {caught}/{len(counted)} caught"
+    line += f" ({extra})" if extra else ""
+    line += f", {reviewed} equivalent" if reviewed else ""
     return line, pct
 
 
