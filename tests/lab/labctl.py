@@ -7,6 +7,7 @@ nothing here sleeps for correctness.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_CMD = REPO / "deploy" / "lab"
@@ -160,6 +162,24 @@ class Lab:
 
     def wait_domstate(self, host: str, name: str, state: str | None, timeout: float = 120) -> None:
         self._poll(lambda: self.domstate(host, name) == state, timeout, f"{name} on {host} -> {state}")
+
+    def jobinfo(self, host: str, name: str) -> dict[str, str]:
+        """``virsh domjobinfo``: libvirt's own view of the running job (empty when there is none)."""
+        proc = self.run("virsh", host, "domjobinfo", name, check=False)
+        rows = (line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+        return {key.strip(): value.strip() for key, value in rows} if proc.returncode == 0 else {}
+
+    def qemu_migration(self, host: str, name: str) -> dict[str, Any]:
+        """QEMU's own migration parameters and status (QMP ``query-migrate-parameters`` and
+        ``query-migrate``) for a running domain: the settings that really apply to the job."""
+        params = self._qmp(host, name, "query-migrate-parameters")
+        status = self._qmp(host, name, "query-migrate")
+        return {**params, "status": status.get("status"),
+                "cpu-throttle-percentage": status.get("cpu-throttle-percentage", 0)}
+
+    def _qmp(self, host: str, name: str, command: str) -> dict[str, Any]:
+        out = self.virsh(host, "qemu-monitor-command", name, json.dumps({"execute": command}))
+        return dict(json.loads(out)["return"])
 
     # --- guests -------------------------------------------------------------------
     def guest(
