@@ -1,12 +1,21 @@
-"""A fake hypervisor for fast unit tests of agent logic (never a stand-in for the lab tests)."""
+"""A fake hypervisor for fast unit tests of agent logic (never a stand-in for the lab tests).
+
+It answers like :class:`baton.agent.libvirt.LibvirtHypervisor` where libvirt's test driver can
+tell (``tests/contract/test_hypervisor_contract.py`` runs both): an unknown domain is
+``not_found`` (except for ``remove_domain``, which answers False), ``domains(None)`` is sorted by
+name and a CPU definition is only given when asked for, every call while disconnected is
+``unavailable``, and ``verdict=None`` plays a driver that cannot compare CPUs (``unsupported``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 
+import msgspec
+
 from baton.agent.hypervisor import CpuVerdict, GuestCpu, HostFacts
-from baton.schemas.agent import CpuCompatibility, CpuInfo, DomainInfo, Memory, Versions
+from baton.schemas.agent import CpuCompatibility, CpuInfo, DomainInfo, DomainState, Memory, Versions
 from baton.schemas.errors import BatonError, ErrorCode
 
 
@@ -14,11 +23,13 @@ from baton.schemas.errors import BatonError, ErrorCode
 class FakeHypervisor:
     uri: str = "fake:///"
     connected: bool = True
-    verdict: CpuVerdict = field(
+    verdict: CpuVerdict | None = field(
         default_factory=lambda: CpuVerdict(CpuCompatibility.SUPERSET, "fine"))
-    guests: dict[str, GuestCpu] = field(default_factory=dict)
+    guests: dict[str, GuestCpu] = field(default_factory=dict)  # running domains, by their CPU
+    defined: dict[str, DomainInfo] = field(default_factory=dict)  # domains with every fact
     host_fact_reads: int = 0
     compared: list[tuple[str, str | None]] = field(default_factory=list)
+    pool_refreshes: int = 0
 
     async def run(self) -> None:
         await asyncio.Event().wait()
@@ -40,21 +51,54 @@ class FakeHypervisor:
                               agent="0.1.0"),
             memory=Memory(total_bytes=8 << 30, free_bytes=4 << 30))
 
+    def _known(self) -> dict[str, DomainInfo]:
+        running = {name: _running_domain(name, cpu) for name, cpu in self.guests.items()}
+        return running | self.defined
+
+    def _lookup(self, name: str) -> DomainInfo:
+        known = self._known()
+        if name not in known:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {name!r} on this host")
+        return known[name]
+
     async def domains(self, names: list[str] | None, include_cpu_xml: bool) -> list[DomainInfo]:
         self._require_connection()
-        return []
+        wanted = sorted(self._known()) if names is None else names
+        found = [self._lookup(name) for name in wanted]
+        return found if include_cpu_xml else [msgspec.structs.replace(d, cpu_xml=None)
+                                              for d in found]
 
     async def guest_cpu(self, domain: str) -> GuestCpu:
         self._require_connection()
-        if domain not in self.guests:
-            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {domain!r}")
-        return self.guests[domain]
+        if domain in self.guests:
+            return self.guests[domain]
+        info = self._lookup(domain)
+        return GuestCpu(info.cpu_xml, info.virt_type)
 
     async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict:
         self._require_connection()
+        if self.verdict is None:
+            raise BatonError(ErrorCode.UNSUPPORTED, "comparing CPUs: this function is not "
+                             "supported by the connection driver")
         self.compared.append((cpu_xml, virt_type))
         return self.verdict
 
     async def running_domain_count(self) -> int:
         self._require_connection()
-        return len(self.guests)
+        return sum(d.active for d in self._known().values())
+
+    async def remove_domain(self, vm: str) -> bool:
+        """Destroy and undefine; False when there was no such domain (like libvirt's adapter)."""
+        self._require_connection()
+        had_guest = self.guests.pop(vm, None) is not None
+        return self.defined.pop(vm, None) is not None or had_guest
+
+    async def refresh_pools(self) -> None:
+        self._require_connection()
+        self.pool_refreshes += 1
+
+
+def _running_domain(name: str, cpu: GuestCpu) -> DomainInfo:
+    return DomainInfo(name=name, uuid=f"uuid-{name}", state=DomainState.RUNNING, active=True,
+                      persistent=True, memory_kib=0, max_memory_kib=0, vcpus=1,
+                      virt_type=cpu.virt_type, cpu_xml=cpu.cpu_xml)

@@ -7,20 +7,27 @@ lifecycle event and a SourceFinished — or a failure, or a hang until aborted. 
 shared-storage tokens live in one :class:`FakeStorage` the hosts share, so the token probe proves
 exactly the directories marked shared. These are stand-ins for the agent contract, never for the
 lab tests against real QEMU.
+
+The scripts are fake; the refusals are not: a fake agent refuses what the real agent refuses, with
+the same error code, in the same order (``tests/contract`` sends the same requests to both). It
+reuses the agent's pure rules (:func:`plan_migration`, :func:`start_problems`) and plays the
+filesystem with :class:`tests.integration.fake_storage.HostFiles`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import nats
 from nats.micro import ServiceConfig, add_service
-from nats.micro.service import EndpointConfig
+from nats.micro.service import EndpointConfig, Service
 
+from baton.agent.migration_plan import plan_migration
+from baton.agent.storage_move import start_problems
 from baton.mesh.daemon import announce_ready
 from baton.mesh.rpc import typed_handler
 from baton.schemas.agent import (
@@ -40,13 +47,10 @@ from baton.schemas.agent import (
     InterfaceInfo,
     Memory,
     Network,
-    PathProbe,
     StatusRequest,
     StoragePool,
     StorageProbeReply,
     StorageProbeRequest,
-    TokenAction,
-    TokenResult,
     Versions,
 )
 from baton.schemas.base import utc_now
@@ -76,11 +80,12 @@ from baton.schemas.storage import (
     StorageStageEvent,
 )
 from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
+from tests.integration.fake_storage import GIB as GIB
+from tests.integration.fake_storage import SHARED as SHARED
+from tests.integration.fake_storage import FakeStorage, HostFiles
 
-GIB = 1024**3
 IMAGES = "/var/lib/libvirt/images"
 FAST = "/var/lib/libvirt/pools/fast"
-SHARED = "/srv/shared"
 LIBVIRT_FAILURE = "operation failed: migration out job: unexpectedly failed"
 LIBVIRT_ABORTED = "operation aborted: migration out job: canceled by client"
 
@@ -97,22 +102,12 @@ class Script:
 
 
 @dataclass
-class FakeStorage:
-    shared_dirs: set[str] = field(default_factory=lambda: {SHARED})
-    files: dict[str, set[str]] = field(default_factory=dict)  # scope (host or "shared") -> paths
-    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+class Job:
+    """A scripted job running on a fake host: a migration's source side or a storage move."""
 
-    def scope(self, host: str, path: str) -> str:
-        return "shared" if os.path.dirname(path) in self.shared_dirs else host
-
-    def exists(self, host: str, path: str) -> bool:
-        return path in self.files.get(self.scope(host, path), set())
-
-    def add(self, host: str, path: str) -> None:
-        self.files.setdefault(self.scope(host, path), set()).add(path)
-
-    def remove(self, host: str, path: str) -> None:
-        self.files.get(self.scope(host, path), set()).discard(path)
+    vm: str
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    pivoting: bool = False  # a storage move past its point of no return refuses an abort
 
 
 def host_caps(host: str, *, bridges: tuple[str, ...] = ("br0",), memory_gib: float = 8,
@@ -159,8 +154,12 @@ class FakeAgent:
                                          runnable=True, reason="host CPU offers every feature")
         self.cpu_error: BatonError | None = None
         self.script = Script()
-        self.abort_requested = asyncio.Event()
+        self.migrations: dict[str, Job] = {}  # running, by migration id (as the real agent's)
+        self.moves: dict[str, Job] = {}  # storage moves running, by migration id
+        self.files = HostFiles(mesh.storage, host, lambda: {
+            p.target_path for p in self.caps_reply.pools if p.target_path})
         self.nc: Any = None
+        self.service: Service | None = None
 
     def asked(self, endpoint: AgentEndpoint) -> list[Any]:
         return [r for e, r in self.requests if e == endpoint]
@@ -172,7 +171,7 @@ class FakeAgent:
 
     async def serve(self, url: str, tasks: asyncio.TaskGroup) -> None:
         self.nc = await nats.connect(url, name=f"fake-agent-{self.host}")
-        service = await add_service(self.nc, ServiceConfig(
+        self.service = service = await add_service(self.nc, ServiceConfig(
             name=AGENT_SERVICE, version="0.1.0", metadata={"host_id": self.host}))
         routes = (
             (AgentEndpoint.CAPS, CapsRequest, self.caps),
@@ -212,76 +211,94 @@ class FakeAgent:
                            heartbeat_interval_s=5.0)
 
     async def list_domains(self, request: DomainsRequest) -> DomainsReply:
-        names = request.names if request.names is not None else list(self.domains)
-        missing = [n for n in names if n not in self.domains]
-        if missing:
-            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {missing[0]!r}")
-        return DomainsReply(host_id=self.host, domains=[self.domains[n] for n in names])
+        names = sorted(self.domains) if request.names is None else request.names
+        found = [self._domain(n) for n in names]
+        if not request.include_cpu_xml:
+            found = [msgspec.structs.replace(d, cpu_xml=None) for d in found]
+        return DomainsReply(host_id=self.host, domains=found)
+
+    def _in_use(self) -> set[str]:
+        return {d.source_path or "" for dom in self.domains.values() for d in dom.disks}
+
+    def _domain(self, name: str) -> DomainInfo:
+        if name not in self.domains:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {name!r} on this host")
+        return self.domains[name]
 
     async def storage_probe(self, request: StorageProbeRequest) -> StorageProbeReply:
-        storage = self.mesh.storage
-        token = None
-        if request.token is not None:
-            op = request.token
-            key = (storage.scope(self.host, op.beside), os.path.dirname(op.beside))
-            if op.action == TokenAction.WRITE:
-                storage.tokens[key] = op.token
-            elif op.action == TokenAction.REMOVE:
-                storage.tokens.pop(key, None)
-            ok = op.action != TokenAction.READ or storage.tokens.get(key) == op.token
-            token = TokenResult(action=op.action, token_path=f"{key[1]}/.baton-probe", ok=ok)
-        paths = [PathProbe(path=p, exists=storage.exists(self.host, p), fs_free_bytes=50 * GIB)
-                 for p in request.paths]
-        return StorageProbeReply(host_id=self.host, paths=paths, token=token)
+        token = None if request.token is None else self.files.token_op(request.token)
+        return StorageProbeReply(host_id=self.host, token=token,
+                                 paths=[self.files.probe(p) for p in request.paths])
 
-    async def cpu_compare(self, _request: CpuCompareRequest) -> CpuCompareReply:
+    async def cpu_compare(self, request: CpuCompareRequest) -> CpuCompareReply:
+        if request.cpu_xml is not None and request.domain is not None:
+            raise BatonError(ErrorCode.BAD_REQUEST, "give either cpu_xml or domain, not both")
+        if request.cpu_xml is None and request.domain is None:
+            raise BatonError(ErrorCode.BAD_REQUEST, "give cpu_xml or domain")
+        if request.domain is not None:
+            self._holder(request.domain_host)._domain(request.domain)
         if self.cpu_error is not None:
             raise self.cpu_error
         return self.cpu_reply
 
+    def _holder(self, host: str | None) -> FakeAgent:
+        """The agent of the host a cpu.compare names (this one when none is named)."""
+        if host in (None, self.host):
+            return self
+        if host not in self.mesh.agents:
+            raise BatonError(ErrorCode.UNAVAILABLE, f"no agent answers for host {host!r}")
+        return self.mesh.agents[host]
+
     # --- migration endpoints -------------------------------------------------------------------
 
     async def prepare(self, request: PrepareRequest) -> PrepareReply:
-        storage = self.mesh.storage
-        for disk in request.disks:
-            if storage.exists(self.host, disk.path):
-                raise BatonError(ErrorCode.CONFLICT, f"{disk.path} already exists")
-        for disk in request.disks:
-            storage.add(self.host, disk.path)
-        return PrepareReply(created_paths=[d.path for d in request.disks])
+        return PrepareReply(created_paths=self.files.create_disks(request.disks))
 
     async def start(self, request: StartRequest) -> StartReply:
-        if request.vm not in self.domains:
-            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {request.vm!r}")
-        self.abort_requested.clear()
-        self._tasks.create_task(self._run_script(request))
+        _refuse_if_busy(self.migrations, request.migration_id, request.vm, "is already migrating")
+        plan_migration(request, domain_active=self._domain(request.vm).active)
+        self._launch(self.migrations, request, self._run_script)
         return StartReply(migration_id=request.migration_id)
 
-    async def speed(self, _request: SpeedRequest) -> Ack:
-        return Ack()
+    def _launch(self, jobs: dict[str, Job], request: Any,
+                script: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+        """Run ``script`` for the job ``request`` starts; forget the job when it ends."""
+        jobs[request.migration_id] = Job(request.vm)
 
-    async def abort(self, _request: AgentAbortRequest) -> Ack:
-        self.abort_requested.set()
+        async def forget_after() -> None:
+            try:
+                await script(request)
+            finally:
+                del jobs[request.migration_id]
+
+        self._tasks.create_task(forget_after())
+
+    async def speed(self, request: SpeedRequest) -> Ack:
+        _find(self.migrations, request.migration_id, request.vm)
+        return Ack(detail=f"bandwidth set to {request.bandwidth_mib_s} MiB/s")
+
+    async def abort(self, request: AgentAbortRequest) -> Ack:
+        _find(self.migrations, request.migration_id, request.vm).abort.set()
         return Ack(detail="abort requested")
 
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
         removed = bool(request.remove_domain and self.domains.pop(request.vm, None))
-        for path in request.delete_paths:
-            self.mesh.storage.remove(self.host, path)
-        return CleanupReply(domain_removed=removed, deleted_paths=list(request.delete_paths))
+        deleted, kept, reasons = self.files.delete_unused(request.delete_paths, self._in_use())
+        return CleanupReply(domain_removed=removed, deleted_paths=deleted, kept_paths=kept,
+                            detail="; ".join(reasons))
 
     # --- the scripted migration ----------------------------------------------------------------
 
     async def _run_script(self, request: StartRequest) -> None:
-        script = self.script
+        script, job = self.script, self.migrations[request.migration_id]
         for step in range(script.steps):
-            if self.abort_requested.is_set():
+            if job.abort.is_set():
                 return await self._finish(request, aborted=True)
             await self._progress(request, step, script.steps)
             await asyncio.sleep(script.silence_s if step == 0 and script.silence_s
                                 else script.interval_s)
         if script.outcome == "hang":
-            await self.abort_requested.wait()
+            await job.abort.wait()
             return await self._finish(request, aborted=True)
         if script.outcome == "fail":
             return await self._finish(request, error=ErrorReply(
@@ -332,41 +349,66 @@ class FakeAgent:
     # --- the scripted storage move ------------------------------------------------------------
 
     async def storage_move(self, request: AgentStorageMoveRequest) -> AgentStorageMoveReply:
-        if request.vm not in self.domains:
-            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {request.vm!r}")
-        self.abort_requested.clear()
-        self._tasks.create_task(self._run_storage_script(request))
+        _refuse_if_busy(self.moves, request.migration_id, request.vm,
+                        "is already moving its disks")
+        if not request.disks:
+            raise BatonError(ErrorCode.BAD_REQUEST, "no disks to move")
+        problems = start_problems(request, self._domain(request.vm))
+        problems += self.files.destination_problems(request.disks)
+        if problems:
+            raise BatonError(ErrorCode.PRECONDITION_FAILED, "; ".join(problems))
+        self._launch(self.moves, request, self._run_storage_script)
         return AgentStorageMoveReply(migration_id=request.migration_id)
 
-    async def storage_abort(self, _request: AgentStorageAbortRequest) -> Ack:
-        self.abort_requested.set()
+    async def storage_abort(self, request: AgentStorageAbortRequest) -> Ack:
+        job = self.moves.get(request.migration_id)
+        if job is None:  # a move this agent does not run: the real one cleans up what it names
+            if not request.disks:
+                raise BatonError(ErrorCode.NOT_FOUND, f"no storage move {request.migration_id} "
+                                 "runs on this host")
+            live = {d.target: d.source_path for d in self._domain(request.vm).disks}
+            copies = [m.destination_path for m in request.disks
+                      if live.get(m.target) != m.destination_path]  # a switched disk stays
+            self.files.delete_unused(copies, self._in_use())
+            return Ack(detail="cancelled the copies it names")
+        job = _find(self.moves, request.migration_id, request.vm)
+        if job.pivoting:
+            raise BatonError(ErrorCode.CONFLICT, "the copies are in sync and the VM is being "
+                             "switched to them; the move can no longer be aborted")
+        job.abort.set()
         return Ack(detail="abort requested")
 
     async def _run_storage_script(self, request: AgentStorageMoveRequest) -> None:
-        script = self.script
+        script, job = self.script, self.moves[request.migration_id]
         await self._stage(request, StorageStage.COPYING)
         for step in range(script.steps):
-            if self.abort_requested.is_set():
+            if job.abort.is_set():
                 return await self._storage_finished(request, aborted=True)
             await self._progress(request, step, script.steps)
             await asyncio.sleep(script.interval_s)
         if script.outcome == "hang":
-            await self.abort_requested.wait()
+            await job.abort.wait()
             return await self._storage_finished(request, aborted=True)
         if script.outcome == "fail":
             return await self._storage_finished(request, error=ErrorReply(
                 code=ErrorCode.HYPERVISOR, message=LIBVIRT_FAILURE))
+        job.pivoting = True
         await self._stage(request, StorageStage.READY)
         self._repoint(request)
         await self._stage(request, StorageStage.PIVOTED)
         await self._storage_finished(request)
 
     def _repoint(self, request: AgentStorageMoveRequest) -> None:
+        """The pivot: the VM uses the copies; the old files go unless ``keep_source``."""
         new = {d.target: d.destination_path for d in request.disks}
         vm = self.domains[request.vm]
         self.domains[request.vm] = msgspec.structs.replace(vm, disks=[
             msgspec.structs.replace(d, source_path=new.get(d.target, d.source_path))
             for d in vm.disks])
+        for disk in request.disks:
+            self.mesh.storage.add(self.host, disk.destination_path)
+            if not request.keep_source:
+                self.mesh.storage.remove(self.host, disk.source_path)
 
     async def _stage(self, request: AgentStorageMoveRequest, stage: StorageStage) -> None:
         await self._publish_migration(request, MigrationEvent.STORAGE_STAGE, StorageStageEvent(
@@ -390,6 +432,21 @@ class FakeAgent:
                               encode(event))
 
 
+def _refuse_if_busy(jobs: dict[str, Job], migration_id: str, vm: str, vm_busy: str) -> None:
+    """The real agent's rule: one job per id and one per VM of each kind."""
+    if migration_id in jobs:
+        raise BatonError(ErrorCode.CONFLICT, f"{migration_id} already runs")
+    if any(job.vm == vm for job in jobs.values()):
+        raise BatonError(ErrorCode.CONFLICT, f"{vm} {vm_busy}")
+
+
+def _find(jobs: dict[str, Job], migration_id: str, vm: str) -> Job:
+    job = jobs.get(migration_id)
+    if job is None or job.vm != vm:
+        raise BatonError(ErrorCode.NOT_FOUND, f"no job {migration_id} of {vm} runs on this host")
+    return job
+
+
 class Mesh:
     """The fake hosts of one test and the storage they share."""
 
@@ -410,6 +467,8 @@ class Mesh:
         return next(a for a in self.agents.values() if a.caps_reply.migration_uri == uri)
 
     async def serve(self, url: str, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        """Serve until ``stop``; then take no new request, cancel what runs, and disconnect (in
+        that order: a script still running must not publish on a closed connection)."""
         try:
             async with asyncio.TaskGroup() as tasks:
                 for agent in self.agents.values():
@@ -418,10 +477,15 @@ class Mesh:
                 ready.set()
                 await stop.wait()
                 for agent in self.agents.values():
-                    await agent.nc.drain()
-                raise _Stopped  # cancels the scripted migrations still running
+                    if agent.service is not None:
+                        await agent.service.stop()
+                raise _Stopped  # cancels the scripted jobs and the requests still running
         except* _Stopped:
             pass
+        finally:
+            for agent in self.agents.values():
+                if agent.nc is not None and not agent.nc.is_closed:
+                    await agent.nc.drain()
 
 
 class _Stopped(Exception):

@@ -2,8 +2,11 @@
 
 A real ``nats.micro`` service named ``baton-agent`` with the agent's INFO metadata and its endpoint
 subjects from ``schemas.subjects``; each endpoint answers one fixed message (a reply or an
-``ErrorReply``), or never answers when given ``SILENT``. It is a stand-in for the agent's contract,
-not for the agent: the agent's own integration tests cover the real thing.
+``ErrorReply``), or never answers when given ``SILENT``. Like the real agent it decodes every
+request with its endpoint's request type first and refuses a malformed one with ``bad_request``,
+and it sends an error with the NATS micro error headers (``tests/contract`` checks both against
+the real agent). It is a stand-in for the agent's contract, not for the agent: the agent's own
+integration tests cover the real thing.
 """
 
 from __future__ import annotations
@@ -18,22 +21,62 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
 from baton.mesh.daemon import announce_ready
+from baton.mesh.rpc import respond_error
 from baton.schemas import PROTOCOL_VERSION, codec
 from baton.schemas.agent import (
     AgentStatus,
     Bridge,
+    CapsRequest,
+    CpuCompareReply,
+    CpuCompareRequest,
+    CpuCompatibility,
     CpuInfo,
+    DomainsReply,
+    DomainsRequest,
     HostCaps,
     Memory,
     Network,
+    StatusRequest,
     StoragePool,
+    StorageProbeReply,
+    StorageProbeRequest,
     Versions,
 )
+from baton.schemas.errors import BatonError, ErrorReply
+from baton.schemas.migration import (
+    Ack,
+    AgentAbortRequest,
+    CleanupReply,
+    CleanupRequest,
+    PrepareReply,
+    PrepareRequest,
+    SpeedRequest,
+    StartReply,
+    StartRequest,
+)
+from baton.schemas.storage import AgentStorageAbortRequest, AgentStorageMoveReply, AgentStorageMoveRequest
 from baton.schemas.subjects import AGENT_SERVICE, DEFAULT_PREFIX, AgentEndpoint, Subjects
 from tests.support.samples import SAMPLE_TIME
 
 SILENT = object()  # an endpoint that receives requests and never answers
 GIB = 1024**3
+CANNED_MIGRATION_ID = "mig-0001"
+
+# What each endpoint decodes its request as (the real agent's routes in agent/service.py).
+REQUEST_TYPES: dict[AgentEndpoint, type[Any]] = {
+    AgentEndpoint.CAPS: CapsRequest,
+    AgentEndpoint.CPU_COMPARE: CpuCompareRequest,
+    AgentEndpoint.STORAGE_PROBE: StorageProbeRequest,
+    AgentEndpoint.DOMAINS: DomainsRequest,
+    AgentEndpoint.STATUS: StatusRequest,
+    AgentEndpoint.MIGRATION_PREPARE: PrepareRequest,
+    AgentEndpoint.MIGRATION_START: StartRequest,
+    AgentEndpoint.MIGRATION_SPEED: SpeedRequest,
+    AgentEndpoint.MIGRATION_ABORT: AgentAbortRequest,
+    AgentEndpoint.MIGRATION_CLEANUP: CleanupRequest,
+    AgentEndpoint.STORAGE_MOVE: AgentStorageMoveRequest,
+    AgentEndpoint.STORAGE_ABORT: AgentStorageAbortRequest,
+}
 
 
 def canned_caps(host_id: str, cpu_model: str = "Skylake-Client-IBRS") -> HostCaps:
@@ -67,6 +110,25 @@ def agent_metadata(host_id: str, cpu_model: str = "Skylake-Client-IBRS") -> dict
             "cpu_model": cpu_model}  # fmt: skip
 
 
+def every_endpoint(host_id: str) -> dict[AgentEndpoint, Any]:
+    """A canned success reply for every agent endpoint (ids are fixed, not echoed)."""
+    return {
+        AgentEndpoint.CAPS: canned_caps(host_id),
+        AgentEndpoint.CPU_COMPARE: CpuCompareReply(host_id=host_id, result=CpuCompatibility.SUPERSET,
+                                                   runnable=True, reason="canned"),
+        AgentEndpoint.STORAGE_PROBE: StorageProbeReply(host_id=host_id),
+        AgentEndpoint.DOMAINS: DomainsReply(host_id=host_id),
+        AgentEndpoint.STATUS: canned_status(host_id),
+        AgentEndpoint.MIGRATION_PREPARE: PrepareReply(),
+        AgentEndpoint.MIGRATION_START: StartReply(migration_id=CANNED_MIGRATION_ID),
+        AgentEndpoint.MIGRATION_SPEED: Ack(),
+        AgentEndpoint.MIGRATION_ABORT: Ack(),
+        AgentEndpoint.MIGRATION_CLEANUP: CleanupReply(),
+        AgentEndpoint.STORAGE_MOVE: AgentStorageMoveReply(migration_id=CANNED_MIGRATION_ID),
+        AgentEndpoint.STORAGE_ABORT: Ack(),
+    }  # fmt: skip
+
+
 async def start_canned_agent(
     nc: Client,
     host_id: str,
@@ -87,15 +149,24 @@ async def start_canned_agent(
         await service.add_endpoint(EndpointConfig(
             name=endpoint.value.replace(".", "-"),
             subject=subjects.agent(host_id, endpoint),
-            handler=_answer(reply),
+            handler=_answer(REQUEST_TYPES[endpoint], reply),
         ))  # fmt: skip
     await announce_ready(nc)
     return service
 
 
-def _answer(reply: Any) -> Callable[[Request], Awaitable[None]]:
+def _answer(request_type: type[Any], reply: Any) -> Callable[[Request], Awaitable[None]]:
     async def handler(request: Request) -> None:
-        if reply is not SILENT:
+        if reply is SILENT:
+            return
+        try:
+            codec.decode_request(request.data, request_type)
+        except BatonError as exc:
+            await respond_error(request, exc.to_reply())
+            return
+        if isinstance(reply, ErrorReply):
+            await respond_error(request, reply)
+        else:
             await request.respond(codec.encode(reply))
 
     return handler

@@ -1,0 +1,144 @@
+"""The ``Hypervisor`` protocol (agent/hypervisor.py) where libvirt's test driver supports it, run
+against the real ``LibvirtHypervisor`` on the test driver and against ``tests.fakes
+.FakeHypervisor`` set up as its twin: the same result shapes and the same BatonError codes.
+
+The twin holds the same domains and, like the test driver, cannot compare CPUs (``verdict=None``).
+Not covered: migration and job calls (the test driver has none) and removing a domain that exists
+(the test driver's undefine refuses the NVRAM and checkpoint flags the adapter passes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from baton.agent.libvirt import LibvirtHypervisor
+from baton.schemas.agent import DomainState
+from baton.schemas.errors import BatonError, ErrorCode
+from tests.contract.implementations import HOST, write_host
+from tests.fakes import FakeHypervisor
+from tests.integration.fake_agents import domain
+
+pytestmark = pytest.mark.integration
+RUNNING, SHUT_OFF = ("vm1", "vm2"), ("vmoff",)
+
+
+def twin() -> FakeHypervisor:
+    """A FakeHypervisor holding what ``write_host`` gives the test driver."""
+    defined = [domain(vm) for vm in RUNNING] + [domain(vm, state=DomainState.SHUTOFF)
+                                                for vm in SHUT_OFF]
+    return FakeHypervisor(verdict=None, defined={d.name: msgspec.structs.replace(
+        d, virt_type="test", cpu_xml=None) for d in defined})
+
+
+@contextlib.asynccontextmanager
+async def real(tmp_path: Path, connect: bool = True) -> AsyncIterator[LibvirtHypervisor]:
+    hv = LibvirtHypervisor(write_host(tmp_path, HOST, RUNNING, SHUT_OFF), HOST, lambda _e: None)
+    if not connect:
+        yield hv
+        return
+    task = asyncio.create_task(hv.run())
+    try:
+        assert await hv.wait_connected(10)
+        yield hv
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture(params=["real", "fake"])
+async def hypervisor(request, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "fake":
+        yield twin()
+        return
+    async with real(tmp_path) as hv:
+        yield hv
+
+
+@pytest.fixture(params=["real", "fake"])
+async def disconnected(request, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "fake":
+        yield FakeHypervisor(connected=False)
+        return
+    async with real(tmp_path, connect=False) as hv:
+        yield hv
+
+
+async def outcome(call: Awaitable[Any]) -> Any:
+    """The result's type name, or the BatonError's code."""
+    try:
+        return type(await call).__name__
+    except BatonError as exc:
+        return exc.code
+
+
+async def test_host_facts_describe_the_host_in_the_same_shape(hypervisor):
+    facts = await hypervisor.host_facts()
+    versions = facts.versions
+    memory = facts.memory
+    shape = (type(facts).__name__, bool(facts.hostname), bool(facts.cpu.arch),
+             all((versions.libvirt, versions.hypervisor, versions.hypervisor_type)),
+             0 <= memory.free_bytes <= memory.total_bytes and memory.total_bytes > 0,
+             all((p.target_path or "/").startswith("/") for p in facts.pools))
+    assert ("HostFacts", True, True, True, True, True) == shape
+
+
+async def test_every_domain_is_listed_sorted_by_name_without_its_cpu_unless_asked(hypervisor):
+    listed = await hypervisor.domains(None, include_cpu_xml=False)
+    assert (["vm1", "vm2", "vmoff"], {None}) == ([d.name for d in listed],
+                                                 {d.cpu_xml for d in listed})
+
+
+async def test_named_domains_come_in_the_order_asked_with_their_state(hypervisor):
+    listed = await hypervisor.domains(["vmoff", "vm1"], include_cpu_xml=True)
+    none = await hypervisor.domains([], include_cpu_xml=False)
+    assert ([("vmoff", DomainState.SHUTOFF, False), ("vm1", DomainState.RUNNING, True)], []) == (
+        [(d.name, d.state, d.active) for d in listed], none)
+
+
+@pytest.mark.parametrize("call", [
+    lambda hv: hv.domains(["nosuch"], include_cpu_xml=False),
+    lambda hv: hv.domains(["vm1", "nosuch"], include_cpu_xml=True),
+    lambda hv: hv.guest_cpu("nosuch"),
+], ids=["domains", "domains-with-a-known-one", "guest_cpu"])
+async def test_an_unknown_domain_is_not_found(hypervisor, call: Callable[[Any], Awaitable[Any]]):
+    assert ErrorCode.NOT_FOUND == await outcome(call(hypervisor))
+
+
+async def test_a_domain_without_a_cpu_definition_has_the_default_guest_cpu(hypervisor):
+    guest = await hypervisor.guest_cpu("vm1")
+    assert ("GuestCpu", None) == (type(guest).__name__, guest.cpu_xml)
+
+
+async def test_a_driver_without_cpu_comparison_answers_unsupported(hypervisor):
+    verdict = await outcome(hypervisor.compare_cpu("<cpu><model>qemu64</model></cpu>", None))
+    assert ErrorCode.UNSUPPORTED == verdict
+
+
+async def test_only_active_domains_count_as_running(hypervisor):
+    assert 2 == await hypervisor.running_domain_count()
+
+
+async def test_removing_an_unknown_domain_answers_false_and_touches_nothing(hypervisor):
+    removed = await hypervisor.remove_domain("nosuch")
+    left = await hypervisor.domains(None, include_cpu_xml=False)
+    assert (False, ["vm1", "vm2", "vmoff"]) == (removed, [d.name for d in left])
+
+
+async def test_refreshing_the_pools_succeeds(hypervisor):
+    assert "NoneType" == await outcome(hypervisor.refresh_pools())
+
+
+async def test_every_call_while_disconnected_is_unavailable(disconnected):
+    calls = [disconnected.host_facts(), disconnected.domains(None, include_cpu_xml=False),
+             disconnected.guest_cpu("vm1"), disconnected.compare_cpu("<cpu/>", None),
+             disconnected.running_domain_count(), disconnected.remove_domain("vm1"),
+             disconnected.refresh_pools()]
+    assert [ErrorCode.UNAVAILABLE] * len(calls) == [await outcome(call) for call in calls]
