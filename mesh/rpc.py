@@ -3,7 +3,9 @@
 One wrapper for every endpoint of every Baton service. A :class:`BatonError` becomes an error
 reply with its code; anything unexpected is logged with an error id and answered ``internal``
 with that id — never a traceback or ``repr(exc)``. Each request is served in its own task of the
-service's TaskGroup, so one slow request never holds up the subscription behind it.
+service's TaskGroup, so one slow request never holds up the subscription behind it. A reply
+that cannot be sent (too large for NATS, connection gone) is logged or answered with a typed
+error, never raised into that TaskGroup.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import nats.errors
 import structlog
 from nats.micro.request import Request
 
@@ -22,6 +25,7 @@ from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 Req = TypeVar("Req")
 log = structlog.get_logger(__name__)
 
+HEADER_TEXT_MAX = 1024  # error text in a header: enough to read, never a payload of its own
 # The NATS micro protocol carries an error code in a header; it expects HTTP-like numbers.
 MICRO_STATUS = {
     ErrorCode.BAD_REQUEST: "400",
@@ -75,13 +79,28 @@ async def serve(request: Request, request_type: type[Req],
 
 
 async def respond_error(request: Request, reply: ErrorReply) -> None:
-    headers = {"Nats-Service-Error": reply.message,
-               "Nats-Service-Error-Code": MICRO_STATUS[reply.code]}
-    await _respond(request, encode(reply), headers)
+    await _respond(request, encode(reply), error_headers(reply))
+
+
+def error_headers(reply: ErrorReply) -> dict[str, str]:
+    """The micro error headers; a header is one line, so the message is flattened there (the JSON
+    body keeps it whole)."""
+    return {"Nats-Service-Error": " ".join(reply.message.split())[:HEADER_TEXT_MAX],
+            "Nats-Service-Error-Code": MICRO_STATUS[reply.code]}
 
 
 async def _respond(request: Request, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """Send one reply. Whatever goes wrong here is logged, never raised: a reply that cannot be
+    sent must not end the task group that serves every other request."""
     try:
         await request.respond(body, headers=headers)
     except ValueError:  # a plain publish (no reply subject) asked nothing: nobody to answer
         log.info("request_without_reply_subject", subject=request.subject)
+    except nats.errors.MaxPayloadError:
+        log.warning("reply_too_large", subject=request.subject, size_bytes=len(body))
+        too_large = ErrorReply(code=ErrorCode.BAD_REQUEST, message=(
+            f"the reply would be {len(body)} bytes, over the NATS server's maximum payload; "
+            "ask for fewer items"))
+        await _respond(request, encode(too_large), error_headers(too_large))
+    except Exception:
+        log.exception("reply_failed", subject=request.subject)

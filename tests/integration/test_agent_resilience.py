@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from baton.schemas.agent import HostCaps
+from baton.schemas.agent import DomainsReply, HostCaps
 from baton.schemas.codec import decode_reply
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.subjects import AgentEndpoint, Subjects, micro_discovery
@@ -69,3 +69,20 @@ async def _wait_for_ping(nc, host: str) -> dict:
         except Exception:
             await asyncio.sleep(0.2)
     raise AssertionError(f"agent {host} never answered $SRV.PING")
+
+
+async def test_a_reply_too_large_for_nats_is_a_typed_error_and_the_agent_keeps_serving(
+        two_agents, nats_client):
+    """3000 copies of one name ask for a reply over NATS's 1 MiB payload limit: the caller gets
+    bad_request saying so, and the same agent answers the next request."""
+    subject = S.agent("h1", AgentEndpoint.DOMAINS)
+    body = json.dumps({"names": ["vm1"] * 3000, "include_cpu_xml": True}).encode()
+    msg = await nats_client.request(subject, body, timeout=10)
+    with pytest.raises(BatonError) as caught:
+        decode_reply(msg.data, DomainsReply)
+    assert ErrorCode.BAD_REQUEST == caught.value.code
+    assert "maximum payload" in caught.value.message
+    assert "400" == msg.headers["Nats-Service-Error-Code"]
+    again = await nats_client.request(subject, json.dumps({"names": ["vm1"]}).encode(), timeout=10)
+    assert ["vm1"] == [d.name for d in decode_reply(again.data, DomainsReply).domains]
+
