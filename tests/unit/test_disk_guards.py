@@ -1,0 +1,142 @@
+"""The guards in agent/disks.py that stand between a bug and a lost disk file: the in-use check
+before a delete, the refusal to create over an existing file, and the verification of a copy
+(qemu-img info/check) that decides whether an old file may go. Real files, real qemu-img.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from baton.agent import disks
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import DiskPlan
+from tests.support.images import MIB, corrupt, leak, make_image, needs_qemu_img, needs_qemu_io
+
+
+def file_with(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+# --- delete_unused: the in-use guard ----------------------------------------------------------
+
+
+def test_a_file_a_domain_uses_is_kept_with_the_reason(tmp_path):
+    used = file_with(tmp_path / "vm1.qcow2", b"data")
+    deleted, kept, reasons = disks.delete_unused([str(used)], {str(used)})
+    assert ([], [str(used)], True) == (deleted, kept, used.exists())
+    assert [f"{used} is still used by a domain on this host"] == reasons
+
+
+def test_an_unused_file_is_deleted_and_a_used_one_beside_it_kept(tmp_path):
+    used = file_with(tmp_path / "used.qcow2", b"a")
+    free = file_with(tmp_path / "free.qcow2", b"b")
+    deleted, kept, _ = disks.delete_unused([str(free), str(used)], {str(used)})
+    assert ([str(free)], [str(used)]) == (deleted, kept)
+    assert (False, True) == (free.exists(), used.exists())
+
+
+def test_a_used_file_named_by_another_spelling_of_its_path_is_kept(tmp_path):
+    (tmp_path / "pool").mkdir()
+    used = file_with(tmp_path / "pool" / "vm1.qcow2", b"data")
+    other_spelling = str(tmp_path / "pool" / ".." / "pool" / "vm1.qcow2")
+    deleted, kept, _ = disks.delete_unused([other_spelling], {os.path.realpath(used)})
+    assert ([], [other_spelling], b"data") == (deleted, kept, used.read_bytes())
+
+
+def test_a_symlink_a_domain_names_as_its_disk_is_kept(tmp_path):
+    real = file_with(tmp_path / "real.qcow2", b"data")
+    link = tmp_path / "vm1.qcow2"
+    link.symlink_to(real)
+    deleted, kept, _ = disks.delete_unused([str(link)], {str(link)})
+    assert ([], [str(link)], True) == (deleted, kept, link.is_symlink())
+
+
+@pytest.mark.xfail(strict=True, reason="delete_unused resolves the candidate's symlinks but not "
+                   "the in-use paths: a file a domain uses through a symlink is deleted")
+def test_a_file_a_domain_uses_through_a_symlink_is_kept(tmp_path):
+    real = file_with(tmp_path / "real.qcow2", b"data")
+    link = tmp_path / "vm1.qcow2"
+    link.symlink_to(real)
+    deleted, kept, _ = disks.delete_unused([str(real)], {str(link)})
+    assert ([], [str(real)], True) == (deleted, kept, real.exists())
+
+
+def test_a_file_already_gone_is_reported_kept_not_deleted(tmp_path):
+    gone = str(tmp_path / "gone.qcow2")
+    assert ([], [gone], [f"{gone} was already gone"]) == disks.delete_unused([gone], set())
+
+
+def test_a_path_that_cannot_be_unlinked_is_kept_with_the_systems_reason(tmp_path):
+    directory = tmp_path / "dir.qcow2"
+    directory.mkdir()
+    deleted, kept, reasons = disks.delete_unused([str(directory)], set())
+    assert ([], [str(directory)], True) == (deleted, kept, directory.is_dir())
+    assert 1 == len(reasons) and str(directory) in reasons[0]
+
+
+# --- create_disk: never over an existing file --------------------------------------------------
+
+
+@needs_qemu_img
+async def test_creating_a_disk_over_an_existing_file_is_refused_and_leaves_it_untouched(tmp_path):
+    existing = file_with(tmp_path / "vm1.qcow2", b"somebody's data")
+    with pytest.raises(BatonError) as caught:
+        await disks.create_disk(DiskPlan(target="vda", path=str(existing), format="qcow2",
+                                         capacity_bytes=4 * MIB))
+    assert (ErrorCode.CONFLICT, b"somebody's data") == (caught.value.code, existing.read_bytes())
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("relative/vm1.qcow2", ErrorCode.BAD_REQUEST),
+    ("/nonexistent-baton-dir/vm1.qcow2", ErrorCode.PRECONDITION_FAILED),
+])
+async def test_a_disk_path_that_is_relative_or_has_no_directory_is_refused(path, code):
+    with pytest.raises(BatonError) as caught:
+        await disks.create_disk(DiskPlan(target="vda", path=path, format="qcow2",
+                                         capacity_bytes=MIB))
+    assert code == caught.value.code
+
+
+@needs_qemu_img
+async def test_a_created_disk_is_thin_and_of_the_planned_format_and_size(tmp_path):
+    path = tmp_path / "vm1.qcow2"
+    await disks.create_disk(DiskPlan(target="vda", path=str(path), format="qcow2",
+                                     capacity_bytes=64 * MIB))
+    assert ("qcow2", 64 * MIB) == await disks.image_info(str(path))
+    assert path.stat().st_size < MIB
+
+
+# --- verifying a copy ---------------------------------------------------------------------------
+
+
+@needs_qemu_img
+async def test_image_info_of_a_missing_file_is_a_hypervisor_error(tmp_path):
+    with pytest.raises(BatonError) as caught:
+        await disks.image_info(str(tmp_path / "missing.qcow2"))
+    assert ErrorCode.HYPERVISOR == caught.value.code
+
+
+@needs_qemu_img
+async def test_a_clean_qcow2_passes_the_check(tmp_path):
+    assert None is await disks.check_image(str(make_image(tmp_path / "a.qcow2")), "qcow2")
+
+
+@needs_qemu_img
+async def test_a_corrupt_qcow2_fails_the_check_with_qemu_imgs_exit_code(tmp_path):
+    problem = await disks.check_image(str(corrupt(make_image(tmp_path / "a.qcow2"))), "qcow2")
+    assert problem is not None and "exited 2" in problem
+
+
+@needs_qemu_img
+@needs_qemu_io
+async def test_leaked_clusters_alone_pass_the_check(tmp_path):
+    assert None is await disks.check_image(str(leak(make_image(tmp_path / "a.qcow2"))), "qcow2")
+
+
+@needs_qemu_img
+async def test_a_raw_image_has_no_metadata_to_check(tmp_path):
+    assert None is await disks.check_image(str(file_with(tmp_path / "a.raw", b"\0" * 512)), "raw")

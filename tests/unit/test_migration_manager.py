@@ -1,0 +1,466 @@
+"""The agent's half of a migration (agent/migration.py, MigrationManager) below the lab.
+
+A fake hypervisor raises libvirt's failures as the adapter's ``translate()`` and call deadline
+produce them (``hypervisor`` with libvirt's message, ``unavailable`` for a lost connection,
+``timeout`` for a call libvirt did not answer in time, ``not_found`` for an unknown domain) at
+each step; each test checks what the agent answers, what it publishes, and what it leaves behind:
+disk files (real files, qemu-img for the created ones) and domains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from baton.agent import migration
+from baton.agent.migration import MigrationManager
+from baton.agent.migration_plan import MigrationPlan
+from baton.schemas.agent import DiskInfo, DomainInfo, DomainState
+from baton.schemas.base import utc_now
+from baton.schemas.codec import decode_any
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.events import JobCompletedEvent, JobStats
+from baton.schemas.migration import (
+    AgentAbortRequest,
+    CleanupRequest,
+    DiskPlan,
+    PrepareRequest,
+    SourceFinished,
+    SourceProgress,
+    SpeedRequest,
+    StartRequest,
+)
+from baton.schemas.subjects import MigrationEvent, Subjects
+from tests.support.images import MIB, needs_qemu_img
+
+S = Subjects()
+# What LibvirtHypervisor raises (agent/libvirt/connection.py: translate() and Connection.call).
+HYPERVISOR = BatonError(ErrorCode.HYPERVISOR, "migrating vm1: operation failed: migration out "
+                        "job: unexpectedly failed")
+UNAVAILABLE = BatonError(ErrorCode.UNAVAILABLE, "migrating vm1: libvirt connection failed: "
+                         "End of file while reading data: Input/output error")
+TIMEOUT = BatonError(ErrorCode.TIMEOUT, "removing vm1: libvirt did not answer within 30 s")
+NOT_FOUND = BatonError(ErrorCode.NOT_FOUND, "no domain named 'vm9' on this host")
+FAILURES = pytest.mark.parametrize("failure", [HYPERVISOR, UNAVAILABLE, TIMEOUT],
+                                   ids=["hypervisor", "unavailable", "timeout"])
+
+
+def domain(name: str, paths: tuple[str, ...] = (), state: DomainState = DomainState.RUNNING,
+           ) -> DomainInfo:
+    return DomainInfo(
+        name=name, uuid=f"uuid-{name}", state=state, active=state != DomainState.SHUTOFF,
+        persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1,
+        disks=[DiskInfo(target=f"vd{chr(97 + i)}", device="disk", source_type="file",
+                        source_path=p, format="qcow2") for i, p in enumerate(paths)])
+
+
+@dataclass
+class Hypervisor:
+    """The part of the Hypervisor port a MigrationManager uses, on a host with domains ``vms``.
+    ``fail`` makes a method raise; ``migrate`` runs until the test ends it through ``outcome``
+    (None: success, or the error libvirt's call raised). Standalone on purpose: tests/fakes.py
+    is another engineer's, and these tests pin agent/migration.py, not the fake."""
+
+    vms: dict[str, DomainInfo] = field(default_factory=dict)
+    fail: dict[str, BaseException] = field(default_factory=dict)  # method name -> raised
+    job_stats_failures: list[BatonError] = field(default_factory=list)  # raised first, in order
+    stats: JobStats | None = None
+    calls: list[tuple[str, object]] = field(default_factory=list)
+    outcome: asyncio.Future[BaseException | None] | None = None
+    migrating: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _call(self, name: str, arg: object) -> None:
+        self.calls.append((name, arg))
+        if name in self.fail:
+            raise self.fail[name]
+
+    def called(self, name: str) -> list[object]:
+        return [arg for n, arg in self.calls if n == name]
+
+    async def domains(self, names, include_cpu_xml):
+        self._call("domains", names)
+        if names is None:
+            return list(self.vms.values())
+        missing = [n for n in names if n not in self.vms]
+        if missing:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {missing[0]!r} on this host")
+        return [self.vms[n] for n in names]
+
+    async def migrate(self, vm: str, plan: MigrationPlan) -> None:
+        self._call("migrate", vm)
+        self.outcome = asyncio.get_running_loop().create_future()
+        self.migrating.set()
+        try:
+            error = await self.outcome
+        except asyncio.CancelledError:
+            self.calls.append(("migrate_cancelled", vm))  # the adapter aborts the job here
+            raise
+        if error is not None:
+            raise error
+
+    async def job_stats(self, vm: str) -> JobStats | None:
+        self._call("job_stats", vm)
+        if self.job_stats_failures:
+            raise self.job_stats_failures.pop(0)
+        return self.stats
+
+    async def abort_job(self, vm: str) -> None:
+        self._call("abort_job", vm)
+
+    async def set_max_speed(self, vm: str, bandwidth_mib_s: int) -> None:
+        self._call("set_max_speed", (vm, bandwidth_mib_s))
+
+    async def set_max_downtime(self, vm: str, downtime_ms: int) -> None:
+        self._call("set_max_downtime", (vm, downtime_ms))
+
+    async def remove_domain(self, vm: str) -> bool:
+        self._call("remove_domain", vm)
+        return self.vms.pop(vm, None) is not None
+
+    async def refresh_pools(self) -> None:
+        self._call("refresh_pools", None)
+
+
+class Agent:
+    """A MigrationManager in a TaskGroup of its own, and what it published."""
+
+    def __init__(self, hv: Hypervisor) -> None:
+        self.hv = hv
+        self.manager: MigrationManager
+        self.finished: list[SourceFinished] = []
+        self.progress: asyncio.Queue[SourceProgress] = asyncio.Queue()
+        self.ended = asyncio.Event()
+
+    async def publish(self, subject: str, body: bytes) -> None:
+        if subject.endswith(MigrationEvent.SOURCE_FINISHED):
+            self.finished.append(decode_any(body, SourceFinished))
+            self.ended.set()
+        elif subject.endswith(MigrationEvent.SOURCE_PROGRESS):
+            self.progress.put_nowait(decode_any(body, SourceProgress))
+
+    async def start(self, vm: str = "vm1", migration_id: str = "m1", **options) -> None:
+        await self.manager.start(StartRequest(
+            migration_id=migration_id, vm=vm, destination_uri="qemu+tcp://h2/system",
+            progress_interval_ms=100, **options))
+
+    async def outcome(self, error: BaseException | None = None) -> SourceFinished:
+        """End libvirt's migrate call with ``error`` (None: success); the one report it gave."""
+        await self.hv.migrating.wait()
+        assert self.hv.outcome is not None
+        self.hv.outcome.set_result(error)
+        await self.ended.wait()
+        [finished] = self.finished
+        return finished
+
+
+@contextlib.asynccontextmanager
+async def agent(hv: Hypervisor, within_s: float = 5) -> AsyncIterator[Agent]:
+    running = Agent(hv)
+    async with asyncio.timeout(within_s), asyncio.TaskGroup() as tasks:
+        running.manager = MigrationManager("h1", hv, S, running.publish, tasks)
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_wait_for_the_completed_event(monkeypatch):
+    """A success waits for libvirt's job-completed event; these tests send it first or never."""
+    monkeypatch.setattr(migration, "COMPLETED_EVENT_WAIT_S", 0.01)
+
+
+def host(*vms: DomainInfo, **options) -> Hypervisor:
+    return Hypervisor(vms={vm.name: vm for vm in vms}, **options)
+
+
+# --- start --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [UNAVAILABLE, TIMEOUT], ids=["unavailable", "timeout"])
+async def test_start_while_libvirt_cannot_be_asked_fails_and_launches_nothing(failure):
+    hv = host(domain("vm1"), fail={"domains": failure})
+    async with agent(hv) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.start()
+    assert (failure.code, [], []) == (caught.value.code, hv.called("migrate"), a.finished)
+
+
+async def test_start_of_an_unknown_vm_is_not_found_and_launches_nothing():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.start(vm="vm9")
+    assert (ErrorCode.NOT_FOUND, []) == (caught.value.code, hv.called("migrate"))
+
+
+async def test_a_live_start_of_a_shut_off_vm_is_refused_before_libvirt_is_asked_to_migrate():
+    hv = host(domain("vm1", state=DomainState.SHUTOFF))
+    async with agent(hv) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.start()
+    assert (ErrorCode.PRECONDITION_FAILED, []) == (caught.value.code, hv.called("migrate"))
+
+
+async def test_a_second_start_for_a_migrating_vm_or_a_running_id_is_a_conflict():
+    hv = host(domain("vm1"), domain("vm2"))
+    async with agent(hv) as a:
+        await a.start()
+        codes = []
+        for vm, migration_id in (("vm1", "m2"), ("vm2", "m1")):
+            with pytest.raises(BatonError) as caught:
+                await a.start(vm=vm, migration_id=migration_id)
+            codes.append(caught.value.code)
+        await a.outcome(None)
+    assert ([ErrorCode.CONFLICT] * 2, ["vm1"]) == (codes, hv.called("migrate"))
+
+
+# --- the migrate call and its one report -------------------------------------------------------
+
+
+@FAILURES
+async def test_a_failed_migrate_call_is_reported_once_with_libvirts_code_and_message(failure):
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        finished = await a.outcome(failure)
+    assert (failure.code, failure.message, False, None) == (
+        finished.error.code, finished.error.message, finished.aborted, finished.stats)
+    assert ([], ["vm1"]) == (hv.called("remove_domain"), list(hv.vms))
+
+
+async def test_the_job_is_forgotten_once_reported_so_the_vm_can_migrate_again():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        await a.outcome(HYPERVISOR)
+        hv.migrating.clear()
+        a.ended.clear()
+        a.finished.clear()
+        await a.start(migration_id="m2")
+        await a.outcome(None)
+    assert ["vm1", "vm1"] == hv.called("migrate")
+
+
+async def test_a_migration_that_fails_after_an_abort_is_reported_aborted():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        await hv.migrating.wait()
+        await a.manager.abort(AgentAbortRequest(migration_id="m1", vm="vm1"))
+        finished = await a.outcome(BatonError(ErrorCode.HYPERVISOR, "migrating vm1: operation "
+                                              "aborted: migration out job: canceled by client"))
+    assert (True, ["vm1"]) == (finished.aborted, hv.called("abort_job"))
+
+
+async def test_a_success_reports_the_figures_of_libvirts_job_completed_event():
+    hv = host(domain("vm1"))
+    figures = JobStats(operation="migration_out", downtime_ms=42)
+    async with agent(hv) as a:
+        await a.start()
+        await hv.migrating.wait()
+        a.manager.observe(JobCompletedEvent(host_id="h1", vm="vm1", uuid="uuid-vm1",
+                                            stats=figures, at=utc_now()))
+        finished = await a.outcome(None)
+    assert (None, figures) == (finished.error, finished.stats)
+
+
+async def test_a_success_without_the_job_completed_event_is_reported_without_figures():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        finished = await a.outcome(None)
+    assert (None, None, False) == (finished.error, finished.stats, finished.aborted)
+
+
+async def test_an_unexpected_exception_in_the_migrate_call_is_reported_as_internal():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        finished = await a.outcome(RuntimeError("secret detail"))
+    assert (ErrorCode.INTERNAL, False) == (finished.error.code,
+                                           "secret detail" in finished.error.message)
+
+
+async def test_progress_survives_a_failed_read_and_sets_the_downtime_once_a_job_runs():
+    hv = host(domain("vm1"), stats=JobStats(operation="migration_out", data_total_bytes=10),
+              job_stats_failures=[UNAVAILABLE])
+    async with agent(hv) as a:
+        await a.start(max_downtime_ms=300)
+        first, second = await a.progress.get(), await a.progress.get()
+        await a.outcome(None)
+    assert ([10, 10], [("vm1", 300)]) == ([first.stats.data_total_bytes,
+                                           second.stats.data_total_bytes],
+                                          hv.called("set_max_downtime"))
+
+
+async def test_the_agent_stopping_mid_migration_cancels_libvirts_call_and_removes_nothing():
+    hv = host(domain("vm1"))
+    runner = asyncio.create_task(_migrate_until_cancelled(hv))
+    await hv.migrating.wait()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert (["vm1"], [], [], ["vm1"]) == (hv.called("migrate_cancelled"),
+                                          hv.called("remove_domain"), hv.called("abort_job"),
+                                          list(hv.vms))
+
+
+async def _migrate_until_cancelled(hv: Hypervisor) -> None:
+    async with agent(hv, within_s=10) as a:
+        await a.start()
+        await asyncio.Event().wait()
+
+
+# --- speed and abort ----------------------------------------------------------------------------
+
+
+async def test_speed_and_abort_of_a_migration_not_running_here_touch_nothing():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        codes = []
+        for ask in (a.manager.speed(SpeedRequest(migration_id="m9", vm="vm1", bandwidth_mib_s=5)),
+                    a.manager.abort(AgentAbortRequest(migration_id="m9", vm="vm1"))):
+            with pytest.raises(BatonError) as caught:
+                await ask
+            codes.append(caught.value.code)
+    assert ([ErrorCode.NOT_FOUND] * 2, [], []) == (codes, hv.called("set_max_speed"),
+                                                  hv.called("abort_job"))
+
+
+async def test_an_abort_naming_another_vm_than_the_migrations_aborts_no_job():
+    hv = host(domain("vm1"), domain("vm2"))
+    async with agent(hv) as a:
+        await a.start()
+        with pytest.raises(BatonError) as caught:
+            await a.manager.abort(AgentAbortRequest(migration_id="m1", vm="vm2"))
+        finished = await a.outcome(None)
+    assert (ErrorCode.NOT_FOUND, [], False) == (caught.value.code, hv.called("abort_job"),
+                                                finished.aborted)
+
+
+@FAILURES
+async def test_a_failed_bandwidth_change_is_answered_with_libvirts_error(failure):
+    hv = host(domain("vm1"), fail={"set_max_speed": failure})
+    async with agent(hv) as a:
+        await a.start()
+        with pytest.raises(BatonError) as caught:
+            await a.manager.speed(SpeedRequest(migration_id="m1", vm="vm1", bandwidth_mib_s=5))
+        await a.outcome(None)
+    assert (failure.code, [("vm1", 5)]) == (caught.value.code, hv.called("set_max_speed"))
+
+
+# --- prepare (destination) -----------------------------------------------------------------------
+
+
+def plans(*paths: Path) -> PrepareRequest:
+    return PrepareRequest(migration_id="m1", vm="vm1", disks=[
+        DiskPlan(target=f"vd{chr(97 + i)}", path=str(p), format="qcow2", capacity_bytes=4 * MIB)
+        for i, p in enumerate(paths)])
+
+
+@needs_qemu_img
+async def test_prepare_creates_every_planned_disk_and_refreshes_the_pools(tmp_path):
+    hv = host()
+    async with agent(hv) as a:
+        reply = await a.manager.prepare(plans(tmp_path / "a.qcow2", tmp_path / "b.qcow2"))
+    assert ([str(tmp_path / "a.qcow2"), str(tmp_path / "b.qcow2")], [None]) == (
+        reply.created_paths, hv.called("refresh_pools"))
+
+
+@needs_qemu_img
+async def test_prepare_that_meets_an_existing_file_removes_what_it_made_and_nothing_else(
+        tmp_path):
+    existing = tmp_path / "b.qcow2"
+    existing.write_bytes(b"somebody's data")
+    async with agent(host()) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.prepare(plans(tmp_path / "a.qcow2", existing))
+    assert (ErrorCode.CONFLICT, False, b"somebody's data") == (
+        caught.value.code, (tmp_path / "a.qcow2").exists(), existing.read_bytes())
+
+
+@needs_qemu_img
+async def test_prepare_that_cannot_create_a_disk_removes_the_ones_it_made(tmp_path):
+    async with agent(host()) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.prepare(plans(tmp_path / "a.qcow2", tmp_path / "no-dir" / "b.qcow2"))
+    assert (ErrorCode.PRECONDITION_FAILED, []) == (caught.value.code, list(tmp_path.iterdir()))
+
+
+@needs_qemu_img
+@pytest.mark.xfail(strict=True, reason="agent/migration.py prepare(): refresh_pools() runs "
+                   "outside the try, so a libvirt failure there answers an error while the "
+                   "created disks stay behind, unknown to the coordinator")
+async def test_prepare_whose_pool_refresh_fails_leaves_no_disk_behind(tmp_path):
+    async with agent(host(fail={"refresh_pools": UNAVAILABLE})) as a:
+        with pytest.raises(BatonError):
+            await a.manager.prepare(plans(tmp_path / "a.qcow2"))
+    assert [] == list(tmp_path.iterdir())
+
+
+# --- cleanup (either side) ----------------------------------------------------------------------
+
+
+def cleanup(*paths: Path, remove_domain: bool = False) -> CleanupRequest:
+    return CleanupRequest(migration_id="m1", vm="vm1", remove_domain=remove_domain,
+                          delete_paths=[str(p) for p in paths])
+
+
+def files(tmp_path: Path, *names: str) -> list[Path]:
+    made = [tmp_path / n for n in names]
+    for path in made:
+        path.write_bytes(b"data")
+    return made
+
+
+async def test_cleanup_removes_the_domain_and_then_deletes_the_files_it_used(tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        reply = await a.manager.cleanup(cleanup(disk, remove_domain=True))
+    assert (True, [str(disk)], [], False) == (reply.domain_removed, reply.deleted_paths,
+                                              reply.kept_paths, disk.exists())
+    assert ({}, [None]) == (hv.vms, hv.called("refresh_pools"))
+
+
+async def test_cleanup_without_remove_domain_leaves_the_domain_and_the_files_it_uses(tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        reply = await a.manager.cleanup(cleanup(disk))
+    assert (False, [], [str(disk)], True) == (reply.domain_removed, reply.deleted_paths,
+                                              reply.kept_paths, disk.exists())
+    assert ([], ["vm1"]) == (hv.called("remove_domain"), list(hv.vms))
+
+
+async def test_cleanup_keeps_a_file_another_domain_uses_and_says_why(tmp_path):
+    mine, shared = files(tmp_path, "vm1.qcow2", "shared.qcow2")
+    hv = host(domain("vm1", (str(mine),)), domain("vm2", (str(shared),)))
+    async with agent(hv) as a:
+        reply = await a.manager.cleanup(cleanup(mine, shared, remove_domain=True))
+    assert ([str(mine)], [str(shared)], True) == (reply.deleted_paths, reply.kept_paths,
+                                                  shared.exists())
+    assert f"{shared} is still used by a domain on this host" == reply.detail
+
+
+@FAILURES
+async def test_cleanup_whose_domain_removal_fails_deletes_no_file(tmp_path, failure):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)), fail={"remove_domain": failure})
+    async with agent(hv) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.cleanup(cleanup(disk, remove_domain=True))
+    assert (failure.code, True, ["vm1"]) == (caught.value.code, disk.exists(), list(hv.vms))
+
+
+@pytest.mark.parametrize("failure", [UNAVAILABLE, TIMEOUT], ids=["unavailable", "timeout"])
+async def test_cleanup_that_cannot_list_the_domains_deletes_no_file(tmp_path, failure):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(fail={"domains": failure})
+    async with agent(hv) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.cleanup(cleanup(disk))
+    assert (failure.code, True) == (caught.value.code, disk.exists())
