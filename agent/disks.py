@@ -40,10 +40,14 @@ async def create_disk(plan: DiskPlan) -> None:
 
 
 def delete_unused(paths: list[str], in_use: set[str]) -> tuple[list[str], list[str], list[str]]:
-    """Delete each path unless a domain uses it: (deleted, kept, reasons for the kept ones)."""
+    """Delete each path unless a domain uses it: (deleted, kept, reasons for the kept ones).
+
+    Both sides are compared resolved: a file in use through a symlink, or named by another
+    spelling of its path, is still in use."""
     deleted, kept, reasons = [], [], []
+    resolved_in_use = {os.path.realpath(used) for used in in_use}
     for path in paths:
-        if os.path.realpath(path) in in_use or path in in_use:
+        if os.path.realpath(path) in resolved_in_use:
             kept.append(path)
             reasons.append(f"{path} is still used by a domain on this host")
             continue

@@ -157,10 +157,10 @@ class MigrationManager(RunningJobs[_Running]):
             for plan in request.disks:
                 await disks.create_disk(plan)
                 created.append(plan.path)
-        except BatonError:
+            await self._hv.refresh_pools()
+        except BatonError:  # the error reply carries no paths: leave nothing the caller cannot see
             await asyncio.to_thread(disks.delete_unused, created, set())
             raise
-        await self._hv.refresh_pools()
         log.info("migration_prepared", migration_id=request.migration_id, created=created)
         return PrepareReply(created_paths=created)
 

@@ -54,7 +54,7 @@ def _source_problems(request: MigrateRequest, vm: DomainInfo | None,
 
 def source_intact(before: DomainInfo | None, now: DomainInfo | None) -> bool:
     """The source still holds the VM as before the migration (so the destination may be cleaned)."""
-    if before is None or now is None:
+    if before is None or now is None or now.uuid != before.uuid:  # same name, another VM: not ours
         return False
     if before.active:  # running as before (libvirt resumes the source after a failed move)
         return now.active and now.state == before.state

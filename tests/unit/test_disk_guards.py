@@ -55,8 +55,6 @@ def test_a_symlink_a_domain_names_as_its_disk_is_kept(tmp_path):
     assert ([], [str(link)], True) == (deleted, kept, link.is_symlink())
 
 
-@pytest.mark.xfail(strict=True, reason="delete_unused resolves the candidate's symlinks but not "
-                   "the in-use paths: a file a domain uses through a symlink is deleted")
 def test_a_file_a_domain_uses_through_a_symlink_is_kept(tmp_path):
     real = file_with(tmp_path / "real.qcow2", b"data")
     link = tmp_path / "vm1.qcow2"

@@ -391,9 +391,6 @@ async def test_prepare_that_cannot_create_a_disk_removes_the_ones_it_made(tmp_pa
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="agent/migration.py prepare(): refresh_pools() runs "
-                   "outside the try, so a libvirt failure there answers an error while the "
-                   "created disks stay behind, unknown to the coordinator")
 async def test_prepare_whose_pool_refresh_fails_leaves_no_disk_behind(tmp_path):
     async with agent(host(fail={"refresh_pools": UNAVAILABLE})) as a:
         with pytest.raises(BatonError):

@@ -64,8 +64,6 @@ def test_the_source_is_intact_only_while_it_holds_the_vm_as_before(before, now, 
     assert intact == source_intact(before, now)
 
 
-@pytest.mark.xfail(strict=True, reason="coordinator/completion.py source_intact() compares "
-                   "state only: another domain of the same name (another UUID) counts as the VM")
 def test_a_domain_of_the_same_name_but_another_uuid_is_not_the_vm():
     other = msgspec.structs.replace(domain("vm1"), uuid="uuid-someone-else")
     assert False is source_intact(domain("vm1"), other)
