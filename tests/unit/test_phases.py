@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from baton.coordinator.phases import MOVES, IllegalMove, PhaseTracker, is_terminal, moved
+from baton.coordinator.phases import MOVES, IllegalMove, PhaseTracker, is_terminal, moved, phase_event
 from baton.schemas.codec import decode_any
 from baton.schemas.migration import MigrateRequest, MigrationRecord, Phase, PhaseEvent, StorageMode
+from baton.schemas.storage import StorageMoveRecord, StorageMoveRequest, StoragePhaseEvent
 from baton.schemas.subjects import Subjects
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -97,3 +98,40 @@ async def test_a_publish_failure_does_not_stop_the_transition():
     phases = PhaseTracker(record(), Subjects(), broken, Clock())
     assert await phases.transition(Phase.CHECKING)
     assert Phase.CHECKING == phases.phase
+
+
+def test_an_illegal_move_names_both_phases():
+    with pytest.raises(IllegalMove) as caught:
+        moved(record(Phase.PENDING), Phase.MIGRATING, T0)
+    assert "pending -> migrating is not an allowed move" == str(caught.value)
+
+
+def storage_record(phase: Phase = Phase.PENDING) -> StorageMoveRecord:
+    return StorageMoveRecord(migration_id="s1", vm="vm1", host="h1", destination_pool="fast",
+                             phase=phase, request=StorageMoveRequest(vm="vm1", destination_pool="fast"),
+                             created_at=T0, updated_at=T0)
+
+
+def test_a_disk_move_publishes_its_own_event_kind_with_previous_phase_and_reason():
+    event = phase_event(moved(storage_record(), Phase.CHECKING, T0), Phase.PENDING, "go")
+    assert (StoragePhaseEvent, Phase.CHECKING, Phase.PENDING, "go", "s1") == (
+        type(event), event.phase, event.previous, event.reason, event.record.migration_id)
+
+
+async def test_announce_says_the_job_was_accepted():
+    phases, sent = tracker()
+    await phases.announce()
+    assert "accepted" == decode_any(sent[0][1], PhaseEvent).reason
+
+
+async def test_a_transition_without_a_reason_publishes_an_empty_one():
+    phases, sent = tracker()
+    await phases.transition(Phase.CHECKING)
+    assert "" == decode_any(sent[0][1], PhaseEvent).reason
+
+
+def test_update_changes_fields_and_stamps_the_time_but_not_the_phase():
+    phases, _ = tracker(Phase.MIGRATING)
+    updated = phases.update(bandwidth_mib_s=64)
+    assert (64, T0 + timedelta(seconds=1), Phase.MIGRATING) == (
+        updated.bandwidth_mib_s, updated.updated_at, phases.phase)
