@@ -17,6 +17,7 @@ def start(**options) -> StartRequest:
 
 def test_default_live_move_is_peer_to_peer_persistent_and_undefines_the_source():
     plan = plan_migration(start(), domain_active=True)
+    assert "qemu+tcp://10.77.0.2/system" == plan.destination_uri
     assert {F.LIVE, F.PEER2PEER, F.PERSIST_DEST, F.UNDEFINE_SOURCE} == plan.flags
     assert {"migrate_uri": "tcp://10.77.0.2"} == plan.params
 
@@ -49,3 +50,25 @@ def test_impossible_combinations_for_a_shut_off_domain_are_refused(options, code
     with pytest.raises(BatonError) as caught:
         plan_migration(start(**options), domain_active=False)
     assert code == caught.value.code
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({}, "g1 is not running: a live migration needs a running guest; ask for an offline "
+         "migration (live=false, `baton migrate --offline`)"),
+    ({"live": False, "persistent": False}, "an offline migration moves the definition only: it "
+                                           "must be persistent on the destination"),
+    ({"live": False, "copy_disks": ["vda"]}, "libvirt cannot copy disks of a shut-off domain; use "
+                                             "shared storage, or start the VM and migrate it live "
+                                             "with copy"),
+], ids=["live", "transient", "copy"])
+def test_a_refused_offline_plan_tells_the_operator_what_to_ask_for_instead(options, message):
+    with pytest.raises(BatonError) as caught:
+        plan_migration(start(**options), domain_active=False)
+    assert message == caught.value.message
+
+
+def test_auto_converge_throttle_figures_are_not_passed_without_auto_converge():
+    plan = plan_migration(start(auto_converge_initial_pct=20, auto_converge_increment_pct=10),
+                          domain_active=True)
+    assert (False, {"migrate_uri": "tcp://10.77.0.2"}) == (F.AUTO_CONVERGE in plan.flags,
+                                                           plan.params)

@@ -19,18 +19,27 @@ from pathlib import Path
 import pytest
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
-from baton.agent.storage_move import StorageMoveManager, start_problems
+from baton.agent.storage_move import (
+    StorageMoveManager,
+    path_problems,
+    progress_stats,
+    start_problems,
+)
 from baton.schemas.agent import DiskInfo, DomainInfo, DomainState
 from baton.schemas.base import utc_now
 from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.events import BlockJobEvent, BlockJobStatus
-from baton.schemas.migration import Ack
+from baton.schemas.events import BlockJobEvent, BlockJobStatus, JobStats
+from baton.schemas.migration import Ack, SourceProgress
 from baton.schemas.storage import (
     AgentStorageAbortRequest,
+    AgentStorageMoveReply,
     AgentStorageMoveRequest,
     DiskMove,
+    DiskOutcome,
     StorageMoveFinished,
+    StorageStage,
+    StorageStageEvent,
 )
 from baton.schemas.subjects import MigrationEvent, Subjects
 from tests.support.images import MIB, corrupt, make_image, needs_qemu_img
@@ -43,12 +52,12 @@ NO_JOB = BatonError(ErrorCode.HYPERVISOR, "block job abort of vm1: invalid argum
 
 
 def domain(name: str, paths: dict[str, str], state: DomainState = DomainState.RUNNING,
-           ) -> DomainInfo:
+           disk_format: str | None = "qcow2") -> DomainInfo:
     return DomainInfo(
         name=name, uuid=f"uuid-{name}", state=state, active=state != DomainState.SHUTOFF,
         persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1,
         disks=[DiskInfo(target=t, device="disk", source_type="file", source_path=p,
-                        format="qcow2", capacity_bytes=SIZE) for t, p in paths.items()])
+                        format=disk_format, capacity_bytes=SIZE) for t, p in paths.items()])
 
 
 @dataclass
@@ -56,13 +65,15 @@ class Libvirt:
     """libvirt's block-copy API as the agent sees it, for ``vm1`` on one host."""
 
     live: dict[str, str]  # target -> the file the running VM uses
+    state: DomainState = DomainState.RUNNING
     saved: dict[str, str] = field(default_factory=dict)  # target -> the saved definition's file
     others: list[DomainInfo] = field(default_factory=list)  # other domains on the host
     copy_as: str = "qcow2"  # what block_copy writes: qcow2 | raw | small | corrupt
-    fail_copy: dict[str, BatonError] = field(default_factory=dict)
+    fail_copy: dict[str, Exception] = field(default_factory=dict)
     jobs: set[str] = field(default_factory=set)  # targets with a block job running
     figures_in_sync: set[str] = field(default_factory=set)  # cur == end in the job's figures
     mirror_ready: set[str] = field(default_factory=set)  # <mirror ready='yes'> in the live XML
+    figures: dict[str, tuple[int, int]] = field(default_factory=dict)  # target -> (cur, end)
     pivot_lands: bool = True  # the pivot switches the live definition to the copy
     saved_follows_pivot: bool = True  # libvirt 9.0 rewrites the saved definition on pivot
     define_takes: bool = True  # define_disk_source changes the saved definition
@@ -75,13 +86,19 @@ class Libvirt:
         self.saved = self.saved or dict(self.live)
 
     async def domains(self, names, include_cpu_xml):
-        every = [domain("vm1", self.live), *self.others]
+        every = [domain("vm1", self.live, self.state), *self.others]
         return [d for d in every if names is None or d.name in names]
 
     async def refresh_pools(self) -> None:
         pass
 
+    @staticmethod
+    def _lookup(vm: str) -> None:
+        if vm != "vm1":  # libvirt's lookup of a name it does not know
+            raise BatonError(ErrorCode.NOT_FOUND, f"Domain not found: no domain with name '{vm}'")
+
     async def block_copy(self, vm, target, destination_xml, bandwidth_bytes_s) -> None:
+        self._lookup(vm)
         self.calls.append(("copy", target))
         if target in self.fail_copy:
             raise self.fail_copy[target]
@@ -101,12 +118,15 @@ class Libvirt:
             make_image(path, SIZE)
 
     async def block_job_progress(self, vm, target):
+        self._lookup(vm)
         if target not in self.jobs:
             return None
         cur = SIZE if target in self.figures_in_sync else SIZE // 2
-        return BlockJobProgress(cur_bytes=cur, end_bytes=SIZE, bandwidth_mib_s=0)
+        cur, end = self.figures.get(target, (cur, SIZE))
+        return BlockJobProgress(cur_bytes=cur, end_bytes=end, bandwidth_mib_s=0)
 
     async def block_job_abort(self, vm, target, pivot) -> None:
+        self._lookup(vm)
         self.calls.append(("pivot" if pivot else "cancel", target))
         if target not in self.jobs:
             raise NO_JOB
@@ -122,10 +142,12 @@ class Libvirt:
                 self.saved[target] = self.copies[target]
 
     async def disk_sources(self, vm, target):
+        self._lookup(vm)
         return DiskSources(live=self.live.get(target), persistent=self.saved.get(target),
                            mirror_ready=target in self.mirror_ready)
 
     async def define_disk_source(self, vm, target, path) -> None:
+        self._lookup(vm)
         self.calls.append(("define", target))
         if self.define_takes:
             self.saved[target] = path
@@ -176,11 +198,17 @@ class Move:
         self.finished: asyncio.Future[StorageMoveFinished] = (
             asyncio.get_running_loop().create_future())
         self.reports: asyncio.Queue[None] = asyncio.Queue()
+        self.reply: AgentStorageMoveReply | None = None
+        self.stages: list[StorageStageEvent] = []
+        self.progress: list[SourceProgress] = []
 
     async def publish(self, subject: str, body: bytes) -> None:
         if subject == S.migration("m1", MigrationEvent.STORAGE_FINISHED):
             self.finished.set_result(decode_any(body, StorageMoveFinished))
+        elif subject == S.migration("m1", MigrationEvent.STORAGE_STAGE):
+            self.stages.append(decode_any(body, StorageStageEvent))
         elif subject == S.migration("m1", MigrationEvent.SOURCE_PROGRESS):
+            self.progress.append(decode_any(body, SourceProgress))
             self.reports.put_nowait(None)
 
     async def checked_once_more(self) -> None:
@@ -208,7 +236,7 @@ async def moving(libvirt: Libvirt, request: AgentStorageMoveRequest,
     move = Move()
     async with asyncio.timeout(within_s), asyncio.TaskGroup() as tasks:
         move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks)
-        await move.manager.start(request)
+        move.reply = await move.manager.start(request)
         await move.reports.get()  # the copies run and the move waits for them to be in sync
         yield move
         await move.finished
@@ -256,10 +284,13 @@ async def test_a_missed_ready_event_is_made_up_for_by_the_job_figures_and_the_li
 async def test_an_abort_before_the_pivot_cancels_the_copy_and_removes_it(pools):
     libvirt = pools.libvirt()
     async with moving(libvirt, pools.request()) as move:
-        await move.abort()
+        ack = await move.abort()
     done = move.finished.result()
-    assert (True, False, True) == (done.aborted, done.disks[0].pivoted,
-                                   done.disks[0].copy_removed)
+    assert "abort requested; the outcome follows as storage.finished" == ack.detail
+    assert (True, ErrorCode.CONFLICT, "aborted before the pivot: the VM keeps its old files and "
+            "the partial copies were removed") == (done.aborted, done.error.code,
+                                                   done.error.message)
+    assert [DiskOutcome(target="vda", path=str(pools.old["vda"]), copy_removed=True)] == done.disks
     assert (["vda"], [], (True, False)) == (libvirt.acts("cancel"), libvirt.acts("pivot"),
                                             pools.exist())
 
@@ -274,7 +305,8 @@ async def test_an_abort_once_the_pivot_has_begun_is_refused_and_the_move_complet
         libvirt.hold_pivot.set()
     assert (ErrorCode.CONFLICT, None, (False, True)) == (
         caught.value.code, move.finished.result().error, pools.exist())
-    assert [] == libvirt.acts("cancel")
+    assert ("the copies are in sync and the VM is being switched to them; the move can no longer "
+            "be aborted", []) == (caught.value.message, libvirt.acts("cancel"))
 
 
 async def test_an_abort_naming_another_vm_is_refused_and_the_move_goes_on(pools):
@@ -285,6 +317,7 @@ async def test_an_abort_naming_another_vm_is_refused_and_the_move_goes_on(pools)
         move.ready()
     assert (ErrorCode.NOT_FOUND, None, [], (False, True)) == (
         caught.value.code, move.finished.result().error, libvirt.acts("cancel"), pools.exist())
+    assert "no storage move m1 of vm2 runs on this host" == caught.value.message
 
 
 # --- a copy that ends early -------------------------------------------------------------------
@@ -307,8 +340,10 @@ async def test_a_copy_that_fails_before_the_pivot_is_cancelled_and_removed(pools
     async with moving(libvirt, pools.request(), within_s=5) as move:
         move.block_job(BlockJobStatus.FAILED)
     done = move.finished.result()
-    assert (ErrorCode.HYPERVISOR, False, True) == (done.error.code, done.disks[0].pivoted,
-                                                   done.disks[0].copy_removed)
+    assert (ErrorCode.HYPERVISOR, False, False, True) == (
+        done.error.code, done.aborted, done.disks[0].pivoted, done.disks[0].copy_removed)
+    assert ("the copy of vda ended (failed) before the pivot; the VM keeps its old files"
+            == done.error.message)
     assert (["vda"], [], (True, False)) == (libvirt.acts("cancel"), libvirt.acts("pivot"),
                                             pools.exist())
 
@@ -318,8 +353,8 @@ async def test_a_copy_job_that_vanished_fails_the_move_and_removes_the_copy(pool
     async with moving(libvirt, pools.request()) as move:
         libvirt.jobs.clear()  # someone else cancelled it, and its event went missing
     done = move.finished.result()
-    assert (ErrorCode.HYPERVISOR, True) == (done.error.code, "its job disappeared"
-                                            in done.error.message)
+    assert (ErrorCode.HYPERVISOR, "the copy of vda ended (its job disappeared) before the pivot; "
+            "the VM keeps its old files") == (done.error.code, done.error.message)
     assert ([], (True, False)) == (libvirt.acts("pivot"), pools.exist())
 
 
@@ -470,3 +505,152 @@ async def test_a_disk_already_switched_to_its_copy_is_left_alone_even_with_a_job
     ack = await abort_forgotten(libvirt, forgotten(pools))
     assert ([], (True, True), True) == (libvirt.acts("cancel"), pools.exist(),
                                         "left ['vda'] (already switched)" in ack.detail)
+
+
+# --- what the move tells the coordinator on the way --------------------------------------------
+
+
+async def test_a_move_answers_with_its_id_and_publishes_copying_ready_and_pivoted_in_order(
+        two_disks):
+    libvirt = two_disks.libvirt()
+    async with moving(libvirt, two_disks.request()) as move:
+        move.ready("vda", "vdb")
+    assert AgentStorageMoveReply(migration_id="m1") == move.reply
+    assert [("m1", "h1", StorageStage.COPYING, "copying vda, vdb"),
+            ("m1", "h1", StorageStage.READY, "copies in sync; pivoting"),
+            ("m1", "h1", StorageStage.PIVOTED, "the VM uses the new files")] == [
+        (e.migration_id, e.host_id, e.stage, e.detail) for e in move.stages]
+
+
+async def test_progress_adds_up_every_disks_figures_and_the_outcome_carries_the_last_report(
+        two_disks):
+    libvirt = two_disks.libvirt()
+    async with moving(libvirt, two_disks.request()) as move:
+        move.ready("vda", "vdb")
+    first, last = move.progress[0], move.progress[-1]
+    assert ("m1", "h1", "block_copy", 2 * SIZE, SIZE, SIZE) == (
+        first.migration_id, first.host_id, first.stats.operation, first.stats.disk_total_bytes,
+        first.stats.disk_processed_bytes, first.stats.disk_remaining_bytes)
+    assert last.stats == move.finished.result().stats
+    assert 0 <= last.stats.time_elapsed_ms <= 10_000  # since the copy started, within the test
+
+
+async def test_a_vanished_job_still_lets_the_other_disks_figures_be_reported(two_disks):
+    libvirt = two_disks.libvirt()
+    async with moving(libvirt, two_disks.request()) as move:
+        libvirt.jobs.discard("vda")
+    done = move.finished.result()
+    assert (SIZE, SIZE // 2) == (done.stats.disk_total_bytes, done.stats.disk_processed_bytes)
+    assert (["vda", "vdb"], ((True, False), (True, False))) == (
+        libvirt.acts("cancel"), (two_disks.exist("vda"), two_disks.exist("vdb")))
+
+
+@pytest.mark.parametrize(("figures", "pivoted"), [((0, 0), False), ((1, 1), True)],
+                         ids=["no-bytes-yet", "every-byte"])
+async def test_job_figures_count_as_in_sync_only_once_there_are_bytes_and_all_are_copied(
+        pools, figures, pivoted):
+    libvirt = pools.libvirt(figures={"vda": figures}, mirror_ready={"vda"})
+    async with moving(libvirt, pools.request()) as move:
+        if not pivoted:
+            await move.checked_once_more()
+            await move.abort()
+    assert (["vda"] if pivoted else [], not pivoted) == (libvirt.acts("pivot"),
+                                                         move.finished.result().aborted)
+
+
+async def test_a_bug_during_the_move_is_reported_as_internal_and_the_copy_is_removed(two_disks):
+    libvirt = two_disks.libvirt(fail_copy={"vdb": RuntimeError("a bug")})
+    move = Move()
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tasks:
+        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks)
+        await move.manager.start(two_disks.request())
+        done = await move.finished
+    assert (ErrorCode.INTERNAL, "the agent failed while moving the disks; its log has the "
+            "details", False) == (done.error.code, done.error.message, done.aborted)
+    assert (["vda"], (True, False)) == (libvirt.acts("cancel"), two_disks.exist("vda"))
+
+
+# --- refusing to start, in detail ----------------------------------------------------------------
+
+
+async def start_refused(libvirt: Libvirt, request: AgentStorageMoveRequest) -> BatonError:
+    async with asyncio.TaskGroup() as tasks:
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks)
+        with pytest.raises(BatonError) as caught:
+            await manager.start(request)
+    return caught.value
+
+
+async def test_a_request_without_disks_is_a_bad_request(pools):
+    request = AgentStorageMoveRequest(migration_id="m1", vm="vm1", disks=[])
+    error = await start_refused(pools.libvirt(), request)
+    assert (ErrorCode.BAD_REQUEST, "no disks to move") == (error.code, error.message)
+
+
+async def test_every_problem_with_the_vm_and_the_destination_is_named_in_one_refusal(pools):
+    pools.new["vda"].write_bytes(b"somebody's data")
+    error = await start_refused(pools.libvirt(state=DomainState.SHUTOFF), pools.request())
+    assert (ErrorCode.PRECONDITION_FAILED, f"vm1 is shutoff: a block copy needs a running VM; "
+            f"{pools.new['vda']} already exists; refusing to overwrite it") == (
+        error.code, error.message)
+
+
+async def test_a_vm_that_is_not_running_is_refused_even_when_the_destination_is_free(pools):
+    error = await start_refused(pools.libvirt(state=DomainState.SHUTOFF), pools.request())
+    assert (ErrorCode.PRECONDITION_FAILED, "vm1 is shutoff: a block copy needs a running VM") == (
+        error.code, error.message)
+
+
+async def test_a_second_move_of_the_same_id_or_the_same_vm_is_refused_while_one_runs(pools):
+    libvirt = pools.libvirt()
+    other_vm = AgentStorageMoveRequest(migration_id="m1", vm="vm2", disks=pools.request().disks)
+    other_id = AgentStorageMoveRequest(migration_id="m2", vm="vm1", disks=pools.request().disks)
+    async with moving(libvirt, pools.request()) as move:
+        refusals = []
+        for request in (other_vm, other_id):
+            with pytest.raises(BatonError) as caught:
+                await move.manager.start(request)
+            refusals.append((caught.value.code, caught.value.message))
+        move.ready()
+    assert [(ErrorCode.CONFLICT, "storage move m1 already runs"),
+            (ErrorCode.CONFLICT, "vm1 is already moving its disks")] == refusals
+    assert (["vda"], None) == (libvirt.acts("copy"), move.finished.result().error)
+
+
+def test_a_destination_directory_that_does_not_exist_is_named(tmp_path):
+    missing = tmp_path / "nowhere" / "vm1.qcow2"
+    moves = [DiskMove(target="vda", source_path="/slow/vm1.qcow2",
+                      destination_path=str(missing), format="qcow2")]
+    assert [f"directory {tmp_path / 'nowhere'} does not exist"] == path_problems(moves)
+
+
+def test_a_disk_without_a_format_in_its_definition_counts_as_raw():
+    request = AgentStorageMoveRequest(migration_id="m1", vm="vm1", disks=[DiskMove(
+        target="vda", source_path="/slow/vm1.img", destination_path="/fast/vm1.img",
+        format="raw")])
+    assert [] == start_problems(request, domain("vm1", {"vda": "/slow/vm1.img"},
+                                                disk_format=None))
+
+
+@pytest.mark.parametrize(("copied", "total", "elapsed_s", "rate", "remaining"), [
+    (30 * MIB, 100 * MIB, 10, 3 * MIB, 70 * MIB),
+    (4 * MIB, 4 * MIB, 0.5, 8 * MIB, 0),  # under a second: the rate is still worked out
+    (0, 0, 0, 0, 0),  # nothing elapsed yet: no rate rather than a division by zero
+])
+def test_progress_figures_are_the_copies_bytes_and_their_average_rate(
+        copied, total, elapsed_s, rate, remaining):
+    assert JobStats(operation="block_copy", time_elapsed_ms=int(elapsed_s * 1000),
+                    data_total_bytes=total, data_processed_bytes=copied,
+                    data_remaining_bytes=remaining, disk_total_bytes=total,
+                    disk_processed_bytes=copied, disk_remaining_bytes=remaining,
+                    disk_bps=rate) == progress_stats(copied, total, elapsed_s)
+
+
+async def test_an_abort_naming_no_disks_for_a_move_this_agent_does_not_run_is_not_found(pools):
+    libvirt = pools.libvirt()
+    async with asyncio.TaskGroup() as tasks:
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks)
+        with pytest.raises(BatonError) as caught:
+            await manager.abort(AgentStorageAbortRequest(migration_id="m1", vm="vm1"))
+    assert (ErrorCode.NOT_FOUND, "no storage move m1 runs on this host", []) == (
+        caught.value.code, caught.value.message, libvirt.calls)
