@@ -5,7 +5,10 @@ before a delete, the refusal to create over an existing file, and the verificati
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,115 @@ async def test_leaked_clusters_alone_pass_the_check(tmp_path):
 @needs_qemu_img
 async def test_a_raw_image_has_no_metadata_to_check(tmp_path):
     assert None is await disks.check_image(str(file_with(tmp_path / "a.raw", b"\0" * 512)), "raw")
+
+
+# --- what an operator reads, and every path of a list handled --------------------------------
+
+
+def test_a_used_file_first_in_the_list_does_not_stop_the_unused_ones_after_it(tmp_path):
+    used = file_with(tmp_path / "used.qcow2", b"a")
+    free = file_with(tmp_path / "free.qcow2", b"b")
+    deleted, kept, _ = disks.delete_unused([str(used), str(free)], {str(used)})
+    assert ([str(free)], [str(used)], False) == (deleted, kept, free.exists())
+
+
+def test_a_file_already_gone_first_in_the_list_does_not_stop_the_ones_after_it(tmp_path):
+    gone = str(tmp_path / "gone.qcow2")
+    free = file_with(tmp_path / "free.qcow2", b"b")
+    deleted, kept, _ = disks.delete_unused([gone, str(free)], set())
+    assert ([str(free)], [gone], False) == (deleted, kept, free.exists())
+
+
+def test_a_path_that_cannot_be_unlinked_first_does_not_stop_the_ones_after_it(tmp_path):
+    directory = tmp_path / "dir.qcow2"
+    directory.mkdir()
+    free = file_with(tmp_path / "free.qcow2", b"b")
+    deleted, kept, _ = disks.delete_unused([str(directory), str(free)], set())
+    assert ([str(free)], [str(directory)], False) == (deleted, kept, free.exists())
+
+
+async def test_a_refused_disk_path_says_why_in_the_error_message(tmp_path):
+    existing = file_with(tmp_path / "vm1.qcow2", b"data")
+    messages = []
+    for path in ("relative/vm1.qcow2", str(existing), "/nonexistent-baton-dir/vm1.qcow2"):
+        with pytest.raises(BatonError) as caught:
+            await disks.create_disk(DiskPlan(target="vda", path=path, format="qcow2",
+                                             capacity_bytes=MIB))
+        messages.append(caught.value.message)
+    assert ["disk path must be absolute: relative/vm1.qcow2",
+            f"{existing} already exists on this host; refusing to overwrite it (remove it or "
+            "pick another destination)",
+            "directory /nonexistent-baton-dir does not exist on this host"] == messages
+
+
+@needs_qemu_img
+async def test_a_failed_qemu_img_create_is_a_hypervisor_error_with_qemu_imgs_message(tmp_path):
+    path = tmp_path / "vm1.img"
+    with pytest.raises(BatonError) as caught:
+        await disks.create_disk(DiskPlan(target="vda", path=str(path), format="nonsense",
+                                         capacity_bytes=MIB))
+    assert (ErrorCode.HYPERVISOR, f"qemu-img create {path} failed: qemu-img: {path}: Unknown "
+            "file format 'nonsense'", False) == (caught.value.code, caught.value.message,
+                                                 path.exists())
+
+
+@needs_qemu_img
+async def test_image_info_of_a_missing_file_says_which_file_and_qemu_imgs_reason(tmp_path):
+    missing = tmp_path / "missing.qcow2"
+    with pytest.raises(BatonError) as caught:
+        await disks.image_info(str(missing))
+    assert caught.value.message.startswith(f"qemu-img info {missing} failed: qemu-img: ")
+    assert "No such file or directory" in caught.value.message
+
+
+@needs_qemu_img
+async def test_qemu_img_not_answering_in_time_is_a_timeout_naming_the_command(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(disks, "QEMU_IMG_TIMEOUT_S", 0)
+    with pytest.raises(BatonError) as caught:
+        await disks.image_info(str(make_image(tmp_path / "a.qcow2")))
+    assert (ErrorCode.TIMEOUT, "qemu-img info took too long") == (caught.value.code,
+                                                                   caught.value.message)
+
+
+@contextlib.contextmanager
+def in_use_by_qemu(path: Path) -> Iterator[Path]:
+    """``path`` opened read-write by a QEMU process (qemu-io), which locks it as a running VM
+    does, until the block ends."""
+    proc = subprocess.Popen(["qemu-io", "-f", "qcow2", str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        while b"qemu-io> " not in seen:  # the prompt: the image is open and locked
+            chunk = proc.stdout.read1(256)
+            assert chunk, seen
+            seen += chunk
+        yield path
+    finally:
+        proc.communicate(b"quit\n")
+
+
+@needs_qemu_img
+@needs_qemu_io
+async def test_an_image_a_running_qemu_holds_is_still_read_and_checked(tmp_path):
+    with in_use_by_qemu(make_image(tmp_path / "a.qcow2", size=8 * MIB)) as path:
+        info = await disks.image_info(str(path))
+        problem = await disks.check_image(str(path), "qcow2")
+    assert (("qcow2", 8 * MIB), None) == (info, problem)
+
+
+def with_data(path: Path) -> Path:
+    subprocess.run(["qemu-io", "-c", "write 0 2M", str(path)], check=True, capture_output=True)
+    return path
+
+
+@needs_qemu_img
+@needs_qemu_io
+async def test_a_check_failure_quotes_qemu_imgs_report_cut_to_500_characters(tmp_path):
+    path = with_data(make_image(tmp_path / "a.qcow2", size=8 * MIB))  # many clusters to report
+    problem = await disks.check_image(str(corrupt(path)), "qcow2")
+    prefix = f"qemu-img check {path} exited 2: "
+    assert problem is not None
+    assert (True, 500) == (problem.startswith(prefix + "ERROR cluster 0 refcount=0 reference=1"),
+                           len(problem) - len(prefix))

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from baton.agent import migration
 from baton.agent.migration import MigrationManager
-from baton.agent.migration_plan import MigrationPlan
+from baton.agent.migration_plan import MigrationFlag, MigrationPlan
 from baton.schemas.agent import DiskInfo, DomainInfo, DomainState
 from baton.schemas.base import utc_now
 from baton.schemas.codec import decode_any
@@ -71,6 +72,7 @@ class Hypervisor:
     job_stats_failures: list[BatonError] = field(default_factory=list)  # raised first, in order
     stats: JobStats | None = None
     calls: list[tuple[str, object]] = field(default_factory=list)
+    plans: list[MigrationPlan] = field(default_factory=list)  # what migrate was asked to do
     outcome: asyncio.Future[BaseException | None] | None = None
     migrating: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -93,6 +95,7 @@ class Hypervisor:
 
     async def migrate(self, vm: str, plan: MigrationPlan) -> None:
         self._call("migrate", vm)
+        self.plans.append(plan)
         self.outcome = asyncio.get_running_loop().create_future()
         self.migrating.set()
         try:
@@ -461,3 +464,115 @@ async def test_cleanup_that_cannot_list_the_domains_deletes_no_file(tmp_path, fa
         with pytest.raises(BatonError) as caught:
             await a.manager.cleanup(cleanup(disk))
     assert (failure.code, True) == (caught.value.code, disk.exists())
+
+
+# --- what the caller is answered and what the operator's log records ---------------------------
+
+
+def logged(logs: list[dict], *events: str) -> list[dict]:
+    return [entry for entry in logs if entry["event"] in events]
+
+
+async def test_start_answers_with_the_migration_id_and_asks_libvirt_for_the_planned_move():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        reply = await a.manager.start(StartRequest(
+            migration_id="m1", vm="vm1", destination_uri="qemu+tcp://h2/system",
+            progress_interval_ms=100, max_downtime_ms=300))
+        await a.outcome(None)
+    [plan] = hv.plans
+    assert ("m1", "qemu+tcp://h2/system", 300, True) == (
+        reply.migration_id, plan.destination_uri, plan.max_downtime_ms,
+        MigrationFlag.LIVE in plan.flags)
+
+
+async def test_a_migrations_start_and_failure_are_logged_with_libvirts_message():
+    hv = host(domain("vm1"))
+    with capture_logs() as logs:
+        async with agent(hv) as a:
+            await a.start()
+            await a.outcome(HYPERVISOR)
+    [plan] = hv.plans
+    assert [{"event": "migration_started", "log_level": "info", "migration_id": "m1",
+             "vm": "vm1", "destination": "qemu+tcp://h2/system", "flags": sorted(plan.flags)},
+            {"event": "migration_finished", "log_level": "info", "migration_id": "m1",
+             "vm": "vm1", "ok": False, "aborted": False, "error": HYPERVISOR.message},
+            ] == logged(logs, "migration_started", "migration_finished")
+
+
+async def test_a_successful_migration_is_logged_ok_without_an_error():
+    with capture_logs() as logs:
+        async with agent(host(domain("vm1"))) as a:
+            await a.start()
+            await a.outcome(None)
+    assert [{"event": "migration_finished", "log_level": "info", "migration_id": "m1",
+             "vm": "vm1", "ok": True, "aborted": False, "error": None},
+            ] == logged(logs, "migration_finished")
+
+
+async def test_an_unexpected_exception_is_logged_with_its_traceback_and_answered_generically():
+    with capture_logs() as logs:
+        async with agent(host(domain("vm1"))) as a:
+            await a.start()
+            finished = await a.outcome(RuntimeError("secret detail"))
+    assert "the agent failed while migrating; its log has the details" == finished.error.message
+    assert [{"event": "migration_task_failed", "log_level": "error", "migration_id": "m1",
+             "exc_info": True}] == logged(logs, "migration_task_failed")
+
+
+async def test_progress_reads_the_migrating_vms_job_and_logs_a_failed_read_at_debug():
+    hv = host(domain("vm1"), domain("vm2"),
+              stats=JobStats(operation="migration_out", data_total_bytes=10),
+              job_stats_failures=[UNAVAILABLE])
+    with capture_logs() as logs:
+        async with agent(hv) as a:
+            await a.start()
+            await a.progress.get()
+            await a.outcome(None)
+    assert {"vm1"} == set(hv.called("job_stats"))
+    assert [{"event": "migration_progress_unavailable", "log_level": "debug",
+             "error": UNAVAILABLE.message}] == logged(logs, "migration_progress_unavailable")
+
+
+async def test_speed_and_abort_say_what_they_did_and_why_a_stranger_is_refused():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        speed = await a.manager.speed(SpeedRequest(migration_id="m1", vm="vm1",
+                                                   bandwidth_mib_s=5))
+        with pytest.raises(BatonError) as caught:
+            await a.manager.abort(AgentAbortRequest(migration_id="m9", vm="vm1"))
+        abort = await a.manager.abort(AgentAbortRequest(migration_id="m1", vm="vm1"))
+        await a.outcome(None)
+    assert ("bandwidth set to 5 MiB/s", "abort requested; the outcome follows as source.finished",
+            "no migration m9 of vm1 runs on this host") == (speed.detail, abort.detail,
+                                                            caught.value.message)
+
+
+@needs_qemu_img
+async def test_prepare_logs_the_disks_it_created(tmp_path):
+    with capture_logs() as logs:
+        async with agent(host()) as a:
+            await a.manager.prepare(plans(tmp_path / "a.qcow2"))
+    assert [{"event": "migration_prepared", "log_level": "info", "migration_id": "m1",
+             "created": [str(tmp_path / "a.qcow2")]}] == logged(logs, "migration_prepared")
+
+
+async def test_cleanup_logs_what_it_removed_deleted_and_kept(tmp_path):
+    mine, shared = files(tmp_path, "vm1.qcow2", "shared.qcow2")
+    hv = host(domain("vm1", (str(mine),)), domain("vm2", (str(shared),)))
+    with capture_logs() as logs:
+        async with agent(hv) as a:
+            await a.manager.cleanup(cleanup(mine, shared, remove_domain=True))
+    assert [{"event": "migration_cleanup", "log_level": "info", "migration_id": "m1",
+             "vm": "vm1", "domain_removed": True, "deleted": [str(mine)],
+             "kept": [str(shared)]}] == logged(logs, "migration_cleanup")
+
+
+async def test_cleanup_gives_every_kept_files_reason_separated_by_semicolons(tmp_path):
+    shared = files(tmp_path, "shared.qcow2")[0]
+    gone = tmp_path / "gone.qcow2"
+    async with agent(host(domain("vm2", (str(shared),)))) as a:
+        reply = await a.manager.cleanup(cleanup(shared, gone))
+    assert (f"{shared} is still used by a domain on this host; {gone} was already gone"
+            == reply.detail)
