@@ -14,7 +14,6 @@ holds vm3 (for a CPU comparison of a domain on another host).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -115,15 +114,9 @@ async def fake(nats_url: str, nc: Client, _tmp_path: Path,
         h1.add_domain(info)
     h2.add_domain(domain("vm3"))
     h1.script = h2.script = Script(outcome=outcome)
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(mesh.serve(nats_url, ready, stop))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
+    async with mesh.serving(nats_url):
         yield Implementation(nc, HOST, h2.caps_reply.migration_uri, IMAGES, FAST, SHARED,
                              partial(mesh.storage.add, HOST))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 # --- canned -------------------------------------------------------------------------------------

@@ -35,12 +35,8 @@ async def mesh(nats_server) -> AsyncIterator[Mesh]:
     h1.add_domain(domain("vm1"))
     h1.add_domain(domain("vmshared", directory=SHARED))
     h1.add_domain(domain("vmoff", state=DomainState.SHUTOFF))
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(mesh.serve(nats_server.url, ready, stop))
-    await asyncio.wait_for(ready.wait(), 10)
-    yield mesh
-    stop.set()
-    await asyncio.wait_for(task, 10)
+    async with mesh.serving(nats_server.url):
+        yield mesh
 
 
 @pytest.fixture

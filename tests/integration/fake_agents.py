@@ -17,7 +17,8 @@ filesystem with :class:`tests.integration.fake_storage.HostFiles`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -465,6 +466,18 @@ class Mesh:
 
     def by_uri(self, uri: str) -> FakeAgent:
         return next(a for a in self.agents.values() if a.caps_reply.migration_uri == uri)
+
+    @contextlib.asynccontextmanager
+    async def serving(self, url: str) -> AsyncIterator[Mesh]:
+        """Serve on ``url`` for the body of the ``async with``, then stop as :meth:`serve` does."""
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(self.serve(url, ready, stop))
+        await asyncio.wait_for(ready.wait(), 10)
+        try:
+            yield self
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
 
     async def serve(self, url: str, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """Serve until ``stop``; then take no new request, cancel what runs, and disconnect (in

@@ -236,12 +236,8 @@ async def mesh(nats_server) -> AsyncIterator[Mesh]:
     mesh["h1"].add_domain(domain("vmshared", directory=SHARED))
     for agent in mesh.agents.values():
         agent.script = QUICK
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(mesh.serve(nats_server.url, ready, stop))
-    await asyncio.wait_for(ready.wait(), 10)
-    yield mesh
-    stop.set()
-    await asyncio.wait_for(task, 10)
+    async with mesh.serving(nats_server.url):
+        yield mesh
 
 
 @contextlib.asynccontextmanager
