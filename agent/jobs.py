@@ -55,7 +55,8 @@ class RunningJobs(Generic[JobT]):
             del self._running[migration_id]
 
     async def _send(self, migration_id: str, event: MigrationEvent, message: object) -> None:
-        await self._publish(self._subjects.migration(migration_id, event), encode(message))
+        await self._publish(self._subjects.agent_report(self._host_id, migration_id, event),
+                            encode(message))
 
     async def _send_progress(self, migration_id: str, stats: JobStats) -> None:
         await self._send(migration_id, MigrationEvent.SOURCE_PROGRESS, SourceProgress(

@@ -228,9 +228,9 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
                 self._on_lifecycle(event)
 
         return [
-            (subjects.migration(record.migration_id, MigrationEvent.SOURCE_PROGRESS),
-             self._progress_callback(pump)),
-            (subjects.migration(record.migration_id, self.FINISHED_EVENT),
+            (subjects.agent_report(record.source, record.migration_id,
+                                   MigrationEvent.SOURCE_PROGRESS), self._progress_callback(pump)),
+            (subjects.agent_report(record.source, record.migration_id, self.FINISHED_EVENT),
              self._finished_callback(pump)),
             (subjects.events(record.destination, record.vm, EventName.LIFECYCLE), on_lifecycle),
         ]

@@ -171,8 +171,8 @@ class StorageMoveRunner(JobRunner[StorageMoveRecord, StorageMoveFinished]):
                 self._stage = stage.stage
                 self._wake.set()
 
-        subject = self._deps.subjects.migration
-        return [(subject(migration_id, event), cb) for event, cb in (
+        report, host = self._deps.subjects.agent_report, self.record.host
+        return [(report(host, migration_id, event), cb) for event, cb in (
             (MigrationEvent.SOURCE_PROGRESS, self._progress_callback(pump)),
             (MigrationEvent.STORAGE_STAGE, on_stage),
             (self.FINISHED_EVENT, self._finished_callback(pump)))]

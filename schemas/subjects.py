@@ -5,8 +5,9 @@ Layout (``baton`` is the configurable prefix):
 - ``baton.agent.<host>.<endpoint>``          request/reply endpoints of one host's agent
 - ``baton.events.<host>.<vm>.<event>``       libvirt events of one VM on one host
 - ``baton.hosts.<host>.heartbeat``           periodic liveness of one host's agent
+- ``baton.hosts.<host>.jobs.<id>.<event>``   one agent's reports on a job it runs (progress, outcome)
 - ``baton.coordinator.<endpoint>``           the coordinator's public request/reply API
-- ``baton.migrations.<id>.<event>``          phases and progress of one migration
+- ``baton.migrations.<id>.<event>``          the coordinator's phases and progress of one migration
 - ``$SRV.PING|INFO|STATS[.baton-agent]``     NATS micro discovery (fixed by the micro protocol)
 
 VM names may hold characters that are not subject-safe; :func:`vm_token` encodes them
@@ -53,8 +54,11 @@ class CoordinatorEndpoint(StrEnum):
 
 
 class MigrationEvent(StrEnum):
+    # The coordinator's, on baton.migrations.<id>.<event> (Subjects.migration):
     PHASE = "phase"  # coordinator: every phase change, with the whole record
     PROGRESS = "progress"  # coordinator: figures at least once a second while data moves
+    # An agent's, on baton.hosts.<host>.jobs.<id>.<event> (Subjects.agent_report): under the
+    # host's own subtree, so NATS permissions let only that host's agent publish them.
     SOURCE_PROGRESS = "source.progress"  # source agent: raw job statistics
     SOURCE_FINISHED = "source.finished"  # source agent: the migrate call returned
     STORAGE_STAGE = "storage.stage"  # storage move's agent: copying, ready, pivoted
@@ -114,6 +118,11 @@ class Subjects:
 
     def heartbeats(self) -> str:
         return f"{self.prefix}.hosts.*.heartbeat"
+
+    def agent_report(self, host: str, migration_id: str, event: MigrationEvent) -> str:
+        """An agent's report on a job it runs: only ``host``'s agent may publish here."""
+        return (f"{self.prefix}.hosts.{_checked_host(host)}.jobs.{_checked_token(migration_id)}"
+                f".{event.value}")
 
     def coordinator(self, endpoint: CoordinatorEndpoint) -> str:
         return f"{self.prefix}.coordinator.{endpoint.value}"

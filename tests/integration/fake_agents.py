@@ -344,7 +344,7 @@ class FakeAgent:
 
     async def _publish_migration(self, request: Any, event: MigrationEvent,
                                  message: Any) -> None:
-        await self.nc.publish(self.mesh.subjects.migration(request.migration_id, event),
+        await self.nc.publish(self.mesh.subjects.agent_report(self.host, request.migration_id, event),
                               encode(message))
 
     # --- the scripted storage move ------------------------------------------------------------

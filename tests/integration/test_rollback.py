@@ -218,7 +218,8 @@ class Agent(FakeAgent):
             migration_id=request.migration_id, host_id=self.host, at=utc_now(), stage=stage))
 
     async def _emit(self, migration_id: str, event: MigrationEvent, message: Any) -> None:
-        await self.nc.publish(self.mesh.subjects.migration(migration_id, event), encode(message))
+        subject = self.mesh.subjects.agent_report(self.host, migration_id, event)
+        await self.nc.publish(subject, encode(message))
 
 
 VERIFY_FAILED = (f"qemu-img check {FAST}/vm1.qcow2 exited 2: 37 errors were found on the image; "

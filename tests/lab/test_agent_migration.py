@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats
 import pytest
 
+from baton.mesh import client
 from baton.schemas.codec import decode_any, decode_reply, encode
 from baton.schemas.events import LifecycleEvent, LifecycleKind
 from baton.schemas.migration import SourceFinished, SourceProgress, StartReply, StartRequest
@@ -21,7 +21,7 @@ async def test_source_agent_migrates_live_reports_progress_and_the_completed_job
     vm = guest("h1", dirty_mb=16, dirty_rate_mib_s=8)
     seq_before = lab.alive_seq(vm)
     migration_id = uuid.uuid4().hex[:12]
-    nc = await nats.connect(stack.url)
+    nc = await client.connect(stack.access("coordinator"))  # it plays the coordinator
     progress: list[SourceProgress] = []
     finished: asyncio.Future[SourceFinished] = asyncio.get_running_loop().create_future()
     resumed: asyncio.Future[LifecycleEvent] = asyncio.get_running_loop().create_future()
@@ -37,8 +37,10 @@ async def test_source_agent_migrates_live_reports_progress_and_the_completed_job
         if (event.event, event.detail) == (LifecycleKind.RESUMED, "migrated") and not resumed.done():
             resumed.set_result(event)
 
-    await nc.subscribe(S.migration(migration_id, MigrationEvent.SOURCE_PROGRESS), cb=on_progress)
-    await nc.subscribe(S.migration(migration_id, MigrationEvent.SOURCE_FINISHED), cb=on_finished)
+    await nc.subscribe(S.agent_report("h1", migration_id, MigrationEvent.SOURCE_PROGRESS),
+                       cb=on_progress)
+    await nc.subscribe(S.agent_report("h1", migration_id, MigrationEvent.SOURCE_FINISHED),
+                       cb=on_finished)
     await nc.subscribe(S.events("h2", vm, EventName.LIFECYCLE), cb=on_lifecycle)
     request = StartRequest(migration_id=migration_id, vm=vm, destination_uri=lab.uri("h2"),
                            destination_address=lab.ip("h2"), bandwidth_mib_s=20,

@@ -203,11 +203,11 @@ class Move:
         self.progress: list[SourceProgress] = []
 
     async def publish(self, subject: str, body: bytes) -> None:
-        if subject == S.migration("m1", MigrationEvent.STORAGE_FINISHED):
+        if subject == S.agent_report("h1", "m1", MigrationEvent.STORAGE_FINISHED):
             self.finished.set_result(decode_any(body, StorageMoveFinished))
-        elif subject == S.migration("m1", MigrationEvent.STORAGE_STAGE):
+        elif subject == S.agent_report("h1", "m1", MigrationEvent.STORAGE_STAGE):
             self.stages.append(decode_any(body, StorageStageEvent))
-        elif subject == S.migration("m1", MigrationEvent.SOURCE_PROGRESS):
+        elif subject == S.agent_report("h1", "m1", MigrationEvent.SOURCE_PROGRESS):
             self.progress.append(decode_any(body, SourceProgress))
             self.reports.put_nowait(None)
 
