@@ -23,7 +23,8 @@ from baton.agent.migration import MigrationManager
 from baton.agent.publisher import EventPublisher, heartbeat_loop
 from baton.agent.service import remote_domain_fetcher, start_service
 from baton.agent.storage_move import StorageMoveManager
-from baton.mesh import logsetup
+from baton.mesh import access, logsetup
+from baton.mesh.access import NatsAccess
 from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
 from baton.schemas.events import VmEvent
 from baton.schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostname, is_host_id
@@ -42,6 +43,14 @@ class AgentConfig:
     heartbeat_interval_s: float = 5.0
     first_connect_wait_s: float = FIRST_CONNECT_WAIT_S  # then serve 'unavailable' until it connects
     reserved_memory_mib: int = 0
+    nats_nkey: str | None = None  # see baton.mesh.access
+    nats_creds: str | None = None
+    nats_ca: str | None = None
+
+    @property
+    def nats(self) -> NatsAccess:
+        return NatsAccess(url=self.nats_url, nkey_file=self.nats_nkey,
+                          creds_file=self.nats_creds, ca_file=self.nats_ca)
 
 
 def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]:
@@ -53,7 +62,7 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
                         "(default: derived from the hostname)")
     parser.add_argument("--libvirt-uri", default="qemu:///system",
                         help="libvirt connection to serve (default: %(default)s)")
-    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server URL")
+    access.add_arguments(parser)
     parser.add_argument("--migration-uri", help="libvirt URI peers use to migrate to this host "
                         "(default: the --libvirt-uri)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix")
@@ -72,6 +81,8 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
     if args.reserved_memory_mib < 0:
         parser.error("--reserved-memory-mib cannot be negative")
     config = AgentConfig(host_id=host_id, libvirt_uri=args.libvirt_uri, nats_url=args.nats,
+                         nats_nkey=args.nats_nkey, nats_creds=args.nats_creds,
+                         nats_ca=args.nats_ca,
                          migration_uri=args.migration_uri or args.libvirt_uri,
                          prefix=args.prefix, heartbeat_interval_s=args.heartbeat_interval,
                          reserved_memory_mib=args.reserved_memory_mib)
@@ -83,7 +94,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
     """Serve until ``stop`` is set; ``started`` gets the hypervisor once requests are served."""
     structlog.contextvars.bind_contextvars(host=config.host_id)
     subjects = Subjects(config.prefix)
-    nc = await connect_nats(config.nats_url, f"baton-agent-{config.host_id}")
+    nc = await connect_nats(config.nats, f"baton-agent-{config.host_id}")
     publisher = EventPublisher(nc, subjects, config.host_id)
     migrations: MigrationManager | None = None
     storage: StorageMoveManager | None = None

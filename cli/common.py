@@ -17,10 +17,9 @@ import click
 from nats.aio.client import Client
 
 from baton.mesh import client
+from baton.mesh.access import DEFAULT_NATS_URL, ENV_CA, ENV_CREDS, ENV_NKEY, ENV_URL, NatsAccess
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.subjects import DEFAULT_PREFIX, Subjects, is_host_id
-
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 class ExitCode(IntEnum):
@@ -30,6 +29,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3
     UNAVAILABLE = 4
     INTERNAL = 5
+    FORBIDDEN = 6  # NATS refused the key, or the role may not do this
 
 
 _EXIT_FOR_ERROR = {
@@ -38,17 +38,22 @@ _EXIT_FOR_ERROR = {
     ErrorCode.UNAVAILABLE: ExitCode.UNAVAILABLE,
     ErrorCode.TIMEOUT: ExitCode.UNAVAILABLE,
     ErrorCode.INTERNAL: ExitCode.INTERNAL,
+    ErrorCode.FORBIDDEN: ExitCode.FORBIDDEN,
 }
 
 EPILOG = """\b
 Environment:
-  BATON_NATS    NATS server URL (default nats://127.0.0.1:4222)
-  BATON_PREFIX  subject prefix (default baton)
-  BATON_DEBUG   set to 1 to print tracebacks of internal errors
+  BATON_NATS        NATS server URL (default nats://127.0.0.1:4222)
+  BATON_NATS_NKEY   nkey seed file (baton-keys makes one per role)
+  BATON_NATS_CREDS  NATS credentials file, instead of an nkey
+  BATON_NATS_CA     CA certificate of the NATS server (for tls:// URLs)
+  BATON_PREFIX      subject prefix (default baton)
+  BATON_DEBUG       set to 1 to print tracebacks of internal errors
 \b
 Exit codes:
   0 ok          1 operation failed    2 usage error
   3 not found   4 unavailable         5 internal error
+  6 forbidden (NATS refused the key or the role)
 """
 
 
@@ -63,6 +68,12 @@ class Settings:
         self.nats_url = nats_url
         self.subjects = Subjects(prefix)
         self.json = output == "json"
+        # The key and CA options are not parameters of every command function: they land in
+        # the click context (``_remember``) and are read here.
+        ctx = click.get_current_context(silent=True)
+        meta = ctx.meta if ctx is not None else {}
+        self.access = NatsAccess(url=nats_url, nkey_file=meta.get(_NKEY),
+                                 creds_file=meta.get(_CREDS), ca_file=meta.get(_CA))
 
 
 def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -79,12 +90,33 @@ def check_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+_NKEY, _CREDS, _CA = "baton.nats_nkey", "baton.nats_creds", "baton.nats_ca"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[f"baton.{param.name}"] = value or None
+
+
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--nats``, ``--prefix`` and ``-o/--output`` on every command."""
+    """``--nats`` (and its key and CA), ``--prefix`` and ``-o/--output`` on every command."""
     options = [
         click.option(
-            "--nats", "nats_url", envvar="BATON_NATS", default=DEFAULT_NATS_URL,
-            show_default=True, show_envvar=True, metavar="URL", help="NATS server URL.",
+            "--nats", "nats_url", envvar=ENV_URL, default=DEFAULT_NATS_URL,
+            show_default=True, show_envvar=True, metavar="URL",
+            help="NATS server URL (tls://... for TLS).",
+        ),
+        click.option(
+            "--nats-nkey", envvar=ENV_NKEY, show_envvar=True, metavar="FILE", expose_value=False,
+            callback=_remember, help="nkey seed file of this client's role (operator, monitor).",
+        ),
+        click.option(
+            "--nats-creds", envvar=ENV_CREDS, show_envvar=True, metavar="FILE",
+            expose_value=False, callback=_remember,
+            help="NATS credentials file (JWT + seed), instead of --nats-nkey.",
+        ),
+        click.option(
+            "--nats-ca", envvar=ENV_CA, show_envvar=True, metavar="FILE", expose_value=False,
+            callback=_remember, help="CA certificate that signed the NATS server's.",
         ),
         click.option(
             "--prefix", envvar="BATON_PREFIX", default=DEFAULT_PREFIX, show_default=True,
@@ -120,9 +152,10 @@ def run(settings: Settings, action: Action) -> None:
 
 async def _connected(settings: Settings, action: Action) -> None:
     try:
-        nc = await client.connect(settings.nats_url, name="baton-cli")
+        nc = await client.connect(settings.access, name="baton-cli")
     except BatonError as exc:
-        exc.message += "; is nats-server running? set --nats or BATON_NATS"
+        if exc.code is ErrorCode.UNAVAILABLE:
+            exc.message += "; is nats-server running? set --nats or BATON_NATS"
         raise
     try:
         await action(nc, settings)

@@ -11,6 +11,7 @@ errors go to stderr as one line. Exit codes (also in ``baton --help``):
     3  not found (no agents at all, no agent for that host, unknown VM/pool/path)
     4  unavailable (NATS unreachable, an agent did not answer in time, libvirt down)
     5  internal error (a bug: an agent answered ``internal`` or sent a reply that does not decode)
+    6  forbidden (NATS refused the key, or the role may not do this; an agent refused harm)
 """
 
 from __future__ import annotations

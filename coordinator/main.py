@@ -20,7 +20,8 @@ from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
 from baton.coordinator.service import start_service
-from baton.mesh import logsetup
+from baton.mesh import access, logsetup
+from baton.mesh.access import NatsAccess
 from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
 from baton.schemas import PROTOCOL_VERSION, timeouts
 from baton.schemas.subjects import DEFAULT_PREFIX, Subjects
@@ -34,6 +35,14 @@ class CoordinatorConfig:
     prefix: str = DEFAULT_PREFIX
     grace_s: float = timeouts.SHUTDOWN_GRACE
     rollback_s: float = timeouts.SHUTDOWN_ROLLBACK
+    nats_nkey: str | None = None  # see baton.mesh.access
+    nats_creds: str | None = None
+    nats_ca: str | None = None
+
+    @property
+    def nats(self) -> NatsAccess:
+        return NatsAccess(url=self.nats_url, nkey_file=self.nats_nkey,
+                          creds_file=self.nats_creds, ca_file=self.nats_ca)
 
 
 def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Namespace]:
@@ -41,7 +50,7 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         prog="baton-coordinator",
         description="Baton's coordinator: checks, negotiates and runs VM migrations between "
         "baton-agent hosts over NATS. Run one per NATS mesh.")
-    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server URL")
+    access.add_arguments(parser)
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix")
     parser.add_argument("--grace", type=float, default=timeouts.SHUTDOWN_GRACE, metavar="SECONDS",
                         help="on SIGTERM, let running migrations finish this long before "
@@ -56,14 +65,17 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         parser.error(str(exc))
     if args.grace < 0:
         parser.error("--grace must not be negative")
-    return CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace), args
+    config = CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace,
+                               nats_nkey=args.nats_nkey, nats_creds=args.nats_creds,
+                               nats_ca=args.nats_ca)
+    return config, args
 
 
 async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
                           started: asyncio.Future[Coordinator] | None = None) -> None:
     """Serve until ``stop`` is set; ``started`` gets the coordinator once requests are served."""
     subjects = Subjects(config.prefix)
-    nc = await connect_nats(config.nats_url, "baton-coordinator")
+    nc = await connect_nats(config.nats, "baton-coordinator")
     try:
         async with asyncio.TaskGroup() as tasks:
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects)

@@ -3,13 +3,18 @@
 Error contract: every failure leaves here as :class:`schemas.errors.BatonError` with a code callers
 can act on — ``unavailable`` (NATS unreachable or the connection dropped), ``not_found`` (nobody
 subscribes to the subject: the agent is not running), ``timeout`` (a subscriber did not answer in
-time), the agent's own code when it answered with an ``ErrorReply``, and ``internal`` for a reply
-that does not decode. Every request takes an explicit timeout (see ``schemas/timeouts.py``).
+time), ``forbidden`` (the server refused this client's key, or its role the subject), the
+agent's own code when it answered with an ``ErrorReply``, and ``internal`` for a reply that does
+not decode. Every request takes an explicit timeout (see ``schemas/timeouts.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import weakref
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -19,6 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import ERROR_HEADER
 
+from baton.mesh.access import NatsAccess
 from baton.schemas import codec, timeouts
 from baton.schemas.agent import AgentStatus, StatusRequest
 from baton.schemas.errors import BatonError, ErrorCode
@@ -61,29 +67,93 @@ class NoReply(BatonError):
         self.subject = subject
 
 
-async def connect(url: str, *, name: str = "baton", timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
-    """Connect once (two quick tries, no reconnect loop); ``unavailable`` names the cause."""
+async def connect(access: NatsAccess | str, *, name: str = "baton",
+                  timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+    """Connect once (two quick tries, no reconnect loop); ``unavailable`` names the cause.
+
+    A refused key or a failed TLS handshake is ``forbidden`` / ``unavailable`` with the server's
+    words. Requests on this connection that the server denies fail at once with ``forbidden``
+    (see :func:`request`), not after their time-out.
+    """
+    if isinstance(access, str):
+        access = NatsAccess(url=access)
+    options = access.connect_options()
     causes: list[BaseException] = []
+    denials = _Denials()
 
     async def remember(exc: Exception) -> None:
         # Replaces nats-py's default, which logs a traceback per failed attempt.
-        causes.append(exc)
+        if not denials.note(exc):
+            causes.append(exc)
 
     try:
         async with asyncio.timeout(timeout_s * 2 + 1):  # two tries, each bounded by connect_timeout
-            return await nats.connect(
-                url, name=name, connect_timeout=timeout_s, allow_reconnect=False,
-                max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=remember,
+            nc = await nats.connect(
+                access.url, name=name, connect_timeout=timeout_s, allow_reconnect=False,
+                max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=remember, **options,
             )  # fmt: skip
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         cause = causes[-1] if causes else exc
-        raise BatonError(ErrorCode.UNAVAILABLE, f"cannot reach NATS at {url}: {_describe(cause)}") from None
+        if "authorization violation" in _describe(cause).lower():
+            raise BatonError(ErrorCode.FORBIDDEN,
+                             f"NATS at {access.url} refused this client: authorization violation "
+                             "(set --nats-nkey / BATON_NATS_NKEY to a key the server knows)") from None
+        raise BatonError(ErrorCode.UNAVAILABLE,
+                         f"cannot reach NATS at {access.url}: {_describe(cause)}") from None
+    _DENIALS[nc] = denials
+    return nc
+
+
+class _Denials:
+    """Permission violations the server reported on one connection, by subject."""
+
+    _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"',
+                            re.IGNORECASE)
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, list[asyncio.Future[str]]] = {}
+
+    def note(self, exc: BaseException) -> bool:
+        """Wake whoever waits on the denied subject; False when ``exc`` is no denial."""
+        found = self._VIOLATION.search(str(exc))
+        if found is None:
+            return False
+        for waiter in self.waiters.pop(found.group(2).lower(), []):
+            if not waiter.done():
+                waiter.set_result(found.group(0))
+        return True
+
+    @contextlib.contextmanager
+    def watching(self, subject: str) -> Iterator[asyncio.Future[str]]:
+        subject = subject.lower()  # nats-py lowers the whole error text, subject included
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(subject, []).append(waiter)
+        try:
+            yield waiter
+        finally:
+            waiter.cancel()
+            if waiter in self.waiters.get(subject, []):
+                self.waiters[subject].remove(waiter)
+                if not self.waiters[subject]:
+                    del self.waiters[subject]
+
+
+_DENIALS: weakref.WeakKeyDictionary[Client, _Denials] = weakref.WeakKeyDictionary()
+
+
+class Forbidden(BatonError):
+    """The server refused this client's role the subject (``forbidden``)."""
+
+    def __init__(self, subject: str, violation: str) -> None:
+        super().__init__(ErrorCode.FORBIDDEN,
+                         f"NATS denied this client {subject}: {violation} (its role may not "
+                         "call this; see the roles in the README)", subject=subject)
 
 
 async def request(nc: Client, subject: str, message: Any, reply_type: type[T], timeout_s: float) -> T:
     """Send ``message`` to ``subject`` and decode the reply as ``reply_type`` (or raise)."""
     try:
-        reply = await nc.request(subject, codec.encode(message), timeout=timeout_s)
+        reply = await _request_unless_denied(nc, subject, codec.encode(message), timeout_s)
     except nats.errors.NoRespondersError:
         raise NoResponders(subject) from None
     except nats.errors.TimeoutError:
@@ -92,6 +162,21 @@ async def request(nc: Client, subject: str, message: Any, reply_type: type[T], t
         raise BatonError(ErrorCode.UNAVAILABLE, f"NATS connection lost: {_describe(exc)}") from None
     _raise_service_error(reply)
     return codec.decode_reply(reply.data, reply_type)
+
+
+async def _request_unless_denied(nc: Client, subject: str, body: bytes, timeout_s: float) -> Msg:
+    denials = _DENIALS.get(nc)
+    if denials is None:  # a connection made elsewhere: no error callback of ours
+        return await nc.request(subject, body, timeout=timeout_s)
+    with denials.watching(subject) as denied:
+        asking = asyncio.ensure_future(nc.request(subject, body, timeout=timeout_s))
+        await asyncio.wait((asking, denied), return_when=asyncio.FIRST_COMPLETED)
+        if asking.done():
+            return asking.result()
+        asking.cancel()
+        with contextlib.suppress(BaseException):
+            await asking
+        raise Forbidden(subject, denied.result())
 
 
 def _raise_service_error(reply: Msg) -> None:

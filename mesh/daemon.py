@@ -11,24 +11,35 @@ import nats
 import nats.errors
 import structlog
 
+from baton.mesh.access import NatsAccess
+
 log = structlog.get_logger(__name__)
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 
 
-async def connect_nats(url: str, name: str) -> nats.NATS:
+async def connect_nats(access: NatsAccess, name: str) -> nats.NATS:
     """Connect, retrying with backoff: a daemon may start before the NATS server does.
 
     Once connected, nats-py reconnects by itself forever (``max_reconnect_attempts=-1``).
+    A key the server refuses is retried too (the server's config may be on its way), each
+    refusal logged; a missing or unreadable key file fails at once (``BatonError``).
     """
+    options = access.connect_options()
     delay = BACKOFF_FIRST_S
+
+    async def on_error(exc: Exception) -> None:
+        # Permission violations do not close the connection: log them, they mean a wrong role.
+        log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
     while True:
         try:
-            return await nats.connect(url, name=name, max_reconnect_attempts=-1,
-                                      reconnect_time_wait=1, connect_timeout=2)
-        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            log.warning("nats_connect_failed", url=url, error=str(exc) or type(exc).__name__,
-                        retry_in_s=delay)
+            return await nats.connect(access.url, name=name, max_reconnect_attempts=-1,
+                                      reconnect_time_wait=1, connect_timeout=2,
+                                      error_cb=on_error, **options)
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            log.warning("nats_connect_failed", url=access.url,
+                        error=str(exc) or type(exc).__name__, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
 

@@ -9,6 +9,9 @@ from baton.schemas.base import Message
 
 class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"  # malformed JSON, wrong types, failed validation
+    # Refused: NATS denied this client's role the subject, or an agent refuses a harmful act
+    # (a file it did not create, a domain it does not own for that migration).
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"  # unknown VM, host, pool, path or migration id
     CONFLICT = "conflict"  # the target state is taken (VM already migrating, already defined)
     PRECONDITION_FAILED = "precondition_failed"  # a pre-flight check failed; nothing was touched

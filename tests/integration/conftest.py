@@ -22,9 +22,11 @@ class RunningAgent:
     task: asyncio.Task[None]
 
 
-async def start_agent(nats_url: str, host_id: str, libvirt_uri: str,
+async def start_agent(nats_url: str, host_id: str, libvirt_uri: str, *,
+                      nats_nkey: str | None = None, nats_ca: str | None = None,
                       **overrides: float) -> RunningAgent:
     config = AgentConfig(host_id=host_id, libvirt_uri=libvirt_uri, nats_url=nats_url,
+                         nats_nkey=nats_nkey, nats_ca=nats_ca,
                          migration_uri=f"qemu+tcp://{host_id}/system",
                          heartbeat_interval_s=overrides.get("heartbeat_interval_s", 0.2),
                          first_connect_wait_s=overrides.get("first_connect_wait_s", 10.0))

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from baton.mesh.access import NatsAccess
 from tests.lab.labctl import Lab
-from tests.support.natsserver import NatsServer
+from tests.support.secured import SecuredNats, start_secured_nats
 
 BIN = Path(sys.executable).parent
 STOP_GRACE_S = 15
@@ -35,7 +36,7 @@ class BatonStack:
     lab: Lab
     log_dir: Path
     hosts: tuple[str, ...] = ("h1", "h2", "h3")
-    nats: NatsServer | None = None
+    nats: SecuredNats | None = None  # auth and TLS on, as in `deploy/lab up`
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator: subprocess.Popen[bytes] | None = None
 
@@ -44,14 +45,18 @@ class BatonStack:
         assert self.nats is not None
         return self.nats.url
 
+    def access(self, user: str = "operator") -> NatsAccess:
+        """How a test signs in as ``user`` (``coordinator`` to call an agent's job endpoints)."""
+        assert self.nats is not None
+        return self.nats.access(user)
+
     def start(self, coordinator: bool = True) -> None:
-        self.nats = NatsServer(host=self.lab.bridge_ip)
-        self.nats.start()
+        self.nats = start_secured_nats(self.log_dir / "nats", self.hosts, host=self.lab.bridge_ip)
         for host in self.hosts:
             self.start_agent(host)
         if coordinator and (BIN / "baton-coordinator").exists():
             self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
-                                                           "--nats", self.url])
+                                                           *self.nats.flags("coordinator")])
         self.wait_for_agents(self.hosts)
         if self.coordinator is not None:
             self.wait_for_coordinator()
@@ -59,7 +64,7 @@ class BatonStack:
     def start_agent(self, host: str, *extra: str) -> None:
         argv = self.lab.exec_argv(
             host, str(BIN / "baton-agent"), "--host-id", host, "--libvirt-uri", "qemu:///system",
-            "--nats", self.url, "--migration-uri", self.lab.uri(host), *extra)
+            *self._nats().flags(f"agent-{host}"), "--migration-uri", self.lab.uri(host), *extra)
         self.agents[host] = self._spawn(f"agent-{host}", argv)
 
     def restart_agent(self, host: str, *extra: str) -> None:
@@ -96,10 +101,14 @@ class BatonStack:
         out = self.baton("caps", host, "-o", "json", check=False)
         return out.returncode == 0 and json.loads(out.stdout).get("host_id") == host
 
-    def baton(self, *args: str, check: bool = True, timeout: float = 600,
+    def _nats(self) -> SecuredNats:
+        assert self.nats is not None
+        return self.nats
+
+    def baton(self, *args: str, check: bool = True, timeout: float = 600, user: str = "operator",
               ) -> subprocess.CompletedProcess[str]:
-        """Run the real ``baton`` CLI against this stack."""
-        env = {**self.lab.popen_env(), "BATON_NATS": self.url}
+        """Run the real ``baton`` CLI against this stack, signed in as ``user``."""
+        env = {**self.lab.popen_env(), **self._nats().env(user)}
         proc = subprocess.run([str(BIN / "baton"), *args], capture_output=True, env=env,
                               text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
@@ -113,4 +122,4 @@ class BatonStack:
         for proc in self.agents.values():
             _stop(proc)
         if self.nats is not None:
-            self.nats.stop()
+            self.nats.server.stop()

@@ -7,9 +7,9 @@ import asyncio
 import json
 import time
 
-import nats
 import pytest
 
+from baton.mesh import client
 from baton.mesh.daemon import announce_ready
 from baton.schemas.agent import AgentStatus, HostCaps
 from baton.schemas.codec import decode_any, decode_reply
@@ -36,7 +36,7 @@ async def wait_connected(nc, host: str, connected: bool, within_s: float = 60) -
 
 
 async def test_agent_reconnects_after_its_libvirtd_restarts_and_events_flow_again(stack, lab, tmp_path):
-    nc = await nats.connect(stack.url)
+    nc = await client.connect(stack.access("operator"))
     defined: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
 
     async def collect(msg) -> None:

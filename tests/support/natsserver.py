@@ -53,6 +53,7 @@ class NatsServer:
         *,
         jetstream: bool = False,
         extra_args: Sequence[str] = (),
+        config: str | None = None,
         binary: Path | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
     ) -> None:
@@ -60,6 +61,7 @@ class NatsServer:
         self.port = port
         self.jetstream = jetstream
         self.extra_args = tuple(extra_args)
+        self.config = config  # a config file's text (auth, TLS); flags still set host and port
         self.binary = binary
         self.startup_timeout = startup_timeout
         self.url = ""
@@ -113,6 +115,10 @@ class NatsServer:
         args += ["--ports_file_dir", str(self.workdir), "-l", str(self.log_path)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.workdir / "jetstream")]
+        if self.config is not None:
+            config_file = self.workdir / "server.conf"
+            config_file.write_text(self.config)
+            args += ["-c", str(config_file)]
         return args + list(self.extra_args)
 
     def _spawn(self) -> None:
@@ -138,7 +144,7 @@ class NatsServer:
         )
 
     def _wait_for_tcp(self) -> None:
-        host, port = self.url.removeprefix("nats://").rsplit(":", 1)
+        host, port = self.url.split("://", 1)[-1].rsplit(":", 1)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             self._check_alive()

@@ -1,0 +1,90 @@
+"""A real nats-server with Baton's roles (nkeys, permissions) and TLS, for tests.
+
+The keys come from ``baton-keys``' own code (``baton.cli.keys``), the certificates from
+``deploy/lib/certs`` (the lab's CA tool), so a test exercises what an operator deploys.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from baton.cli.keys import SEED_SUFFIX, write_auth_conf
+from baton.mesh.access import NatsAccess
+from tests.support.natsserver import NatsServer
+
+REPO = Path(__file__).resolve().parents[2]
+CERTS = REPO / "deploy" / "lib" / "certs"
+
+
+@dataclass(frozen=True)
+class SecuredNats:
+    server: NatsServer
+    keys: Path
+    ca: Path | None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def seed(self, user: str) -> Path:
+        return self.keys / f"{user}{SEED_SUFFIX}"
+
+    def env(self, user: str | None) -> dict[str, str]:
+        """The environment a Baton process of ``user``'s role needs (``BATON_NATS``...)."""
+        env = {"BATON_NATS": self.url}
+        if user:
+            env["BATON_NATS_NKEY"] = str(self.seed(user))
+        if self.ca:
+            env["BATON_NATS_CA"] = str(self.ca)
+        return env
+
+    def flags(self, user: str) -> list[str]:
+        """The same as daemon flags."""
+        flags = ["--nats", self.url, "--nats-nkey", str(self.seed(user))]
+        return flags + (["--nats-ca", str(self.ca)] if self.ca else [])
+
+    def access(self, user: str | None) -> NatsAccess:
+        """How ``user`` (``operator``, ``agent-h1``...; None: anonymous) connects."""
+        return NatsAccess(url=self.url, nkey_file=str(self.seed(user)) if user else None,
+                          ca_file=str(self.ca) if self.ca else None)
+
+
+def server_config(auth_conf: Path, certs: Path | None) -> str:
+    # nats-server resolves `include` relative to the config file, which lives elsewhere here.
+    lines = [auth_conf.read_text()]
+    if certs is not None:
+        lines.append(f'tls {{ cert_file: "{certs}/nats.pem", key_file: "{certs}/nats-key.pem", '
+                     "timeout: 2 }")
+    return "\n".join(lines) + "\n"
+
+
+def start_secured_nats(workdir: Path, hosts: Sequence[str] = ("h1", "h2"), *,
+                       host: str = "127.0.0.1", tls: bool = True, prefix: str = "baton",
+                       jetstream: bool = False) -> SecuredNats:
+    """Keys for ``hosts``' agents and the other roles, a CA and a certificate for ``host``, and
+    a started server that enforces them (stop it with ``.server.stop()``)."""
+    keys = workdir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    auth_conf = write_auth_conf(keys, list(hosts), prefix)
+    certs = None
+    if tls:
+        certs = workdir / "tls"
+        subprocess.run([str(CERTS), str(certs), "nats", f"IP:{host}", "DNS:localhost"],
+                       check=True)
+    server = NatsServer(host=host, jetstream=jetstream, config=server_config(auth_conf, certs))
+    server.start()
+    return SecuredNats(server=server, keys=keys, ca=certs / "ca.pem" if certs else None)
+
+
+@contextmanager
+def secured_nats(workdir: Path, hosts: Sequence[str] = ("h1", "h2"), *, tls: bool = True,
+                 prefix: str = "baton") -> Iterator[SecuredNats]:
+    secured = start_secured_nats(workdir, hosts, tls=tls, prefix=prefix)
+    try:
+        yield secured
+    finally:
+        secured.server.stop()
