@@ -17,7 +17,15 @@ import click
 from nats.aio.client import Client
 
 from baton.mesh import client
-from baton.mesh.access import DEFAULT_NATS_URL, ENV_CA, ENV_CREDS, ENV_NKEY, ENV_URL, NatsAccess
+from baton.mesh.access import (
+    DEFAULT_NATS_URL,
+    ENV_CA,
+    ENV_CREDS,
+    ENV_NKEY,
+    ENV_URL,
+    NatsAccess,
+    quiet_tls_close_noise,
+)
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.subjects import DEFAULT_PREFIX, Subjects, is_host_id
 
@@ -140,6 +148,7 @@ Action = Callable[[Client, Settings], Awaitable[None]]
 
 def run(settings: Settings, action: Action) -> None:
     """Connect, run ``action``, disconnect; turn failures into one stderr line and an exit code."""
+    quiet_tls_close_noise()
     try:
         asyncio.run(_connected(settings, action))
     except BatonError as exc:

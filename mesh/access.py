@@ -16,6 +16,7 @@ subscribe to, so no client can read another one's replies.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import ssl
@@ -113,3 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_arguments(args: argparse.Namespace) -> NatsAccess:
     return NatsAccess(url=args.nats, nkey_file=args.nats_nkey or None,
                       creds_file=args.nats_creds or None, ca_file=args.nats_ca or None)
+
+
+class _TlsCloseNoise(logging.Filter):
+    """asyncio warns on every TLS connection nats-py closes ("returning true from
+    eof_received() has no effect when using ssl"): harmless, and one per CLI command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+def quiet_tls_close_noise() -> None:
+    logging.getLogger("asyncio").addFilter(_TlsCloseNoise())

@@ -7,9 +7,12 @@ import sys
 
 import structlog
 
+from baton.mesh.access import quiet_tls_close_noise
+
 
 def configure(level: str = "info", json: bool | None = None) -> None:
     use_json = (not sys.stderr.isatty()) if json is None else json
+    quiet_tls_close_noise()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )

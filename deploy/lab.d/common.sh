@@ -23,6 +23,8 @@ init_lab() {
     NSDIR=$STATE/ns
     RUNDIR=$STATE/run
     LOGDIR=$STATE/log
+    NATS_KEYS=$STATE/nats/keys
+    LAB_TLS=$STATE/tls
     SHARED=$STATE/shared
     SHARED_DATA=$STATE/shared.data
     BRIDGE=${PREFIX}br0
@@ -70,7 +72,23 @@ veth_name() { echo "${PREFIX}v$1"; }
 host_ip() { echo "$NET.$1"; }
 host_dir() { echo "$STATE/hosts/h$1"; }
 host_uri() { echo "qemu+tcp://$NET.$1/system"; }
-nats_url() { echo "nats://$BRIDGE_IP:$NATS_PORT"; }
+# TLS once the lab's CA exists (deploy/lab up makes it before it starts nats-server).
+nats_url() {
+    if [[ -s $LAB_TLS/ca.pem ]]; then echo "tls://$BRIDGE_IP:$NATS_PORT"; else echo "nats://$BRIDGE_IP:$NATS_PORT"; fi
+}
+# nats_env ROLE / nats_flags ROLE: how a process of that role reaches the lab's NATS.
+nats_env() {
+    echo "BATON_NATS=$(nats_url)"
+    [[ -s $NATS_KEYS/$1.nk ]] && echo "BATON_NATS_NKEY=$NATS_KEYS/$1.nk"
+    [[ -s $LAB_TLS/ca.pem ]] && echo "BATON_NATS_CA=$LAB_TLS/ca.pem"
+    return 0
+}
+nats_flags() {
+    echo "--nats $(nats_url)"
+    [[ -s $NATS_KEYS/$1.nk ]] && echo "--nats-nkey $NATS_KEYS/$1.nk"
+    [[ -s $LAB_TLS/ca.pem ]] && echo "--nats-ca $LAB_TLS/ca.pem"
+    return 0
+}
 
 # host_uuid N: stable per (prefix, host), different across prefixes. libvirt
 # refuses to migrate between daemons with the same host UUID.

@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # `lab install`: the apt packages and the libvirt-qemu user, idempotently.
-# libvirt-daemon-system is deliberately NOT installed: it pulls in systemd.
+# libvirt-daemon-system is deliberately NOT installed: it pulls in systemd. Neither is
+# Debian's nats-server (it enables an unauthenticated service); the pinned wheel is the server.
 
 APT_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-              busybox-static bindfs nats-server gcc libc6-dev iproute2 util-linux bc)
+              busybox-static bindfs gcc libc6-dev iproute2 util-linux bc)
 # QEMU must come from bookworm-backports (10.x): bookworm's 7.2 loses dirty
 # pages in TCG migrations and corrupts guests.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-utils)

@@ -2,6 +2,8 @@
 # The Baton stack on a lab: one nats-server on the bridge address, one
 # baton-agent inside each host, one baton-coordinator in the root namespace.
 # Each is started only if its executable exists; all are tracked by pid file.
+# Secure by default: nats-server enforces Baton's roles (baton-keys: one nkey per role,
+# $NATS_KEYS) over TLS (a lab CA, $LAB_TLS); each process gets only its own key.
 
 VENV_BIN=$REPO/.venv/bin
 STACK_SKIPPED=()
@@ -25,8 +27,29 @@ nats_up() {
     nats_listening
 }
 
+# nats_security HOST_NUMBERS...: keys for every role and these hosts' agents, the server's
+# certificate, and the server config; a running server reloads when the roles changed.
+nats_security() {
+    local n flags=() before after pid
+    for n in "$@"; do flags+=(--host "h$n"); done
+    before=$(cat "$NATS_KEYS/auth.conf" 2>/dev/null || true)
+    "$VENV_BIN/baton-keys" init "$NATS_KEYS" "${flags[@]}" >/dev/null
+    after=$(cat "$NATS_KEYS/auth.conf")
+    "$REPO/deploy/lib/certs" "$LAB_TLS" nats "IP:$BRIDGE_IP"
+    cat >"$STATE/nats/server.conf" <<CONF
+# written by deploy/lab: auth and TLS on (see README, "Security")
+tls { cert_file: "$LAB_TLS/nats.pem", key_file: "$LAB_TLS/nats-key.pem", timeout: 2 }
+include keys/auth.conf
+CONF
+    if [[ $before != "$after" ]] && pid=$(pidfile_alive "$RUNDIR/nats.pid"); then
+        kill -HUP "$pid" # reload: the new host's agent may sign in
+    fi
+}
+
 ensure_nats() {
     local bin deadline
+    mkdir -p "$STATE/nats"
+    [[ -x $VENV_BIN/baton-keys ]] && nats_security "$@"
     pidfile_alive "$RUNDIR/nats.pid" >/dev/null && return 0
     bin=$(nats_server_bin) || { STACK_SKIPPED+=("nats-server (not found)"); return 0; }
     # Something else already answering there would take our clients: say so instead.
@@ -34,9 +57,10 @@ ensure_nats() {
         die "port $NATS_PORT on $BRIDGE_IP is already taken by another process ($(port_holders));" \
             "stop it, or run \`deploy/lab down\` and then \`BATON_LAB_NATS_PORT=N deploy/lab up\` with a free port N"
     fi
-    mkdir -p "$STATE/nats"
+    local config=()
+    [[ -f $STATE/nats/server.conf ]] && config=(-c "$STATE/nats/server.conf")
     start_daemon "$RUNDIR/nats.pid" "$LOGDIR/nats.log" \
-        "$bin" -js -a "$BRIDGE_IP" -p "$NATS_PORT" --store_dir "$STATE/nats"
+        "$bin" "${config[@]}" -js -a "$BRIDGE_IP" -p "$NATS_PORT" --store_dir "$STATE/nats"
     STACK_STARTED+=(nats)
     deadline=$((SECONDS + 15))
     until nats_up; do
@@ -51,7 +75,7 @@ ensure_agent() {
     pidfile_alive "$pidfile" >/dev/null && return 0
     nsenter_argv "$n"
     start_daemon "$pidfile" "$LOGDIR/agent-h$n.log" "${NSENTER[@]}" --wd="$REPO" -- \
-        "$exe" --host-id "h$n" --libvirt-uri qemu:///system --nats "$(nats_url)" \
+        "$exe" --host-id "h$n" --libvirt-uri qemu:///system $(nats_flags "agent-h$n") \
         --migration-uri "$(host_uri "$n")"
     STACK_STARTED+=("agent-h$n")
 }
@@ -60,13 +84,14 @@ ensure_coordinator() {
     local exe=$VENV_BIN/baton-coordinator pidfile=$RUNDIR/coordinator.pid
     [[ -x $exe ]] || { STACK_SKIPPED+=("baton-coordinator (no $exe)"); return 0; }
     pidfile_alive "$pidfile" >/dev/null && return 0
-    start_daemon "$pidfile" "$LOGDIR/coordinator.log" "$exe" --nats "$(nats_url)"
+    # shellcheck disable=SC2046 # nats_flags prints words without spaces
+    start_daemon "$pidfile" "$LOGDIR/coordinator.log" "$exe" $(nats_flags coordinator)
     STACK_STARTED+=(coordinator)
 }
 
 ensure_stack() {
     local n
-    ensure_nats
+    ensure_nats "$@"
     for n in "$@"; do ensure_agent "$n"; done
     ensure_coordinator
     report_stack_deaths
@@ -79,7 +104,7 @@ ensure_stack() {
 # libvirt and NATS. Callers (deploy/demo, operators) may send requests right away.
 STACK_READY_TIMEOUT_S=60
 
-baton_cli() { BATON_NATS=$(nats_url) "$VENV_BIN/baton" "$@" >/dev/null 2>&1; }
+baton_cli() { env $(nats_env operator) "$VENV_BIN/baton" "$@" >/dev/null 2>&1; }
 agent_serving() { baton_cli caps "h$1" -o json; }
 coordinator_serving() { baton_cli jobs -o json; }
 
