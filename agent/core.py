@@ -63,8 +63,10 @@ class AgentCore:
     async def _read_caps(self) -> HostCaps:
         facts = await self._hv.host_facts()
         bridges = await asyncio.to_thread(hostfacts.bridges)
+        migration_tls = await asyncio.to_thread(hostfacts.migration_tls_ready)
         return HostCaps(host_id=self.host_id, hostname=facts.hostname,
-                        migration_uri=self._migration_uri, cpu=facts.cpu, versions=facts.versions,
+                        migration_uri=self._migration_uri, migration_tls=migration_tls,
+                        cpu=facts.cpu, versions=facts.versions,
                         memory=self._with_reserve(facts.memory), bridges=bridges, networks=facts.networks,
                         pools=facts.pools, collected_at=utc_now())
 

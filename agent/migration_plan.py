@@ -27,6 +27,7 @@ class MigrationFlag(StrEnum):
     NON_SHARED_DISK = "non_shared_disk"
     AUTO_CONVERGE = "auto_converge"
     OFFLINE = "offline"
+    TLS = "tls"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def _flags(request: StartRequest, offline: bool) -> frozenset[MigrationFlag]:
         MigrationFlag.UNDEFINE_SOURCE: request.undefine_source,
         MigrationFlag.NON_SHARED_DISK: bool(request.copy_disks),
         MigrationFlag.AUTO_CONVERGE: request.auto_converge and not offline,
+        MigrationFlag.TLS: request.tls,
     }
     return frozenset(flag for flag, on in wanted.items() if on)
 

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 import nats
 from nats.aio.client import Client
 
+from baton.mesh.access import NatsAccess
 from baton.schemas.codec import decode_any, encode
 from baton.schemas.migration import (
     TERMINAL_PHASES,
@@ -53,14 +54,17 @@ MIGRATE_TIMEOUT_S = 300.0
 
 
 @contextmanager
-def lab_stack() -> Iterator[tuple[Lab, str]]:
-    """The lab and its NATS URL; brought up (and down again) here unless already up."""
+def lab_stack() -> Iterator[tuple[Lab, NatsAccess]]:
+    """The lab and how the operator reaches its NATS (auth and TLS on, as deployed); brought up
+    (and down again) here unless already up."""
     lab = Lab(os.environ.get("BATON_LAB_PREFIX", "bn"))
     owned = not lab.healthy(2)
     if owned:
         lab.up(2, baton=True)
     try:
-        yield lab, lab.env()["BATON_NATS"]
+        env = lab.env()
+        yield lab, NatsAccess(url=env["BATON_NATS"], nkey_file=env.get("BATON_NATS_NKEY"),
+                              ca_file=env.get("BATON_NATS_CA"))
     finally:
         if owned:
             lab.down()
@@ -91,9 +95,9 @@ def virsh_migrate(lab: Lab, vm: str, source: str, destination: str, bandwidth: i
                    check=True, capture_output=True, timeout=MIGRATE_TIMEOUT_S)
 
 
-async def _overhead_runs(lab: Lab, url: str, vm: str, pairs: int, bandwidth: int,
+async def _overhead_runs(lab: Lab, access: NatsAccess, vm: str, pairs: int, bandwidth: int,
                          ) -> dict[str, list[float]]:
-    nc = await nats.connect(url, name="bench-migrate")
+    nc = await nats.connect(access.url, name="bench-migrate", **access.connect_options())
     times: dict[str, list[float]] = {"baton": [], "virsh": []}
     where = "h1"
     try:
@@ -120,10 +124,10 @@ async def _overhead_runs(lab: Lab, url: str, vm: str, pairs: int, bandwidth: int
 def run_c(quick: bool) -> Record:
     pairs, bandwidth = (1, 64) if quick else (4, 64)
     vm = f"bc-{uuid.uuid4().hex[:6]}"
-    with lab_stack() as (lab, url):
+    with lab_stack() as (lab, access):
         lab.guest(vm, "h1", memory_mib=128, dirty_mb=16, dirty_rate_mib_s=8, storage="shared")
         try:
-            times = asyncio.run(_overhead_runs(lab, url, vm, pairs, bandwidth))
+            times = asyncio.run(_overhead_runs(lab, access, vm, pairs, bandwidth))
         finally:
             lab.guest_rm(vm)
     baton, virsh = median(times["baton"]), median(times["virsh"])
@@ -158,8 +162,8 @@ def deviation_pct(baton: float, libvirt: float) -> float:
     return round(abs(baton - libvirt) / libvirt * 100, 2) if libvirt else 0.0
 
 
-async def _capped_copy(lab: Lab, url: str, vm: str, cap: int) -> dict[str, float]:
-    nc = await nats.connect(url, name="bench-bandwidth")
+async def _capped_copy(lab: Lab, access: NatsAccess, vm: str, cap: int) -> dict[str, float]:
+    nc = await nats.connect(access.url, name="bench-bandwidth", **access.connect_options())
     try:
         record = await baton_migrate(nc, MigrateRequest(
             vm=vm, source="h1", destination="h2", storage=StorageMode.COPY, bandwidth_mib_s=cap))
@@ -215,13 +219,13 @@ def _blockcopy(lab: Lab, vm: str, cap: int) -> dict[str, float]:
 def run_e(quick: bool) -> Record:
     caps, seconds = ([128], 2) if quick else ([8, 32, 128], 8)
     runs: list[dict[str, float]] = []
-    with lab_stack() as (lab, url):
+    with lab_stack() as (lab, access):
         for cap in caps:
             vm = f"be-{uuid.uuid4().hex[:6]}"
             lab.guest(vm, "h1", memory_mib=128, dirty_mb=8, dirty_rate_mib_s=1, storage="local",
                       disk_mib=max(32, cap * seconds))
             try:
-                runs.append(asyncio.run(_capped_copy(lab, url, vm, cap)))
+                runs.append(asyncio.run(_capped_copy(lab, access, vm, cap)))
             finally:
                 lab.guest_rm(vm)
         vm = f"bb-{uuid.uuid4().hex[:6]}"

@@ -80,14 +80,20 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
               help="Bandwidth cap in MiB/s (change it later with baton bandwidth).")
 @click.option("--max-downtime", type=click.IntRange(1, 3_600_000), metavar="MS",
               help="Longest acceptable pause at the switch-over.")
+@click.option("--no-tls", is_flag=True, help="Send guest memory and disks unencrypted even "
+              "when both hosts could use TLS (pre-flight warns).")
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
 @click.option("--detach", is_flag=True, help="Print the migration id and return at once.")
 @common_options
 def migrate(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
             transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
             ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
-            dry_run: bool, detach: bool, nats_url: str, prefix: str, output: str) -> None:
+            no_tls: bool, dry_run: bool, detach: bool, nats_url: str, prefix: str,
+            output: str) -> None:
     """Move VM to another host, live by default, and follow it to the end.
+
+    The migration stream is encrypted (TLS) when QEMU on both hosts has its
+    certificates; the encryption check says whether it will be.
 
     Shows the phase, a progress bar, MiB/s, bytes remaining and the elapsed
     time until the migration succeeds, fails or is aborted. With -o json,
@@ -106,7 +112,7 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
         storage=StorageMode(storage or StorageMode.AUTO), persistent=not transient,
         undefine_source=not keep_source, auto_converge=auto_converge,
         auto_converge_initial_pct=ac_initial, auto_converge_increment_pct=ac_increment,
-        bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, dry_run=dry_run)
+        bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, dry_run=dry_run, tls=not no_tls)
     settings = Settings(nats_url, prefix, output)
     run(settings, lambda nc, s: _migrate(nc, s, request, detach))
 
@@ -138,14 +144,15 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 @click.option("--offline", is_flag=True, help="Judge an offline move.")
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value)
 @click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value)
+@click.option("--no-tls", is_flag=True, help="Judge an unencrypted migration stream.")
 @common_options
 def check(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
-          nats_url: str, prefix: str, output: str) -> None:
+          no_tls: bool, nats_url: str, prefix: str, output: str) -> None:
     """Run the pre-flight checks for moving VM to a host; change nothing.
 
-    Storage, network, CPU, memory, the VM's state on both hosts and devices
-    that block migration: each passes, warns or fails with a reason. Exits 1
-    if any check fails.
+    Storage, network, CPU, memory, the VM's state on both hosts, devices
+    that block migration and the stream's encryption: each passes, warns or
+    fails with a reason. Exits 1 if any check fails.
 
     \b
     Examples:
@@ -153,7 +160,7 @@ def check(vm: str, destination: str, source: str | None, offline: bool, storage:
       baton check web1 --to node3 --shared-storage -o json
     """
     request = CheckRequest(vm=vm, destination=destination, source=source, live=not offline,
-                           storage=StorageMode(storage or StorageMode.AUTO))
+                           storage=StorageMode(storage or StorageMode.AUTO), tls=not no_tls)
     run(Settings(nats_url, prefix, output), lambda nc, s: _check(nc, s, request))
 
 

@@ -69,13 +69,13 @@ class Coordinator:
             await self._agents.caps(request.destination)
         if request.dry_run:
             return await self._report(request.vm, source, request.destination, request.live,
-                                      request.storage)
+                                      request.storage, request.tls)
         return await self._accept(request, source)
 
     async def check(self, request: CheckRequest) -> PreflightReport:
         source, _ = await self._locate(request.vm, request.source, request.destination)
         return await self._report(request.vm, source, request.destination, request.live,
-                                  request.storage)
+                                  request.storage, request.tls)
 
     async def move_storage(self, request: StorageMoveRequest,
                            ) -> StorageMoveAccepted | StorageCheckReport:
@@ -136,9 +136,10 @@ class Coordinator:
         task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
 
     async def _report(self, vm: str, source: str, destination: str, live: bool,
-                      storage: Any) -> PreflightReport:
+                      storage: Any, tls: bool) -> PreflightReport:
         with _host_errors(destination):
-            facts = await preflight.gather(self._agents, vm, source, destination, live, storage)
+            facts = await preflight.gather(self._agents, vm, source, destination, live, storage,
+                                           tls)
         return preflight.report(facts)
 
     async def _locate(self, vm: str, source: str | None,

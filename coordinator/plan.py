@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from baton.coordinator.preflight import Facts, resolved_storage
+from baton.coordinator.preflight import Facts, migration_tls, resolved_storage
 from baton.schemas.migration import DiskPlan, MigrateRequest, PrepareRequest, StartRequest, StorageMode
 
 DEFAULT_FORMAT = "raw"
@@ -21,6 +21,7 @@ class MigrationPlan:
     storage: StorageMode
     destination_uri: str
     disks: list[DiskPlan] = field(default_factory=list)  # to pre-create and copy
+    tls: bool = False  # encrypt the migration stream (VIR_MIGRATE_TLS)
 
     @property
     def copy_targets(self) -> list[str]:
@@ -40,7 +41,7 @@ def make_plan(facts: Facts) -> MigrationPlan:
                           capacity_bytes=d.disk.capacity_bytes)
                  for d in facts.disks if d.copyable]
     return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
-                         disks=disks)
+                         disks=disks, tls=migration_tls(facts))
 
 
 def host_of(uri: str) -> str | None:
@@ -62,4 +63,4 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         auto_converge_initial_pct=request.auto_converge_initial_pct,
         auto_converge_increment_pct=request.auto_converge_increment_pct,
         bandwidth_mib_s=bandwidth_mib_s, max_downtime_ms=request.max_downtime_ms,
-        progress_interval_ms=PROGRESS_INTERVAL_MS)
+        progress_interval_ms=PROGRESS_INTERVAL_MS, tls=plan.tls)

@@ -68,23 +68,25 @@ class Facts:
     probe_error: str | None = None
     cpu: CpuCompareReply | None = None
     cpu_error: BatonError | None = None
+    tls: bool = True  # the request wants the stream encrypted when both hosts can
+    source_caps: HostCaps | None = None  # None: the source's agent did not say (then no TLS)
 
 
 # --- gathering (I/O) --------------------------------------------------------------------------
 
 
 async def gather(agents: AgentClient, vm: str, source: str, destination: str, live: bool,
-                 storage: StorageMode) -> Facts:
+                 storage: StorageMode, tls: bool = True) -> Facts:
     """Ask both agents everything the checks need. Raises for an unknown VM or host."""
-    domain, caps, on_destination = await asyncio.gather(
+    domain, caps, on_destination, source_caps = await asyncio.gather(
         agents.domain(source, vm, include_cpu_xml=True), agents.caps(destination),
-        agents.domain_or_none(destination, vm))
+        agents.domain_or_none(destination, vm), agents.caps(source))
     disks, probe_error = await probe_disks(agents, source, destination, domain)
     cpu, cpu_error = await compare_cpu(agents, vm, source, destination)
     return Facts(vm=vm, source=source, destination=destination, live=live,
                  requested_storage=storage, domain=domain, destination_caps=caps,
                  on_destination=on_destination, disks=disks, probe_error=probe_error,
-                 cpu=cpu, cpu_error=cpu_error)
+                 cpu=cpu, cpu_error=cpu_error, tls=tls, source_caps=source_caps)
 
 
 async def probe_disks(agents: AgentClient, source: str, destination: str,
@@ -300,8 +302,31 @@ def check_devices(facts: Facts) -> CheckResult:
     return _result(CheckName.DEVICES, problems, "no device blocks migration")
 
 
+def migration_tls(facts: Facts) -> bool:
+    """Encrypt the stream: asked for, and QEMU on both hosts has its TLS certificates."""
+    return (facts.tls and facts.source_caps is not None and facts.source_caps.migration_tls
+            and facts.destination_caps.migration_tls)
+
+
+def check_encryption(facts: Facts) -> CheckResult:
+    """Never a failure: an unencrypted stream is the operator's call, but always said."""
+    if migration_tls(facts):
+        return _result(CheckName.ENCRYPTION, [], "the migration stream is encrypted (TLS)")
+    if not facts.tls:
+        return _result(CheckName.ENCRYPTION, [], "", [
+            "--no-tls: guest memory and disks cross the network unencrypted"])
+    lacking = [host for host, caps in ((facts.source, facts.source_caps),
+                                       (facts.destination, facts.destination_caps))
+               if caps is None or not caps.migration_tls]
+    return _result(CheckName.ENCRYPTION, [], "", [
+        f"{' and '.join(lacking)} has no QEMU migration TLS certificates "
+        "(qemu.conf migrate_tls_x509_cert_dir): guest memory and disks cross the network "
+        "unencrypted"])
+
+
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
-    check_hosts, check_vm, check_storage, check_network, check_cpu, check_memory, check_devices)
+    check_hosts, check_vm, check_storage, check_network, check_cpu, check_memory, check_devices,
+    check_encryption)
 
 
 def run_checks(facts: Facts) -> list[CheckResult]:

@@ -91,7 +91,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
     async def _check(self) -> preflight.Facts:
         request = self.record.request
         facts = await preflight.gather(self._agents, request.vm, self.record.source,
-                                       self.record.destination, request.live, request.storage)
+                                       self.record.destination, request.live, request.storage,
+                                       request.tls)
         report = preflight.report(facts)
         self._source_before = facts.domain
         self.tracker.update(checks=report.checks, storage=report.storage)

@@ -71,6 +71,9 @@ class HostCaps(Message, frozen=True, kw_only=True, tag="agent.caps.reply"):
     host_id: HostId
     hostname: str
     migration_uri: str  # the libvirt URI peers use to migrate to this host
+    # QEMU on this host has migration TLS certificates (qemu.conf's x509 dir): it can send and
+    # receive an encrypted migration stream (VIR_MIGRATE_TLS).
+    migration_tls: bool = False
     cpu: CpuInfo
     versions: Versions
     memory: Memory

@@ -46,6 +46,7 @@ class CheckName(StrEnum):
     CPU = "cpu"
     MEMORY = "memory"
     DEVICES = "devices"  # no device that blocks migration
+    ENCRYPTION = "encryption"  # the migration stream is TLS (a warning when it is not)
 
 
 class CheckResult(Message, frozen=True, kw_only=True, tag="coordinator.check_result"):

@@ -56,6 +56,9 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
     bandwidth_mib_s: BandwidthMiBs | None = None
     max_downtime_ms: DowntimeMs | None = None
     dry_run: bool = False  # run the checks only and answer with the report
+    # Encrypt the migration stream (VIR_MIGRATE_TLS) when both hosts have QEMU TLS
+    # certificates; false (`--no-tls`) sends it in the clear, which pre-flight warns about.
+    tls: bool = True
 
 
 class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.request"):
@@ -64,6 +67,7 @@ class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.re
     source: HostId | None = None
     live: bool = True
     storage: StorageMode = StorageMode.AUTO
+    tls: bool = True
 
 
 class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check.reply"):
@@ -177,6 +181,7 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     bandwidth_mib_s: BandwidthMiBs | None = None
     max_downtime_ms: DowntimeMs | None = None
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
+    tls: bool = False  # VIR_MIGRATE_TLS: encrypt the stream (both hosts' QEMU need certificates)
 
 
 class StartReply(Message, frozen=True, kw_only=True, tag="agent.migration.start.reply"):

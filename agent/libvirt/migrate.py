@@ -26,6 +26,7 @@ _MIGRATION_FLAGS = {
     MigrationFlag.NON_SHARED_DISK: libvirt.VIR_MIGRATE_NON_SHARED_DISK,
     MigrationFlag.AUTO_CONVERGE: libvirt.VIR_MIGRATE_AUTO_CONVERGE,
     MigrationFlag.OFFLINE: libvirt.VIR_MIGRATE_OFFLINE,
+    MigrationFlag.TLS: libvirt.VIR_MIGRATE_TLS,
 }
 
 

@@ -71,7 +71,7 @@ netns_path() { echo "/run/netns/$PREFIX-h$1"; }
 veth_name() { echo "${PREFIX}v$1"; }
 host_ip() { echo "$NET.$1"; }
 host_dir() { echo "$STATE/hosts/h$1"; }
-host_uri() { echo "qemu+tcp://$NET.$1/system"; }
+host_uri() { echo "qemu+tls://$NET.$1/system?pkipath=$LAB_TLS/libvirt-client"; }
 # TLS once the lab's CA exists (deploy/lab up makes it before it starts nats-server).
 nats_url() {
     if [[ -s $LAB_TLS/ca.pem ]]; then echo "tls://$BRIDGE_IP:$NATS_PORT"; else echo "nats://$BRIDGE_IP:$NATS_PORT"; fi

@@ -105,17 +105,50 @@ make_host_dirs() {
     mkdir -p "$hd/var-lib-libvirt/pools"/{slow,fast}
     cp -n /etc/libvirt/libvirt.conf /etc/libvirt/libvirt-admin.conf "$hd/etc-libvirt/" 2>/dev/null || true
     printf '127.0.0.1 localhost\n%s %s\n' "$(host_ip "$n")" "$(netns_name "$n")" >"$hd/hosts"
+    make_host_pki "$n"
     write_libvirtd_conf "$n" >"$hd/etc-libvirt/libvirtd.conf"
     write_qemu_conf "$n" >"$hd/etc-libvirt/qemu.conf"
 }
 
+# TLS for libvirt and for QEMU's migration stream, from the lab CA: one certificate per host
+# (server and client use: it answers libvirt/QEMU connections and opens them as a source),
+# laid out under the names libvirtd (pkipath) and QEMU (x509 dir) look for.
+make_host_pki() {
+    local n=$1 pki
+    pki=$(host_dir "$n")/pki
+    "$REPO/deploy/lib/certs" "$LAB_TLS" "h$n" "IP:$(host_ip "$n")" "DNS:$(netns_name "$n")"
+    mkdir -p "$pki"
+    cp "$LAB_TLS/ca.pem" "$pki/cacert.pem"
+    cp "$LAB_TLS/ca.pem" "$pki/ca-cert.pem"
+    for role in server client; do
+        cp "$LAB_TLS/h$n.pem" "$pki/${role}cert.pem"
+        cp "$LAB_TLS/h$n-key.pem" "$pki/${role}key.pem"
+        cp "$LAB_TLS/h$n.pem" "$pki/$role-cert.pem"
+        cp "$LAB_TLS/h$n-key.pem" "$pki/$role-key.pem"
+    done
+}
+
+# The root namespace's client certificate (virsh, tests, the pkipath in every host URI).
+ensure_client_pki() {
+    local pki=$LAB_TLS/libvirt-client
+    [[ -s $pki/clientkey.pem ]] && return 0
+    "$REPO/deploy/lib/certs" "$LAB_TLS" client "DNS:baton-lab-client"
+    mkdir -p "$pki"
+    cp "$LAB_TLS/ca.pem" "$pki/cacert.pem"
+    cp "$LAB_TLS/client.pem" "$pki/clientcert.pem"
+    cp "$LAB_TLS/client-key.pem" "$pki/clientkey.pem"
+}
+
 write_libvirtd_conf() {
     cat <<EOF
-# Baton lab host h$1 (prefix $PREFIX). Listens inside its netns only.
-listen_tls = 0
-listen_tcp = 1
+# Baton lab host h$1 (prefix $PREFIX). Listens inside its netns only, with TLS only:
+# a client needs a certificate from the lab CA (deploy/lab uri gives the pkipath).
+listen_tls = 1
+listen_tcp = 0
 listen_addr = "0.0.0.0"
-auth_tcp = "none"
+ca_file = "$(host_dir "$1")/pki/cacert.pem"
+cert_file = "$(host_dir "$1")/pki/servercert.pem"
+key_file = "$(host_dir "$1")/pki/serverkey.pem"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 unix_sock_group = "root"
@@ -140,6 +173,9 @@ cgroup_controllers = [ ]
 # all hosts share one hostname resolver: never rely on it for migration
 migration_address = "$(host_ip "$1")"
 migration_host = "$(host_ip "$1")"
+# VIR_MIGRATE_TLS: the migration stream (and NBD disk copy) over TLS, both ends verified
+migrate_tls_x509_cert_dir = "$(host_dir "$1")/pki"
+migrate_tls_x509_verify = 1
 EOF
 }
 

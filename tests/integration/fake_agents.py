@@ -112,9 +112,10 @@ class Job:
 
 
 def host_caps(host: str, *, bridges: tuple[str, ...] = ("br0",), memory_gib: float = 8,
-              pool_free_gib: float = 100) -> HostCaps:
+              pool_free_gib: float = 100, migration_tls: bool = True) -> HostCaps:
     return HostCaps(
         host_id=host, hostname=host, migration_uri=f"qemu+tcp://10.77.0.{host[-1]}/system",
+        migration_tls=migration_tls,
         cpu=CpuInfo(arch="x86_64", vendor="AMD", model="EPYC"),
         versions=Versions(libvirt="10.0.0", hypervisor="8.2.2", hypervisor_type="QEMU",
                           agent="0.1.0"),

@@ -121,6 +121,31 @@ def test_bandwidth_cap_and_a_change_while_running_reach_qemu(stack, lab, guest):
     assert_guest_alive_on(lab, vm, "h2", 0)
 
 
+def tls_creds_during_the_job(lab, vm: str) -> str:
+    """QEMU's ``tls-creds`` migration parameter on the source, read while the job runs (libvirt
+    sets it to its TLS object for VIR_MIGRATE_TLS and clears it when the job ends)."""
+    lab._poll(lambda: lab.qemu_migration("h1", vm)["status"] == "active", 60,
+              "QEMU on h1 to report an active migration")
+    return str(lab.qemu_migration("h1", vm).get("tls-creds", ""))
+
+
+@pytest.mark.parametrize("no_tls", [False, True], ids=["tls", "no-tls"])
+def test_the_migration_stream_is_tls_unless_the_operator_says_no(stack, lab, guest, no_tls):
+    """With both hosts' QEMU certificates in place the stream is encrypted (QEMU itself holds
+    TLS credentials for the job); ``--no-tls`` sends it in the clear and pre-flight warns."""
+    vm = guest("h1", memory_mib=128, dirty_mb=32, dirty_rate_mib_s=20)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8",
+                         *(["--no-tls"] if no_tls else []))
+    wait_phase(stack, migration_id, {"migrating"})
+    creds = tls_creds_during_the_job(lab, vm)
+    stack.baton("bandwidth", migration_id, "256")
+    done = final(stack, migration_id)
+    encryption = {c["name"]: c["status"] for c in done["checks"]}["encryption"]
+    assert ("succeeded", no_tls, "warn" if no_tls else "pass") == (
+        done["phase"], creds == "", encryption)
+    assert_guest_alive_on(lab, vm, "h2", 0)
+
+
 def throttle_pct(lab, vm: str) -> int | None:
     """libvirt's auto-converge throttle on h1 for the running job; None once the job is gone."""
     try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from baton.agent import hostfacts
 from baton.agent.core import AgentCore
+from baton.agent.hostfacts import MIGRATION_TLS_FILES, migration_tls_ready
 from baton.agent.hypervisor import CpuVerdict, GuestCpu
 from baton.schemas.agent import CapsRequest, CpuCompareRequest, CpuCompatibility, DomainInfo
 from baton.schemas.errors import BatonError, ErrorCode
@@ -72,3 +74,35 @@ async def test_caps_while_disconnected_is_unavailable():
     with pytest.raises(BatonError) as caught:
         await make_core(FakeHypervisor(connected=False)).caps(CapsRequest())
     assert ErrorCode.UNAVAILABLE == caught.value.code
+
+
+# --- QEMU's migration TLS certificates ------------------------------------------------------------
+
+
+def _tls_dir(directory, files=MIGRATION_TLS_FILES):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (directory / name).write_text("pem")
+    return directory
+
+
+def test_migration_tls_is_ready_when_qemu_conf_names_a_directory_with_every_file(tmp_path):
+    conf = tmp_path / "qemu.conf"
+    conf.write_text(f'user = "root"\nmigrate_tls_x509_cert_dir = "{_tls_dir(tmp_path / "pki")}"\n')
+    assert True is migration_tls_ready(conf)
+
+
+def test_the_default_tls_directory_counts_when_no_migration_one_is_set(tmp_path):
+    conf = tmp_path / "qemu.conf"
+    conf.write_text(f'default_tls_x509_cert_dir = "{_tls_dir(tmp_path / "pki")}"\n')
+    assert True is migration_tls_ready(conf)
+
+
+def test_a_missing_key_or_a_commented_setting_is_not_ready(tmp_path, monkeypatch):
+    monkeypatch.setattr(hostfacts, "DEFAULT_TLS_DIR", str(tmp_path / "empty-default"))
+    partial = _tls_dir(tmp_path / "partial", MIGRATION_TLS_FILES[:-1])
+    conf = tmp_path / "qemu.conf"
+    conf.write_text(f'migrate_tls_x509_cert_dir = "{partial}"\n')
+    commented = tmp_path / "commented.conf"
+    commented.write_text(f'#migrate_tls_x509_cert_dir = "{_tls_dir(tmp_path / "full")}"\n')
+    assert (False, False) == (migration_tls_ready(conf), migration_tls_ready(commented))

@@ -11,6 +11,7 @@ from baton.coordinator.options import check_against_domain, option_problems
 from baton.coordinator.plan import host_of, make_plan, start_request
 from baton.coordinator.preflight import DiskView, Facts
 from baton.schemas.agent import DomainState as D
+from baton.schemas.agent import HostCaps
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import MigrateRequest, StorageMode
 from tests.integration.fake_agents import IMAGES, SHARED, domain, host_caps
@@ -48,12 +49,13 @@ def test_options_that_contradict_the_vm_state_are_bad_requests(options, state, s
     assert ErrorCode.BAD_REQUEST == caught.value.code
 
 
-def facts(shared: bool) -> Facts:
+def facts(shared: bool, source_caps: HostCaps | None = None) -> Facts:
     vm = domain("vm1", directory=SHARED if shared else IMAGES)
     return Facts(vm="vm1", source="h1", destination="h2", live=True,
                  requested_storage=StorageMode.AUTO, domain=vm,
                  destination_caps=host_caps("h2"), on_destination=None,
-                 disks=[DiskView(vm.disks[0], shared=shared)])
+                 disks=[DiskView(vm.disks[0], shared=shared)],
+                 source_caps=source_caps or host_caps("h1"))
 
 
 def test_a_copy_plan_names_exactly_the_local_disks_and_maps_every_option():
@@ -73,9 +75,17 @@ def test_a_shared_plan_copies_nothing_and_never_a_shared_disk():
                                         make_plan(facts(shared=True)).storage)
 
 
+def test_the_plan_encrypts_only_when_preflight_says_both_hosts_can():
+    both = make_plan(facts(shared=True))
+    without = make_plan(facts(shared=True, source_caps=host_caps("h1", migration_tls=False)))
+    assert (True, False) == (start_request("m1", req(), both, None).tls,
+                             start_request("m1", req(), without, None).tls)
+
+
 def test_host_of_takes_the_address_out_of_a_libvirt_uri():
-    assert ("10.77.0.2", "h3") == (host_of("qemu+tcp://10.77.0.2/system"),
-                                   host_of("qemu+ssh://root@h3/system"))
+    assert ("10.77.0.2", "h3", "10.77.0.3") == (
+        host_of("qemu+tcp://10.77.0.2/system"), host_of("qemu+ssh://root@h3/system"),
+        host_of("qemu+tls://10.77.0.3/system?pkipath=/var/lib/baton-lab/lab/tls/libvirt-client"))
 
 
 def test_completion_needs_the_vm_running_and_persistent_on_the_destination_and_gone_at_source():

@@ -22,6 +22,11 @@ def test_default_live_move_is_peer_to_peer_persistent_and_undefines_the_source()
     assert {"migrate_uri": "tcp://10.77.0.2"} == plan.params
 
 
+def test_a_tls_request_asks_libvirt_for_an_encrypted_stream():
+    assert {F.LIVE, F.PEER2PEER, F.PERSIST_DEST, F.UNDEFINE_SOURCE, F.TLS} == plan_migration(
+        start(tls=True), domain_active=True).flags
+
+
 def test_copy_storage_copies_exactly_the_named_disks_with_every_tuning_option():
     plan = plan_migration(start(copy_disks=["vda"], auto_converge=True, auto_converge_initial_pct=20,
                                 auto_converge_increment_pct=10, bandwidth_mib_s=30,

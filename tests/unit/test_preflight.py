@@ -18,12 +18,14 @@ from baton.coordinator.preflight import (
     Facts,
     check_cpu,
     check_devices,
+    check_encryption,
     check_hosts,
     check_memory,
     check_network,
     check_storage,
     check_vm,
     failure_summary,
+    migration_tls,
     report,
     resolved_storage,
 )
@@ -50,6 +52,7 @@ def facts(*, shared: bool = False, exists: bool = False, storage=StorageMode.AUT
     probe = PathProbe(path=disk.source_path, exists=exists or shared)
     base = Facts(vm="vm1", source="h1", destination="h2", live=live, requested_storage=storage,
                  domain=vm, destination_caps=caps or host_caps("h2"), on_destination=None,
+                 source_caps=host_caps("h1"),
                  disks=[DiskView(disk, shared=shared, on_destination=probe)],
                  cpu=CpuCompareReply(host_id="h2", result=CpuCompatibility.IDENTICAL,
                                      runnable=True, reason="same CPU"))
@@ -176,3 +179,32 @@ def test_all_checks_are_reported_together_and_the_summary_names_each_failure():
 
 def test_free_bytes_of_a_roomy_pool_are_reported_when_passing():
     assert f"{10 * GIB / GIB:.1f} GiB" in check_storage(facts()).reason
+
+
+# --- encryption of the migration stream ---------------------------------------------------------
+
+
+def test_the_stream_is_encrypted_when_asked_and_both_hosts_have_qemu_certificates():
+    result = check_encryption(facts())
+    assert (True, CheckStatus.PASS) == (migration_tls(facts()), result.status)
+
+
+@pytest.mark.parametrize("source_tls, destination_tls, lacking", [
+    (False, True, "h1"), (True, False, "h2"), (False, False, "h1 and h2")])
+def test_a_host_without_qemu_certificates_means_a_warned_unencrypted_stream(
+        source_tls, destination_tls, lacking):
+    these = facts(source_caps=host_caps("h1", migration_tls=source_tls),
+                  destination_caps=host_caps("h2", migration_tls=destination_tls))
+    result = check_encryption(these)
+    assert (False, CheckStatus.WARN) == (migration_tls(these), result.status)
+    assert result.reason.startswith(f"{lacking} has no QEMU migration TLS certificates")
+
+
+def test_a_source_whose_caps_are_unknown_is_not_trusted_with_tls():
+    assert False is migration_tls(facts(source_caps=None))
+
+
+def test_no_tls_is_the_operators_call_and_is_warned_about():
+    result = check_encryption(facts(tls=False))
+    assert (False, CheckStatus.WARN, "--no-tls: guest memory and disks cross the network "
+            "unencrypted") == (migration_tls(facts(tls=False)), result.status, result.reason)
