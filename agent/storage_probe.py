@@ -2,7 +2,8 @@
 
 Two hosts prove they see the same storage like this: the source's agent writes a random token
 into ``.baton-probe-<token>`` beside a disk, the destination's agent reads that file back and
-compares, and the source removes it. Only that file name pattern is ever written or removed.
+compares, and the source removes it. Only that file name pattern is ever written or removed,
+a write never replaces a file and no token operation follows a symlink.
 """
 
 from __future__ import annotations
@@ -44,19 +45,28 @@ def run_token_op(op: TokenOp) -> TokenResult:
 
 
 def _write(path: Path, token: str) -> tuple[bool, str]:
-    path.write_text(token)
+    # Exclusive and not through a symlink: the probe never overwrites or redirects a write.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
     return True, "written"
 
 
 def _read(path: Path, token: str) -> tuple[bool, str]:
-    if not path.exists():
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
         return False, "token file not found: this host does not see the same directory"
-    if path.read_text() != token:
+    with os.fdopen(fd, "rb") as source:
+        found = source.read(len(token.encode()) + 1)  # bounded: a token file is tiny
+    if found != token.encode():
         return False, "token file differs: this is not the same storage"
     return True, "token matches"
 
 
 def _remove(path: Path, token: str) -> tuple[bool, str]:
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return False, f"not a token file: {path}"
     path.unlink(missing_ok=True)
     return True, "removed"
 

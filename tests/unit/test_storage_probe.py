@@ -41,3 +41,29 @@ def test_filesystem_type_takes_the_longest_matching_mount_point(tmp_path):
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\nbindfs {tmp_path} fuse.glusterfs rw 0 0\n")
     assert "fuse.glusterfs" == storage_probe.filesystem_type(tmp_path / "x", mounts)
     assert "ext4" == storage_probe.filesystem_type(tmp_path.parent, mounts)
+
+
+def _op(action: TokenAction, disk, token: str = "abcdefgh") -> TokenOp:
+    return TokenOp(action=action, beside=str(disk), token=token)
+
+
+def test_a_token_write_never_replaces_an_existing_file(tmp_path):
+    (tmp_path / ".baton-probe-abcdefgh").write_text("someone's data")
+    result = storage_probe.run_token_op(_op(TokenAction.WRITE, tmp_path / "disk.qcow2"))
+    assert (False, "someone's data") == (result.ok, (tmp_path / ".baton-probe-abcdefgh").read_text())
+
+
+def test_no_token_operation_follows_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("abcdefgh")
+    (tmp_path / ".baton-probe-abcdefgh").symlink_to(victim)
+    disk = tmp_path / "disk.qcow2"
+    results = [storage_probe.run_token_op(_op(action, disk)).ok
+               for action in (TokenAction.WRITE, TokenAction.READ, TokenAction.REMOVE)]
+    assert ([False, False, False], "abcdefgh", True) == (
+        results, victim.read_text(), (tmp_path / ".baton-probe-abcdefgh").is_symlink())
+
+
+def test_a_token_file_with_more_than_the_token_does_not_match(tmp_path):
+    (tmp_path / ".baton-probe-abcdefgh").write_text("abcdefgh" + "x" * 100_000)
+    assert False is storage_probe.run_token_op(_op(TokenAction.READ, tmp_path / "d")).ok
