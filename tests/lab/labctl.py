@@ -110,7 +110,7 @@ class Lab:
 
     # --- hosts ----------------------------------------------------------------
     def uri(self, host: str) -> str:
-        """``qemu+tcp://IP/system`` of a host, reachable from the root namespace."""
+        """``qemu+tls://IP/system?pkipath=...`` of a host, reachable from the root namespace."""
         return self.run("uri", host).stdout.strip()
 
     def ip(self, host: str) -> str:
