@@ -99,7 +99,10 @@ cmd_guest() {
     host_ns_ready "$n" || die "host h$n is not up"
     ensure_guest_image
     if [[ -n $pool ]]; then disk=$(pool_disk_path "$pool" "$name"); else disk=$(guest_disk_path "$storage" "$name"); fi
-    hexec "$n" qemu-img create -q -f qcow2 "$disk" "${disk_mib}M"
+    # Once in a while the FUSE shared dir answers qemu-img's image lock on a brand-new file
+    # with "Failed to get write lock"; the file is ours alone, so one more try is safe.
+    hexec "$n" qemu-img create -q -f qcow2 "$disk" "${disk_mib}M" ||
+        { sleep 1; hexec "$n" qemu-img create -q -f qcow2 "$disk" "${disk_mib}M"; }
     xml=$STATE/guests/$name.xml
     mkdir -p "$STATE/guests"
     domain_xml "$name" "$memory" "$disk" "$nic" \
