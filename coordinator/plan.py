@@ -57,7 +57,8 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
                   bandwidth_mib_s: int | None) -> StartRequest:
     return StartRequest(
         migration_id=migration_id, vm=request.vm, destination_uri=plan.destination_uri,
-        destination_address=host_of(plan.destination_uri), live=request.live,
+        destination_host=request.destination, destination_address=host_of(plan.destination_uri),
+        live=request.live,
         persistent=request.persistent, undefine_source=request.undefine_source,
         copy_disks=plan.copy_targets, auto_converge=request.auto_converge,
         auto_converge_initial_pct=request.auto_converge_initial_pct,

@@ -170,6 +170,9 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     migration_id: MigrationId
     vm: VmName
     destination_uri: str
+    # The destination's host id: the source sends the VM only if that host's agent announces
+    # exactly ``destination_uri`` (agent/peers.py).
+    destination_host: HostId | None = None
     destination_address: str | None = None  # migration data goes to tcp://<address>
     live: bool = True
     persistent: bool = True

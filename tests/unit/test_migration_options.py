@@ -63,8 +63,8 @@ def test_a_copy_plan_names_exactly_the_local_disks_and_maps_every_option():
     start = start_request("m1", req(auto_converge=True, auto_converge_initial_pct=30,
                                     auto_converge_increment_pct=15, max_downtime_ms=500,
                                     undefine_source=False), plan, 40)
-    assert (["vda"], "10.77.0.2", 40) == (start.copy_disks, start.destination_address,
-                                          start.bandwidth_mib_s)
+    assert (["vda"], "10.77.0.2", "h2", 40) == (start.copy_disks, start.destination_address,
+                                                start.destination_host, start.bandwidth_mib_s)
     assert (True, 30, 15, 500, False) == (start.auto_converge, start.auto_converge_initial_pct,
                                           start.auto_converge_increment_pct, start.max_downtime_ms,
                                           start.undefine_source)
