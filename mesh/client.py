@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.micro.request import ERROR_HEADER
 
 from baton.mesh.access import NatsAccess
+from baton.mesh.daemon import close_quietly
 from baton.schemas import codec, timeouts
 from baton.schemas.agent import AgentStatus, StatusRequest
 from baton.schemas.errors import BatonError, ErrorCode
@@ -86,14 +87,16 @@ async def connect(access: NatsAccess | str, *, name: str = "baton",
         if not denials.note(exc):
             causes.append(exc)
 
+    nc = Client()
     try:
         async with asyncio.timeout(timeout_s * 2 + 1):  # two tries, each bounded by connect_timeout
-            nc = await nats.connect(
+            await nc.connect(
                 access.url, name=name, connect_timeout=timeout_s, allow_reconnect=False,
                 max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=remember, **options,
             )  # fmt: skip
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         cause = causes[-1] if causes else exc
+        await close_quietly(nc)  # a refused TLS session would otherwise leak its transport
         if "authorization violation" in _describe(cause).lower():
             raise BatonError(ErrorCode.FORBIDDEN,
                              f"NATS at {access.url} refused this client: authorization violation "

@@ -4,6 +4,7 @@ until SIGTERM or SIGINT asks it to stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -33,15 +34,26 @@ async def connect_nats(access: NatsAccess, name: str) -> nats.NATS:
         log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
     while True:
+        nc = nats.NATS()
         try:
-            return await nats.connect(access.url, name=name, max_reconnect_attempts=-1,
-                                      reconnect_time_wait=1, connect_timeout=2,
-                                      error_cb=on_error, **options)
+            await nc.connect(access.url, name=name, max_reconnect_attempts=-1,
+                             reconnect_time_wait=1, connect_timeout=2, error_cb=on_error,
+                             **options)
+            return nc
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            await close_quietly(nc)  # do not leak a half-open (TLS) transport per attempt
             log.warning("nats_connect_failed", url=access.url,
                         error=str(exc) or type(exc).__name__, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+async def close_quietly(nc: nats.NATS, within_s: float = 1.0) -> None:
+    """Close a client whose connect failed. nats-py's close can wait forever on a connection
+    that never finished its handshake (a refused TLS certificate), hence the bound."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(within_s):
+            await nc.close()
 
 
 def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> int:
