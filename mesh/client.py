@@ -90,9 +90,12 @@ async def connect(access: NatsAccess | str, *, name: str = "baton",
     nc = Client()
     try:
         async with asyncio.timeout(timeout_s * 2 + 1):  # two tries, each bounded by connect_timeout
+            # nats-py annotates both durations as int but waits on them as float seconds.
             await nc.connect(
-                access.url, name=name, connect_timeout=timeout_s, allow_reconnect=False,
-                max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=remember, **options,
+                access.url, name=name, connect_timeout=timeout_s,  # type: ignore[arg-type]
+                allow_reconnect=False, max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,  # type: ignore[arg-type]
+                error_cb=remember, **options,
             )  # fmt: skip
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         cause = causes[-1] if causes else exc
