@@ -9,8 +9,9 @@ from typing import Annotated
 import msgspec
 
 from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
+from baton.schemas.limits import CPU_XML_MAX, DOMAIN_NAMES_MAX, PATH_MAX, PROBE_PATHS_MAX
 
-AbsolutePath = Annotated[str, msgspec.Meta(pattern=r"^/", min_length=1, max_length=4096)]
+AbsolutePath = Annotated[str, msgspec.Meta(pattern=r"^/", min_length=1, max_length=PATH_MAX)]
 ProbeToken = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 
 
@@ -89,7 +90,7 @@ class HostCaps(Message, frozen=True, kw_only=True, tag="agent.caps.reply"):
 class CpuCompareRequest(Message, frozen=True, kw_only=True, tag="agent.cpu_compare.request"):
     """Give ``cpu_xml``, or ``domain`` (+ ``domain_host`` when the domain lives on another host)."""
 
-    cpu_xml: str | None = None
+    cpu_xml: Annotated[str, msgspec.Meta(max_length=CPU_XML_MAX)] | None = None
     domain: VmName | None = None
     domain_host: HostId | None = None
 
@@ -125,7 +126,7 @@ class TokenOp(Message, frozen=True, kw_only=True, tag="agent.token_op"):
 
 
 class StorageProbeRequest(Message, frozen=True, kw_only=True, tag="agent.storage_probe.request"):
-    paths: list[AbsolutePath] = []
+    paths: Annotated[list[AbsolutePath], msgspec.Meta(max_length=PROBE_PATHS_MAX)] = []
     token: TokenOp | None = None
 
 
@@ -205,7 +206,8 @@ class DomainInfo(Message, frozen=True, kw_only=True, tag="agent.domain"):
 
 
 class DomainsRequest(Message, frozen=True, kw_only=True, tag="agent.domains.request"):
-    names: list[VmName] | None = None  # only these (unknown names are an error); None = all
+    # Only these (unknown names are an error); None = all.
+    names: Annotated[list[VmName], msgspec.Meta(max_length=DOMAIN_NAMES_MAX)] | None = None
     include_cpu_xml: bool = False
 
 

@@ -14,12 +14,14 @@ from typing import Annotated
 
 import msgspec
 
+from baton.schemas.limits import HOST_ID_MAX, VM_NAME_MAX
+
 # Subject-safe token: NATS subjects split on '.', and '*', '>' and whitespace are special.
 # The lookahead stops Python's '$' from matching before a trailing newline; JSON Schema (ECMA-262)
 # reads the same pattern the same way.
 HOST_ID_PATTERN = r"^[A-Za-z0-9_-]+(?!\n)$"
-HostId = Annotated[str, msgspec.Meta(pattern=HOST_ID_PATTERN, min_length=1, max_length=64)]
-VmName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+HostId = Annotated[str, msgspec.Meta(pattern=HOST_ID_PATTERN, min_length=1, max_length=HOST_ID_MAX)]
+VmName = Annotated[str, msgspec.Meta(min_length=1, max_length=VM_NAME_MAX)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 

@@ -27,8 +27,9 @@ from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
 from baton.schemas.errors import ErrorReply
 from baton.schemas.events import JobStats
 from baton.schemas.job import BandwidthMiBs, CheckStatus, MigrationId, Phase
+from baton.schemas.limits import DISKS_MAX, NAME_MAX, Name, PathText
 
-PoolName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+PoolName = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
 DiskTarget = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
@@ -60,10 +61,10 @@ class StorageMoveRequest(Message, frozen=True, kw_only=True, tag="coordinator.st
 class DiskMove(Message, frozen=True, kw_only=True, tag="storage.disk_move"):
     """One disk's move: from where, to where, in which format (the format is kept)."""
 
-    target: str
-    source_path: str
-    destination_path: str
-    format: str
+    target: Name
+    source_path: PathText
+    destination_path: PathText
+    format: Name
     capacity_bytes: NonNegativeInt = 0  # virtual size
     allocation_bytes: NonNegativeInt = 0
 
@@ -135,7 +136,7 @@ class AgentStorageMoveRequest(Message, frozen=True, kw_only=True, tag="agent.sto
 
     migration_id: MigrationId
     vm: VmName
-    disks: list[DiskMove]
+    disks: Annotated[list[DiskMove], msgspec.Meta(max_length=DISKS_MAX)]
     bandwidth_mib_s: BandwidthMiBs | None = None
     keep_source: bool = False
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
@@ -151,7 +152,7 @@ class AgentStorageAbortRequest(Message, frozen=True, kw_only=True, tag="agent.st
 
     migration_id: MigrationId
     vm: VmName
-    disks: list[DiskMove] = []
+    disks: Annotated[list[DiskMove], msgspec.Meta(max_length=DISKS_MAX)] = []
 
 
 class StorageStageEvent(Message, frozen=True, kw_only=True, tag="agent.storage.stage"):

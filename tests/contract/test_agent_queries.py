@@ -7,6 +7,7 @@ real agent answers ``unsupported`` there, while the fakes play a QEMU host that 
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from baton.schemas.agent import (
@@ -24,6 +25,7 @@ from baton.schemas.agent import (
     TokenOp,
 )
 from baton.schemas.errors import ErrorCode
+from baton.schemas.limits import DOMAIN_NAMES_MAX, PROBE_PATHS_MAX
 from baton.schemas.subjects import AgentEndpoint as A
 from tests.contract.cases import Case, answer, refuses, replies
 from tests.contract.implementations import MISSING_DIR, PEER
@@ -100,9 +102,12 @@ CASES = [
     Case("storage.probe-outside-every-pool", A.STORAGE_PROBE,
          lambda a: StorageProbeRequest(paths=[f"{MISSING_DIR}/x.qcow2", a.outside_dir]),
          replies(StorageProbeReply, [(False, False), (True, True)]), facts=probed),
-    Case("storage.probe-many-paths", A.STORAGE_PROBE,  # the schema sets no limit
-         lambda a: StorageProbeRequest(paths=[f"{MISSING_DIR}/{i}" for i in range(1000)]),
-         replies(StorageProbeReply, 1000), facts=lambda r: len(r.paths)),
+    Case("storage.probe-many-paths", A.STORAGE_PROBE,  # as many as schemas/limits.py allows
+         lambda a: StorageProbeRequest(paths=[f"{MISSING_DIR}/{i}" for i in range(PROBE_PATHS_MAX)]),
+         replies(StorageProbeReply, PROBE_PATHS_MAX), facts=lambda r: len(r.paths)),
+    Case("storage.probe-too-many-paths", A.STORAGE_PROBE,
+         lambda a: msgspec.json.encode({"paths": [f"{MISSING_DIR}/{i}" for i in range(1000)]}),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
     Case("storage.probe-relative-path", A.STORAGE_PROBE, lambda a: b'{"paths": ["etc/passwd"]}',
          refuses(ErrorCode.BAD_REQUEST), canned=True),
     Case("storage.probe-empty-path", A.STORAGE_PROBE, lambda a: b'{"paths": [""]}',
@@ -149,7 +154,10 @@ CASES = [
     Case("domains-no-names", A.DOMAINS, lambda a: DomainsRequest(names=[]),
          replies(DomainsReply, []), facts=names),
     Case("domains-many-names", A.DOMAINS, lambda a: DomainsRequest(names=["vm1"] * 100),
-         replies(DomainsReply, 100), facts=lambda r: len(r.domains)),  # no limit in the schema
+         replies(DomainsReply, 100), facts=lambda r: len(r.domains)),
+    Case("domains-too-many-names", A.DOMAINS,
+         lambda a: msgspec.json.encode({"names": ["vm1"] * (DOMAIN_NAMES_MAX + 1)}),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
     Case("domains-unknown", A.DOMAINS, lambda a: DomainsRequest(names=["nosuch"]),
          refuses(ErrorCode.NOT_FOUND)),
     Case("domains-known-and-unknown", A.DOMAINS, lambda a: DomainsRequest(names=["vm1", "nosuch"]),
