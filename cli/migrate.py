@@ -38,6 +38,7 @@ from baton.cli.storage_render import any_outcome_line
 from baton.schemas import timeouts
 from baton.schemas.codec import decode_any
 from baton.schemas.events import LifecycleEvent
+from baton.schemas.limits import JOBS_PAGE_MAX
 from baton.schemas.migration import (
     TERMINAL_PHASES,
     AbortRequest,
@@ -47,11 +48,13 @@ from baton.schemas.migration import (
     JobsRequest,
     MigrateAccepted,
     MigrateRequest,
+    MigrationRecord,
     Phase,
     PreflightReport,
     ProgressEvent,
     StorageMode,
 )
+from baton.schemas.storage import StorageMoveRecord
 from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
 
 # --- migrate ----------------------------------------------------------------------------------
@@ -179,19 +182,42 @@ def _show_report(settings: Settings, report: PreflightReport) -> None:
 
 @click.command(epilog=EPILOG)
 @click.option("--active", is_flag=True, help="Only migrations that have not finished.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Only the N newest jobs (default: every job the coordinator keeps).")
 @common_options
-def jobs(active: bool, nats_url: str, prefix: str, output: str) -> None:
-    """List the coordinator's migrations (newest last)."""
-    run(Settings(nats_url, prefix, output), lambda nc, s: _jobs(nc, s, active))
+def jobs(active: bool, limit: int | None, nats_url: str, prefix: str, output: str) -> None:
+    """List the coordinator's migrations and disk moves (newest last).
+
+    The coordinator answers in pages; this asks for page after page until it has them all
+    (or the --limit newest)."""
+    run(Settings(nats_url, prefix, output), lambda nc, s: _jobs(nc, s, active, limit))
 
 
-async def _jobs(nc: Client, settings: Settings, active: bool) -> None:
-    reply = await ask(nc, settings, CoordinatorEndpoint.JOBS, JobsRequest(active_only=active),
-                      JobsReply, timeouts.COORDINATOR_JOBS)
-    records = [*reply.migrations, *reply.storage_moves]  # each record carries its kind
+async def _jobs(nc: Client, settings: Settings, active: bool, limit: int | None) -> None:
+    migrations, moves = await fetch_jobs(nc, settings, active, limit)
+    # Pages come newest first; the listing stays oldest first (each record carries its kind).
+    records: list[MigrationRecord | StorageMoveRecord] = [*reversed(migrations), *reversed(moves)]
     if settings.json:
         return emit_json(records)
     make_console().print(render.jobs_table(records))
+
+
+async def fetch_jobs(nc: Client, settings: Settings, active: bool, limit: int | None,
+                     ) -> tuple[list[MigrationRecord], list[StorageMoveRecord]]:
+    """Every page of ``jobs`` (newest first), or the ``limit`` newest records."""
+    migrations: list[MigrationRecord] = []
+    moves: list[StorageMoveRecord] = []
+    cursor: str | None = None
+    while True:
+        left = JOBS_PAGE_MAX if limit is None else limit - len(migrations) - len(moves)
+        reply = await ask(nc, settings, CoordinatorEndpoint.JOBS,
+                          JobsRequest(active_only=active, limit=min(left, JOBS_PAGE_MAX),
+                                      cursor=cursor), JobsReply, timeouts.COORDINATOR_JOBS)
+        migrations += reply.migrations
+        moves += reply.storage_moves
+        cursor = reply.next_cursor
+        if cursor is None or (limit is not None and len(migrations) + len(moves) >= limit):
+            return migrations, moves
 
 
 @click.command(epilog=EPILOG)

@@ -30,6 +30,7 @@ from baton.coordinator.storage_runner import new_record as new_storage_record
 from baton.schemas import timeouts
 from baton.schemas.agent import DomainInfo
 from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.limits import JOBS_PAGE_MAX_BYTES
 from baton.schemas.migration import (
     AbortRequest,
     BandwidthRequest,
@@ -112,9 +113,16 @@ class Coordinator:
         return await runner.set_bandwidth(request.bandwidth_mib_s)
 
     async def jobs(self, request: JobsRequest) -> JobsReply:
-        records = self.registry.records(request.migration_id, request.active_only)
+        """One page, newest first (one record for ``migration_id``); see :meth:`Registry.page`."""
+        following: int | None = None
+        if request.migration_id is not None:
+            records = self.registry.records(request.migration_id)
+        else:
+            records, following = self.registry.page(_cursor_position(request.cursor), request.limit,
+                                                    JOBS_PAGE_MAX_BYTES, request.active_only)
         return JobsReply(migrations=[r for r in records if isinstance(r, MigrationRecord)],
-                         storage_moves=[r for r in records if not isinstance(r, MigrationRecord)])
+                         storage_moves=[r for r in records if not isinstance(r, MigrationRecord)],
+                         next_cursor=None if following is None else str(following))
 
     # --- accepting -------------------------------------------------------------------------
 
@@ -176,6 +184,16 @@ class Coordinator:
         except TimeoutError:
             return False
         return True
+
+
+def _cursor_position(cursor: str | None) -> int | None:
+    """The registry number a jobs cursor stands for (the cursor is opaque to clients)."""
+    if cursor is None:
+        return None
+    if not cursor.isdecimal() or not cursor.isascii():
+        raise BatonError(ErrorCode.BAD_REQUEST, f"invalid jobs cursor {cursor!r}: pass back a "
+                         "next_cursor from an earlier jobs reply")
+    return int(cursor)
 
 
 def pick_source(vm: str, destination: str,

@@ -2,7 +2,8 @@
 
 The registry only indexes runners; each runner owns its record. A runner counts as active until
 its ``done`` event is set. Finished migrations stay listed (``baton jobs``) up to ``keep``, oldest
-dropped first.
+dropped first. Each job gets a number as it is added (1, 2, ...): :meth:`Registry.page` lists
+newest first and continues below a number, so a page boundary stays put while jobs come and go.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from baton.schemas.codec import encode
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import MigrationRecord
 from baton.schemas.storage import StorageMoveRecord
@@ -34,6 +36,8 @@ class Job(Protocol):
 class Registry:
     def __init__(self, keep: int = KEEP_FINISHED) -> None:
         self._runners: dict[str, Job] = {}  # insertion order = age
+        self._numbers: dict[str, int] = {}  # migration id -> its number, in order of arrival
+        self._added = 0
         self._keep = keep
 
     def active_for(self, vm: str) -> Job | None:
@@ -49,7 +53,9 @@ class Registry:
     def add(self, runner: Job) -> None:
         """Register a new migration; ``conflict`` if its VM is already migrating."""
         self.refuse_if_busy(runner.record.vm)
+        self._added += 1
         self._runners[runner.record.migration_id] = runner
+        self._numbers[runner.record.migration_id] = self._added
         self._forget_oldest()
 
     def get(self, migration_id: str) -> Job:
@@ -68,7 +74,25 @@ class Registry:
         runners = self.active() if active_only else list(self._runners.values())
         return [r.record for r in runners]
 
+    def page(self, below: int | None, limit: int, max_bytes: int,
+             active_only: bool = False) -> tuple[list[JobRecord], int | None]:
+        """Up to ``limit`` records, newest first, numbered below ``below`` (None: from the newest),
+        stopping before their encoded size passes ``max_bytes`` (one record at least); and the
+        ``below`` of the next page, None when no older record is left."""
+        taken: list[tuple[int, JobRecord]] = []
+        size = 0
+        for key, runner in reversed(self._runners.items()):
+            number = self._numbers[key]
+            if (below is not None and number >= below) or (active_only and runner.done.is_set()):
+                continue
+            size += len(encode(runner.record))
+            if len(taken) == limit or (taken and size > max_bytes):
+                return [record for _, record in taken], taken[-1][0]
+            taken.append((number, runner.record))
+        return [record for _, record in taken], None
+
     def _forget_oldest(self) -> None:
         finished = [k for k, r in self._runners.items() if r.done.is_set()]
         for key in finished[: max(0, len(finished) - self._keep)]:
             del self._runners[key]
+            del self._numbers[key]
