@@ -53,10 +53,11 @@ async def service_metadata(core: AgentCore, hv: Hypervisor) -> dict[str, str]:
         facts = await hv.host_facts()
     except BatonError:
         return meta | {"libvirt_version": "unknown", "hypervisor_version": "unknown",
-                       "cpu_model": "unknown"}
+                       "cpu_model": "unknown", "libvirt_host_uuid": "unknown"}
     return meta | {"libvirt_version": facts.versions.libvirt,
                    "hypervisor_version": facts.versions.hypervisor,
-                   "cpu_model": facts.cpu.host_model or facts.cpu.model}
+                   "cpu_model": facts.cpu.host_model or facts.cpu.model,
+                   "libvirt_host_uuid": facts.host_uuid or "unknown"}
 
 
 async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hypervisor,

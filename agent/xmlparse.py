@@ -36,6 +36,12 @@ def host_cpu(capabilities_xml: str) -> CpuInfo:
     )
 
 
+def host_uuid(capabilities_xml: str) -> str | None:
+    """The host's UUID from ``virConnectGetCapabilities`` (SMBIOS, or libvirtd's ``host_uuid``);
+    None when the driver gives none (libvirt's test driver)."""
+    return (ET.fromstring(capabilities_xml).findtext("host/uuid") or "").strip() or None
+
+
 def guest_virt_types(capabilities_xml: str) -> list[str]:
     """Domain types (kvm, qemu, test, ...) the host offers for guests, best first."""
     found = {d.get("type", "") for d in ET.fromstring(capabilities_xml).iter("domain")} - {""}

@@ -49,6 +49,7 @@ META_HOST_ID = "host_id"
 META_LIBVIRT_VERSION = "libvirt_version"
 META_HYPERVISOR_VERSION = "hypervisor_version"
 META_CPU_MODEL = "cpu_model"
+META_LIBVIRT_HOST_UUID = "libvirt_host_uuid"  # the host libvirt runs on (capabilities XML)
 
 
 class NoResponders(BatonError):
@@ -223,6 +224,7 @@ class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
     cpu_model: str | None = None
     libvirt_version: str | None = None
     hypervisor_version: str | None = None
+    libvirt_host_uuid: str | None = None
     status: AgentStatus | None = None
     status_error: str | None = None
 
@@ -295,6 +297,7 @@ def _agent(info: _ServiceInfo, prefix: str) -> AgentInfo | None:
         cpu_model=meta.get(META_CPU_MODEL),
         libvirt_version=meta.get(META_LIBVIRT_VERSION),
         hypervisor_version=meta.get(META_HYPERVISOR_VERSION),
+        libvirt_host_uuid=meta.get(META_LIBVIRT_HOST_UUID),
     )
 
 

@@ -13,6 +13,8 @@ AGENT_CPU_COMPARE: Final = 15.0
 AGENT_STORAGE_PROBE: Final = 10.0
 AGENT_DOMAINS: Final = 10.0
 AGENT_STATUS: Final = 3.0
+# At start-up an agent asks its own host's caps: nobody answers at once when the host is free.
+AGENT_IDENTITY_PROBE: Final = 3.0
 # How long discovery waits for $SRV.INFO answers after the last one arrived.
 DISCOVERY_QUIET: Final = 0.3
 DISCOVERY_MAX: Final = 2.0

@@ -20,8 +20,8 @@ from baton.agent.libvirt import values as libvirt_values
 from baton.agent.libvirt.connection import Connection
 from baton.schemas.agent import CpuCompatibility, Memory, Network, StoragePool, Versions
 
-# hostname, CPU, versions, virt types
-_Static = tuple[str, Any, Versions, list[str]]
+# hostname, CPU, versions, virt types, host UUID
+_Static = tuple[str, Any, Versions, list[str], str | None]
 
 
 class HostReader:
@@ -54,16 +54,16 @@ class HostReader:
             versions = Versions(libvirt=libvirt_values.version(conn.getLibVersion()),
                                 hypervisor=libvirt_values.version(conn.getVersion()),
                                 hypervisor_type=conn.getType(), agent=AGENT_VERSION)
-            self._static = (conn.getHostname(), cpu, versions, virt_types)
+            self._static = (conn.getHostname(), cpu, versions, virt_types, xmlparse.host_uuid(caps))
         return self._static
 
     def _read_facts(self, conn: libvirt.virConnect) -> HostFacts:
-        hostname, cpu, versions, _ = self._static_facts(conn)
+        hostname, cpu, versions, _, uuid = self._static_facts(conn)
         return HostFacts(hostname=hostname, cpu=cpu, versions=versions, memory=_memory(conn),
-                         networks=_networks(conn), pools=_pools(conn))
+                         networks=_networks(conn), pools=_pools(conn), host_uuid=uuid)
 
     def _compare_cpu(self, conn: libvirt.virConnect, cpu_xml: str, virt_type: str | None) -> CpuVerdict:
-        _, cpu, _, virt_types = self._static_facts(conn)
+        _, cpu, _, virt_types, _ = self._static_facts(conn)
         vtype = virt_type or (virt_types[0] if virt_types else None)
         result = conn.compareHypervisorCPU(None, cpu.arch, None, vtype, cpu_xml, 0)
         if result == libvirt.VIR_CPU_COMPARE_IDENTICAL:
