@@ -29,6 +29,7 @@ HEADER_TEXT_MAX = 1024  # error text in a header: enough to read, never a payloa
 # The NATS micro protocol carries an error code in a header; it expects HTTP-like numbers.
 MICRO_STATUS = {
     ErrorCode.BAD_REQUEST: "400",
+    ErrorCode.FORBIDDEN: "403",
     ErrorCode.NOT_FOUND: "404",
     ErrorCode.CONFLICT: "409",
     ErrorCode.PRECONDITION_FAILED: "412",
@@ -86,7 +87,8 @@ def error_headers(reply: ErrorReply) -> dict[str, str]:
     """The micro error headers; a header is one line, so the message is flattened there (the JSON
     body keeps it whole)."""
     return {"Nats-Service-Error": " ".join(reply.message.split())[:HEADER_TEXT_MAX],
-            "Nats-Service-Error-Code": MICRO_STATUS[reply.code]}
+            # .get: a code without a number must not fail the reply (and the service with it)
+            "Nats-Service-Error-Code": MICRO_STATUS.get(reply.code, "500")}
 
 
 async def _respond(request: Request, body: bytes, headers: dict[str, str] | None = None) -> None:
