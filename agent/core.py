@@ -9,11 +9,12 @@ its agent through ``fetch_remote_domain``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from baton.agent import AGENT_VERSION, hostfacts, storage_probe
+from baton.agent import AGENT_VERSION, hostfacts, ownership, storage_probe
 from baton.agent.hypervisor import Hypervisor
 from baton.schemas.agent import (
     AgentStatus,
@@ -29,6 +30,7 @@ from baton.schemas.agent import (
     StatusRequest,
     StorageProbeReply,
     StorageProbeRequest,
+    TokenAction,
 )
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
@@ -101,11 +103,24 @@ class AgentCore:
         return remote.cpu_xml, remote.virt_type
 
     async def storage_probe(self, request: StorageProbeRequest) -> StorageProbeReply:
+        if request.token is not None and request.token.action != TokenAction.READ:
+            await self._refuse_token_outside_storage(request.token.beside)
         def probe() -> StorageProbeReply:
             token = None if request.token is None else storage_probe.run_token_op(request.token)
             paths = [storage_probe.probe_path(p) for p in request.paths]
             return StorageProbeReply(host_id=self.host_id, paths=paths, token=token)
         return await asyncio.to_thread(probe)
+
+    async def _refuse_token_outside_storage(self, beside: str) -> None:
+        """A token file is written or removed only beside a disk of this host's domains or in
+        an active pool's directory: the probe is no way to make or delete files elsewhere."""
+        pools = (await self.caps(CapsRequest())).pools
+        disks = [d.source_path for dom in await self._hv.domains(None, include_cpu_xml=False)
+                 for d in dom.disks if d.source_path]
+        dirs = ownership.pool_dirs(pools) + [os.path.dirname(path) for path in disks]
+        if await asyncio.to_thread(ownership.outside_dirs, [beside], dirs):
+            raise BatonError(ErrorCode.FORBIDDEN, f"{beside}: a probe token is written or "
+                             "removed only beside this host's disks or in its pools' directories")
 
     async def domains(self, request: DomainsRequest) -> DomainsReply:
         found = await self._hv.domains(request.names, request.include_cpu_xml)

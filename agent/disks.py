@@ -8,8 +8,10 @@ A storage move's copy is verified with ``qemu-img info -U`` and ``qemu-img check
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from baton.schemas.errors import BatonError, ErrorCode
@@ -18,25 +20,54 @@ from baton.schemas.migration import DiskPlan
 QEMU_IMG_TIMEOUT_S = 60.0
 
 
+def _exists(path: str) -> BatonError:
+    return BatonError(ErrorCode.CONFLICT, f"{path} already exists on this host; refusing to "
+                      "overwrite it (remove it or pick another destination)")
+
+
 def _check_target(plan: DiskPlan) -> Path:
     path = Path(plan.path)
     if not path.is_absolute():
         raise BatonError(ErrorCode.BAD_REQUEST, f"disk path must be absolute: {plan.path}")
-    if path.exists():
-        raise BatonError(ErrorCode.CONFLICT, f"{plan.path} already exists on this host; "
-                         "refusing to overwrite it (remove it or pick another destination)")
+    if os.path.lexists(path):
+        raise _exists(plan.path)
     if not path.parent.is_dir():
         raise BatonError(ErrorCode.PRECONDITION_FAILED,
                          f"directory {path.parent} does not exist on this host")
     return path
 
 
-async def create_disk(plan: DiskPlan) -> None:
-    path = await asyncio.to_thread(_check_target, plan)
-    code, _, stderr = await _qemu_img("create", "-q", "-f", plan.format, str(path),
+def reserve_disk(plan: DiskPlan) -> None:
+    """Create the empty file exclusively (blocking): O_EXCL never takes over a file someone
+    else made, even one that appeared since the check; O_NOFOLLOW never writes through a link."""
+    path = _check_target(plan)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise _exists(plan.path) from None
+    os.close(fd)
+
+
+async def fill_disk(plan: DiskPlan) -> None:
+    """Write the empty image into the reserved file (qemu-img create keeps it thin)."""
+    code, _, stderr = await _qemu_img("create", "-q", "-f", plan.format, plan.path,
                                       str(plan.capacity_bytes))
     if code != 0:
         raise BatonError(ErrorCode.HYPERVISOR, f"qemu-img create {plan.path} failed: {stderr}")
+
+
+async def create_disk(plan: DiskPlan, record: Callable[[str], Awaitable[None]] | None = None) -> None:
+    """Reserve the file, let ``record`` note it as this agent's, then write the image. Any
+    failure after the reservation removes the file again: it is ours and holds nothing."""
+    await asyncio.to_thread(reserve_disk, plan)
+    try:
+        if record is not None:
+            await record(plan.path)
+        await fill_disk(plan)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(plan.path)
+        raise
 
 
 def delete_unused(paths: list[str], in_use: set[str]) -> tuple[list[str], list[str], list[str]]:

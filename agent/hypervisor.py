@@ -37,6 +37,7 @@ class HostFacts:
     memory: Memory
     networks: list[Network] = field(default_factory=list)
     pools: list[StoragePool] = field(default_factory=list)
+    host_uuid: str | None = None  # libvirt's host UUID: tells hosts apart whatever their names
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class Hypervisor(Protocol):
 
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None: ...
 
-    async def remove_domain(self, vm: str) -> bool: ...
+    async def remove_domain(self, vm: str, uuid: str) -> bool:
+        """Destroy (if running) and undefine the domain with this UUID, only if it is called
+        ``vm``; False when no domain has that UUID."""
 
     async def refresh_pools(self) -> None: ...

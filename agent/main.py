@@ -13,13 +13,17 @@ import asyncio
 import contextlib
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from baton.agent import AGENT_VERSION
 from baton.agent.core import AgentCore
+from baton.agent.identity import EXIT_HOST_TAKEN, HostTaken, refuse_if_served
+from baton.agent.ledger import Ledger
 from baton.agent.libvirt import LibvirtHypervisor
 from baton.agent.migration import MigrationManager
+from baton.agent.peers import caps_over_nats, peer_checker
 from baton.agent.publisher import EventPublisher, heartbeat_loop
 from baton.agent.service import remote_domain_fetcher, start_service
 from baton.agent.storage_move import StorageMoveManager
@@ -31,6 +35,7 @@ from baton.schemas.subjects import DEFAULT_PREFIX, Subjects, host_id_from_hostna
 
 log = structlog.get_logger(__name__)
 FIRST_CONNECT_WAIT_S = 10.0
+STATE_ROOT = "/var/lib/baton"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class AgentConfig:
     libvirt_uri: str
     nats_url: str
     migration_uri: str
+    state_dir: str  # the ledger of what this agent made (agent/ledger.py); survives restarts
     prefix: str = DEFAULT_PREFIX
     heartbeat_interval_s: float = 5.0
     first_connect_wait_s: float = FIRST_CONNECT_WAIT_S  # then serve 'unavailable' until it connects
@@ -65,6 +71,10 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
     access.add_arguments(parser)
     parser.add_argument("--migration-uri", help="libvirt URI peers use to migrate to this host "
                         "(default: the --libvirt-uri)")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="where the agent writes down the files and domains it creates, so "
+                        "clean-ups remove only those, also after a restart "
+                        f"(default: {STATE_ROOT}/agent-<host id>)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix")
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--reserved-memory-mib", type=int, default=0, metavar="MIB",
@@ -84,6 +94,7 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
                          nats_nkey=args.nats_nkey, nats_creds=args.nats_creds,
                          nats_ca=args.nats_ca,
                          migration_uri=args.migration_uri or args.libvirt_uri,
+                         state_dir=args.state_dir or f"{STATE_ROOT}/agent-{host_id}",
                          prefix=args.prefix, heartbeat_interval_s=args.heartbeat_interval,
                          reserved_memory_mib=args.reserved_memory_mib)
     return config, args
@@ -107,10 +118,15 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
             storage.observe(event)
 
     hv = LibvirtHypervisor(config.libvirt_uri, config.host_id, on_event)
+    ledger = Ledger(Path(config.state_dir))
     try:
+        await refuse_if_served(nc, subjects, config.host_id)  # before touching the host's state
+        await asyncio.to_thread(ledger.open)
         async with asyncio.TaskGroup() as tasks:
-            migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks)
-            storage = StorageMoveManager(config.host_id, hv, subjects, nc.publish, tasks)
+            check_peer = peer_checker(config.host_id, caps_over_nats(nc, subjects))
+            migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks,
+                                          ledger, check_peer)
+            storage = StorageMoveManager(config.host_id, hv, subjects, nc.publish, tasks, ledger)
             long_lived = [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
             if not await hv.wait_connected(config.first_connect_wait_s):
                 log.warning("libvirt_not_connected_yet", uri=config.libvirt_uri)
@@ -137,7 +153,12 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     logsetup.configure(args.log_level, args.log_json)
-    return run_until_signalled(lambda stop: run_agent(config, stop))
+    try:
+        return run_until_signalled(lambda stop: run_agent(config, stop))
+    except HostTaken as exc:
+        log.error("agent_refused", reason=exc.message, **exc.details)
+        print(f"baton-agent: {exc.message}", file=sys.stderr)
+        return EXIT_HOST_TAKEN
 
 
 if __name__ == "__main__":

@@ -4,22 +4,28 @@ Source: ``start`` answers at once and runs libvirt's migrate call in a task of t
 TaskGroup; while it runs, the job's figures go out as :class:`SourceProgress`, and exactly one
 :class:`SourceFinished` reports the outcome (with the completed job's figures, taken from
 libvirt's job-completed event, because with UNDEFINE_SOURCE the domain is gone by then).
-Destination: ``prepare`` pre-creates copy targets, removing what it made if any one fails.
-Either side: ``cleanup`` removes a leftover domain and disk files, never a file still in use.
+Destination: ``prepare`` notes the domain to expect and pre-creates copy targets (only in pool
+directories, never over a file), removing what it made if any one fails.
+Either side: ``cleanup`` removes a leftover domain and disk files, but only what this agent's
+ledger (agent/ledger.py) says it made or sent away for that migration, and never a file in use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 
 import structlog
 
-from baton.agent import disks
+from baton.agent import disks, ownership
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.jobs import Publish, RunningJobs, crashed
+from baton.agent.ledger import Entry, Ledger
 from baton.agent.migration_plan import MigrationPlan, plan_migration
+from baton.agent.peers import CheckPeer
+from baton.schemas.agent import DomainInfo
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobCompletedEvent, JobStats, VmEvent
@@ -54,9 +60,11 @@ class MigrationManager(RunningJobs[_Running]):
     VM_BUSY = "is already migrating"
 
     def __init__(self, host_id: str, hv: Hypervisor, subjects: Subjects, publish: Publish,
-                 tasks: asyncio.TaskGroup) -> None:
+                 tasks: asyncio.TaskGroup, ledger: Ledger, check_peer: CheckPeer) -> None:
         super().__init__(host_id, subjects, publish, tasks)
         self._hv = hv
+        self._ledger = ledger
+        self._check_peer = check_peer
 
     # --- source -------------------------------------------------------------------------------
 
@@ -64,11 +72,30 @@ class MigrationManager(RunningJobs[_Running]):
         self._refuse_if_busy(request.migration_id, request.vm)
         [domain] = await self._hv.domains([request.vm], include_cpu_xml=False)
         plan = plan_migration(request, domain_active=domain.active)
+        await self._check_peer(request.destination_host, request.destination_uri)
+        await self._note_sending(request, domain)
         running = _Running(request)
         self._launch(request.migration_id, running, self._run(running, plan))
         log.info("migration_started", migration_id=request.migration_id, vm=request.vm,
                  destination=request.destination_uri, flags=sorted(plan.flags))
         return StartReply(migration_id=request.migration_id)
+
+    async def _note_sending(self, request: StartRequest, domain: DomainInfo) -> None:
+        """Write down the disks this migration copies away, before libvirt starts."""
+        if await asyncio.to_thread(self._ledger.get, request.migration_id) is not None:
+            raise BatonError(ErrorCode.CONFLICT, f"migration {request.migration_id} already "
+                             "ran on this host; a new migration needs a new id")
+        sent = [d.source_path for d in domain.disks
+                if d.target in request.copy_disks and d.source_path]
+        await asyncio.to_thread(self._ledger.put, Entry(
+            migration_id=request.migration_id, vm=request.vm, sent_paths=sent))
+
+    async def _note_sent(self, request: StartRequest) -> None:
+        """libvirt reported the migration done: its copied disks are now this agent's to delete."""
+        entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        if entry is not None and entry.sent_paths:
+            entry.sent_completed = True
+            await asyncio.to_thread(self._ledger.put, entry)
 
     async def _run(self, running: _Running, plan: MigrationPlan) -> None:
         request = running.request
@@ -76,6 +103,7 @@ class MigrationManager(RunningJobs[_Running]):
             error = await self._migrate_with_progress(request, plan)
             stats = None
             if error is None:
+                await self._note_sent(request)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(COMPLETED_EVENT_WAIT_S):
                         stats = await running.completed
@@ -152,11 +180,17 @@ class MigrationManager(RunningJobs[_Running]):
     # --- destination and clean-up -------------------------------------------------------------
 
     async def prepare(self, request: PrepareRequest) -> PrepareReply:
+        entry = await self._expect_incoming(request)
         created: list[str] = []
+
+        async def record(path: str) -> None:  # before qemu-img writes: a crash leaks nothing
+            created.append(path)
+            entry.created_paths.append(path)
+            await asyncio.to_thread(self._ledger.put, entry)
+
         try:
             for plan in request.disks:
-                await disks.create_disk(plan)
-                created.append(plan.path)
+                await disks.create_disk(plan, record)
             await self._hv.refresh_pools()
         except BatonError:  # the error reply carries no paths: leave nothing the caller cannot see
             await asyncio.to_thread(disks.delete_unused, created, set())
@@ -164,17 +198,59 @@ class MigrationManager(RunningJobs[_Running]):
         log.info("migration_prepared", migration_id=request.migration_id, created=created)
         return PrepareReply(created_paths=created)
 
+    async def _expect_incoming(self, request: PrepareRequest) -> Entry:
+        """Refuse what is not this agent's to make; note the domain to expect, absent here now."""
+        if await asyncio.to_thread(self._ledger.get, request.migration_id) is not None:
+            raise BatonError(ErrorCode.CONFLICT, f"migration {request.migration_id} was already "
+                             "prepared or ran on this host; a new migration needs a new id")
+        here = await self._hv.domains(None, include_cpu_xml=False)
+        if clash := [d for d in here if d.name == request.vm or d.uuid == request.domain_uuid]:
+            raise BatonError(ErrorCode.CONFLICT, f"{clash[0].name} (UUID {clash[0].uuid}) is "
+                             "already defined on this host: a migration cannot bring it here")
+        paths = [plan.path for plan in request.disks]
+        if relative := [path for path in paths if not os.path.isabs(path)]:
+            raise BatonError(ErrorCode.BAD_REQUEST, f"disk path must be absolute: {relative[0]}")
+        pools = (await self._hv.host_facts()).pools
+        if outside := await asyncio.to_thread(ownership.outside_pools, paths, pools):
+            raise BatonError(ErrorCode.FORBIDDEN, f"{', '.join(outside)}: not in the directory "
+                             "of an active storage pool of this host; an agent creates disks "
+                             "only there")
+        entry = Entry(migration_id=request.migration_id, vm=request.vm,
+                      incoming_uuid=request.domain_uuid)
+        await asyncio.to_thread(self._ledger.put, entry)
+        return entry
+
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
-        removed = await self._hv.remove_domain(request.vm) if request.remove_domain else False
+        entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        removed, reasons = False, []
+        if request.remove_domain:
+            removed, why_not = await self._remove_incoming(entry, request)
+            reasons += [why_not] if why_not else []
+        allowed, refused, refusals = ownership.deletable(entry, request.migration_id,
+                                                         request.delete_paths)
         in_use = await self._paths_in_use()
-        deleted, kept, reasons = await asyncio.to_thread(disks.delete_unused,
-                                                         request.delete_paths, in_use)
+        deleted, kept, unused_reasons = await asyncio.to_thread(disks.delete_unused, allowed,
+                                                                in_use)
         if deleted:
             await self._hv.refresh_pools()
         log.info("migration_cleanup", migration_id=request.migration_id, vm=request.vm,
-                 domain_removed=removed, deleted=deleted, kept=kept)
-        return CleanupReply(domain_removed=removed, deleted_paths=deleted, kept_paths=kept,
-                            detail="; ".join(reasons))
+                 domain_removed=removed, deleted=deleted, kept=refused + kept)
+        return CleanupReply(domain_removed=removed, deleted_paths=deleted, kept_paths=refused + kept,
+                            detail="; ".join(reasons + refusals + unused_reasons))
+
+    async def _remove_incoming(self, entry: Entry | None,
+                               request: CleanupRequest) -> tuple[bool, str]:
+        """Remove the domain only if it is the one this host prepared to receive (by UUID)."""
+        uuid, why_not = ownership.incoming_domain(entry, request.migration_id, request.vm)
+        if uuid is not None and await self._hv.remove_domain(request.vm, uuid):
+            return True, ""
+        if not await self._defined_here(request.vm):
+            return False, ""  # nothing here to remove, nothing to explain
+        return False, why_not or (f"{request.vm} here is not the domain (UUID {uuid}) that "
+                                  f"migration {request.migration_id} brought: not removed")
+
+    async def _defined_here(self, vm: str) -> bool:
+        return any(d.name == vm for d in await self._hv.domains(None, include_cpu_xml=False))
 
     async def _paths_in_use(self) -> set[str]:
         domains = await self._hv.domains(None, include_cpu_xml=False)

@@ -18,7 +18,8 @@ the VM keeps the old file, and the partial copy is deleted. Exactly one
 Crash safety: the old file goes only once both definitions point at the verified copy, so an agent
 that dies between steps leaves at worst an extra file, never a VM without its data. A copy job
 outlives the agent inside libvirt; :meth:`StorageMoveManager.abort` with the move's disks cancels
-it and removes the partial copy even after a restart made this agent forget the move.
+it and removes the partial copy even after a restart made this agent forget the move — only
+copies the agent's ledger (agent/ledger.py) says this move made, whatever the request names.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from baton.agent import disks
+from baton.agent import disks, ownership
 from baton.agent.block_copy import BlockCopier, copy_destination_xml
 from baton.agent.jobs import Publish, RunningJobs, crashed
+from baton.agent.ledger import Entry, Ledger
 from baton.schemas.agent import DomainInfo
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
@@ -111,9 +113,10 @@ class StorageMoveManager(RunningJobs[_Move]):
     VM_BUSY = "is already moving its disks"
 
     def __init__(self, host_id: str, hv: BlockCopier, subjects: Subjects, publish: Publish,
-                 tasks: asyncio.TaskGroup) -> None:
+                 tasks: asyncio.TaskGroup, ledger: Ledger) -> None:
         super().__init__(host_id, subjects, publish, tasks)
         self._hv = hv
+        self._ledger = ledger
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -126,11 +129,21 @@ class StorageMoveManager(RunningJobs[_Move]):
         problems += await asyncio.to_thread(path_problems, request.disks)
         if problems:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, "; ".join(problems))
+        await self._note_copies(request)
         move = _Move(request)
         self._launch(request.migration_id, move, self._run(move))
         log.info("storage_move_started", migration_id=request.migration_id, vm=request.vm,
                  disks=[d.target for d in request.disks])
         return AgentStorageMoveReply(migration_id=request.migration_id)
+
+    async def _note_copies(self, request: AgentStorageMoveRequest) -> None:
+        """Write down the copies before libvirt makes them: only those may a later abort delete."""
+        if await asyncio.to_thread(self._ledger.get, request.migration_id) is not None:
+            raise BatonError(ErrorCode.CONFLICT, f"job {request.migration_id} already ran on this "
+                             "host; a new storage move needs a new id")
+        await asyncio.to_thread(self._ledger.put, Entry(
+            migration_id=request.migration_id, vm=request.vm,
+            created_paths=[d.destination_path for d in request.disks]))
 
     async def abort(self, request: AgentStorageAbortRequest) -> Ack:
         move = self._running.get(request.migration_id)
@@ -308,6 +321,12 @@ class StorageMoveManager(RunningJobs[_Move]):
         if not request.disks:
             raise BatonError(ErrorCode.NOT_FOUND, f"no storage move {request.migration_id} runs "
                              "on this host")
+        entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        _mine, _refused, reasons = ownership.deletable(
+            entry if entry is not None and entry.vm == request.vm else None,
+            request.migration_id, [d.destination_path for d in request.disks])
+        if reasons:
+            raise BatonError(ErrorCode.FORBIDDEN, "; ".join(reasons) + "; nothing was touched")
         move = _Move(AgentStorageMoveRequest(migration_id=request.migration_id, vm=request.vm,
                                              disks=request.disks))
         for disk in request.disks:

@@ -32,8 +32,10 @@ from nats.aio.msg import Msg
 
 from baton.agent import core as core_module
 from baton.agent.core import AgentCore
+from baton.agent.ledger import Ledger
 from baton.agent.libvirt import LibvirtHypervisor
 from baton.agent.migration import MigrationManager
+from baton.agent.peers import caps_over_nats, peer_checker
 from baton.agent.publisher import EventPublisher
 from baton.agent.service import remote_domain_fetcher, start_service
 from baton.mesh import logsetup
@@ -75,7 +77,10 @@ async def start_host(url: str, host_id: str, uri: str, groups: list[int],
         raise RuntimeError(f"{host_id}: test driver did not connect")
     core = AgentCore(host_id, hv, f"qemu+tcp://{host_id}/system",
                      remote_domain_fetcher(nc, subjects), heartbeat_interval_s=5.0)
-    migrations = MigrationManager(host_id, hv, subjects, nc.publish, tasks)
+    ledger = Ledger(Path(tempfile.mkdtemp(prefix=f"bench-{host_id}-")))
+    ledger.open()
+    migrations = MigrationManager(host_id, hv, subjects, nc.publish, tasks, ledger,
+                                  peer_checker(host_id, caps_over_nats(nc, subjects)))
     await start_service(nc, subjects, core, hv, migrations, tasks)
     caps_body = encode(await core.caps(CapsRequest()))
     await nc.subscribe(raw_subject(host_id), cb=_echo(caps_body))

@@ -49,8 +49,10 @@ def host_of(uri: str) -> str | None:
     return urlsplit(uri).hostname
 
 
-def prepare_request(migration_id: str, vm: str, plan: MigrationPlan) -> PrepareRequest:
-    return PrepareRequest(migration_id=migration_id, vm=vm, disks=plan.disks)
+def prepare_request(migration_id: str, vm: str, plan: MigrationPlan,
+                    domain_uuid: str | None) -> PrepareRequest:
+    return PrepareRequest(migration_id=migration_id, vm=vm, disks=plan.disks,
+                          domain_uuid=domain_uuid)
 
 
 def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPlan,

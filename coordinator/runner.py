@@ -102,11 +102,12 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         return facts
 
     async def _prepare(self, plan: planning.MigrationPlan) -> None:
-        if not plan.disks:
-            return
+        """Also without disks to copy: the destination's agent notes which domain (by UUID) it
+        is to receive, the only one a roll-back may later ask it to remove."""
         self._touched = True
+        uuid = None if self._source_before is None else self._source_before.uuid
         reply = await self._agents.prepare(self.record.destination, planning.prepare_request(
-            self.record.migration_id, self.record.vm, plan))
+            self.record.migration_id, self.record.vm, plan, uuid))
         self._created_paths = list(reply.created_paths)
         log.info("destination_prepared", created_paths=self._created_paths)
 
@@ -216,6 +217,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
                  deleted=reply.deleted_paths, kept=reply.kept_paths)
         if reply.kept_paths:
             return f"destination kept {', '.join(reply.kept_paths)}: {reply.detail}"
+        if reply.detail:  # the agent refused to remove the domain
+            return f"destination kept {record.vm}: {reply.detail}"
         return ""
 
     # --- subscriptions ---------------------------------------------------------------------

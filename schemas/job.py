@@ -14,7 +14,8 @@ import msgspec
 
 from baton.schemas.base import Message
 
-MigrationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MIGRATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # also names files (agent/ledger.py)
+MigrationId = Annotated[str, msgspec.Meta(pattern=MIGRATION_ID_PATTERN)]
 BandwidthMiBs = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
 

@@ -27,10 +27,23 @@ from baton.schemas.job import CheckName as CheckName
 from baton.schemas.job import CheckResult as CheckResult
 from baton.schemas.job import CheckStatus as CheckStatus
 from baton.schemas.job import Phase as Phase
+from baton.schemas.limits import (
+    ADDRESS_MAX,
+    CURSOR_MAX,
+    DELETE_PATHS_MAX,
+    DISKS_MAX,
+    JOBS_PAGE_DEFAULT,
+    JOBS_PAGE_MAX,
+    URI_MAX,
+    Name,
+    PathText,
+)
 from baton.schemas.storage import StorageMoveRecord
 
 Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
 DowntimeMs = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
+DOMAIN_UUID_PATTERN = r"^[0-9A-Fa-f]{8}(-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}$"
+DomainUuid = Annotated[str, msgspec.Meta(pattern=DOMAIN_UUID_PATTERN)]
 
 
 class StorageMode(StrEnum):
@@ -96,8 +109,13 @@ class BandwidthRequest(Message, frozen=True, kw_only=True, tag="coordinator.band
 
 
 class JobsRequest(Message, frozen=True, kw_only=True, tag="coordinator.jobs.request"):
+    """One page of the coordinator's jobs, newest first; ask again with ``cursor`` set to the
+    reply's ``next_cursor`` for the next (older) page, until it is None."""
+
     migration_id: MigrationId | None = None  # just this one
     active_only: bool = False
+    limit: Annotated[int, msgspec.Meta(ge=1, le=JOBS_PAGE_MAX)] = JOBS_PAGE_DEFAULT  # records
+    cursor: Annotated[str, msgspec.Meta(max_length=CURSOR_MAX)] | None = None  # opaque
 
 
 # --- records and events -----------------------------------------------------------------------
@@ -121,8 +139,11 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
 
 
 class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):
+    """One page: each list newest first; ``next_cursor`` is None on the last page."""
+
     migrations: list[MigrationRecord] = []
     storage_moves: list[StorageMoveRecord] = []  # disk moves between pools (schemas.storage)
+    next_cursor: str | None = None  # the JobsRequest.cursor of the next page
 
 
 class PhaseEvent(Message, frozen=True, kw_only=True, tag="migration.phase"):
@@ -146,9 +167,9 @@ class ProgressEvent(Message, frozen=True, kw_only=True, tag="migration.progress"
 
 
 class DiskPlan(Message, frozen=True, kw_only=True, tag="agent.disk_plan"):
-    target: str
-    path: str
-    format: str
+    target: Name
+    path: PathText
+    format: Name
     capacity_bytes: NonNegativeInt
 
 
@@ -157,7 +178,10 @@ class PrepareRequest(Message, frozen=True, kw_only=True, tag="agent.migration.pr
 
     migration_id: MigrationId
     vm: VmName
-    disks: list[DiskPlan] = []
+    disks: Annotated[list[DiskPlan], msgspec.Meta(max_length=DISKS_MAX)] = []
+    # The incoming domain's UUID: the destination's agent removes a domain in a later clean-up
+    # only if it arrived with this UUID (it must not be on the host when prepare runs).
+    domain_uuid: DomainUuid | None = None
 
 
 class PrepareReply(Message, frozen=True, kw_only=True, tag="agent.migration.prepare.reply"):
@@ -169,15 +193,17 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
 
     migration_id: MigrationId
     vm: VmName
-    destination_uri: str
+    destination_uri: Annotated[str, msgspec.Meta(max_length=URI_MAX)]
     # The destination's host id: the source sends the VM only if that host's agent announces
     # exactly ``destination_uri`` (agent/peers.py).
     destination_host: HostId | None = None
-    destination_address: str | None = None  # migration data goes to tcp://<address>
+    # Migration data goes to tcp://<address>.
+    destination_address: Annotated[str, msgspec.Meta(max_length=ADDRESS_MAX)] | None = None
     live: bool = True
     persistent: bool = True
     undefine_source: bool = True
-    copy_disks: list[str] = []  # targets to copy (shared-nothing); empty = shared storage
+    # Targets to copy (shared-nothing); empty = shared storage.
+    copy_disks: Annotated[list[Name], msgspec.Meta(max_length=DISKS_MAX)] = []
     auto_converge: bool = False
     auto_converge_initial_pct: Percent | None = None
     auto_converge_increment_pct: Percent | None = None
@@ -213,7 +239,7 @@ class CleanupRequest(Message, frozen=True, kw_only=True, tag="agent.migration.cl
     migration_id: MigrationId
     vm: VmName
     remove_domain: bool = False
-    delete_paths: list[str] = []
+    delete_paths: Annotated[list[PathText], msgspec.Meta(max_length=DELETE_PATHS_MAX)] = []
 
 
 class CleanupReply(Message, frozen=True, kw_only=True, tag="agent.migration.cleanup.reply"):

@@ -87,9 +87,16 @@ class FakeHypervisor:
         self._require_connection()
         return sum(d.active for d in self._known().values())
 
-    async def remove_domain(self, vm: str) -> bool:
-        """Destroy and undefine; False when there was no such domain (like libvirt's adapter)."""
+    async def remove_domain(self, vm: str, uuid: str) -> bool:
+        """Destroy and undefine the domain with that UUID; False when there is none, conflict
+        when it has another name (like libvirt's adapter)."""
         self._require_connection()
+        [found] = [d for d in self._known().values() if d.uuid == uuid] or [None]
+        if found is None:
+            return False
+        if found.name != vm:
+            raise BatonError(ErrorCode.CONFLICT, f"the domain with UUID {uuid} here is "
+                             f"{found.name!r}, not {vm!r}: not removed")
         had_guest = self.guests.pop(vm, None) is not None
         return self.defined.pop(vm, None) is not None or had_guest
 

@@ -73,9 +73,9 @@ class LibvirtHypervisor:
     async def running_domain_count(self) -> int:
         return await domains.running_count(self._connection)
 
-    async def remove_domain(self, vm: str) -> bool:
+    async def remove_domain(self, vm: str, uuid: str) -> bool:
         """Destroy (if running) and undefine; False when there was no such domain."""
-        return await domains.remove(self._connection, vm)
+        return await domains.remove(self._connection, vm, uuid)
 
     async def refresh_pools(self) -> None:
         await host.refresh_pools(self._connection)

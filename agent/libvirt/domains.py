@@ -40,9 +40,10 @@ async def running_count(connection: Connection) -> int:
     return await connection.call("counting domains", lambda conn: conn.numOfDomains())
 
 
-async def remove(connection: Connection, vm: str) -> bool:
-    """Destroy (if running) and undefine; False when there was no such domain."""
-    return await connection.call(f"removing {vm}", lambda conn: _remove_domain(conn, vm))
+async def remove(connection: Connection, vm: str, uuid: str) -> bool:
+    """Destroy (if running) and undefine the domain with this UUID; False when there is none.
+    ``conflict`` when that UUID is another name's: the caller's facts are wrong."""
+    return await connection.call(f"removing {vm}", lambda conn: _remove_domain(conn, vm, uuid))
 
 
 def lookup(conn: libvirt.virConnect, name: str) -> Any:
@@ -72,13 +73,16 @@ def _read_domains(conn: libvirt.virConnect, names: list[str] | None,
     return sorted(out, key=lambda d: d.name)
 
 
-def _remove_domain(conn: libvirt.virConnect, vm: str) -> bool:
+def _remove_domain(conn: libvirt.virConnect, vm: str, uuid: str) -> bool:
     try:
-        dom = conn.lookupByName(vm)
+        dom = conn.lookupByUUIDString(uuid)  # by UUID: a name can be reused, a UUID cannot
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return False
         raise
+    if dom.name() != vm:
+        raise BatonError(ErrorCode.CONFLICT, f"the domain with UUID {uuid} here is "
+                         f"{dom.name()!r}, not {vm!r}: not removed")
     if dom.isActive():
         dom.destroy()
     if dom.isPersistent():

@@ -76,7 +76,7 @@ ensure_agent() {
     nsenter_argv "$n"
     start_daemon "$pidfile" "$LOGDIR/agent-h$n.log" "${NSENTER[@]}" --wd="$REPO" -- \
         "$exe" --host-id "h$n" --libvirt-uri qemu:///system $(nats_flags "agent-h$n") \
-        --migration-uri "$(host_uri "$n")"
+        --migration-uri "$(host_uri "$n")" --state-dir "$STATE/agents/h$n"
     STACK_STARTED+=("agent-h$n")
 }
 

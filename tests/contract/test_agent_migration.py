@@ -28,7 +28,7 @@ from baton.schemas.migration import (
 )
 from baton.schemas.subjects import AgentEndpoint as A
 from tests.contract.cases import Case, answer, basenames, refuses, replies
-from tests.contract.implementations import MISSING_DIR, Implementation
+from tests.contract.implementations import HOST, MISSING_DIR, PEER, Implementation
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -41,7 +41,13 @@ def prepare(*paths: str, disk_format: str = "qcow2") -> PrepareRequest:
 
 
 def start(a: Implementation, vm: str = "vm1", **options) -> StartRequest:
-    return StartRequest(migration_id="m1", vm=vm, destination_uri=a.peer_uri, **options)
+    return StartRequest(migration_id="m1", vm=vm, **{
+        "destination_uri": a.peer_uri, "destination_host": PEER} | options)
+
+
+def made_by_prepare(a: Implementation) -> PrepareRequest:
+    """What the destination's agent makes itself: the only file a clean-up may delete."""
+    return prepare(f"{a.other_pool_dir}/n.qcow2")
 
 
 def cleanup(vm: str = "vm9", *paths: str, remove_domain: bool = False) -> CleanupRequest:
@@ -58,6 +64,7 @@ def created(reply: PrepareReply) -> list[str]:
 
 
 STARTED = (A.MIGRATION_START, start)
+PREPARED = (A.MIGRATION_PREPARE, made_by_prepare)
 NOTHING_CLEANED = (False, [], [])
 
 CASES = [
@@ -66,20 +73,23 @@ CASES = [
          facts=created, canned=True),
     Case("prepare-in-a-pool", A.MIGRATION_PREPARE, lambda a: prepare(f"{a.other_pool_dir}/n.qcow2"),
          replies(PrepareReply, ["n.qcow2"]), facts=created),
-    Case("prepare-outside-every-pool", A.MIGRATION_PREPARE,  # the real agent makes it
-         lambda a: prepare(f"{a.outside_dir}/n.qcow2"), replies(PrepareReply, ["n.qcow2"]),
-         facts=created),
+    Case("prepare-outside-every-pool", A.MIGRATION_PREPARE,
+         lambda a: prepare(f"{a.outside_dir}/n.qcow2"), refuses(ErrorCode.FORBIDDEN)),
+    Case("prepare-a-vm-defined-here", A.MIGRATION_PREPARE,
+         lambda a: PrepareRequest(migration_id="m1", vm="vm1"), refuses(ErrorCode.CONFLICT)),
+    Case("prepare-same-migration-twice", A.MIGRATION_PREPARE, made_by_prepare,
+         refuses(ErrorCode.CONFLICT), before=(PREPARED,)),
     Case("prepare-relative-path", A.MIGRATION_PREPARE, lambda a: prepare("disks/n.qcow2"),
          refuses(ErrorCode.BAD_REQUEST)),
     Case("prepare-existing-disk", A.MIGRATION_PREPARE, lambda a: prepare(a.disk("vm1")),
          refuses(ErrorCode.CONFLICT)),
     Case("prepare-the-pool-directory", A.MIGRATION_PREPARE, lambda a: prepare(a.pool_dir),
-         refuses(ErrorCode.CONFLICT)),
+         refuses(ErrorCode.FORBIDDEN)),
     Case("prepare-same-path-twice", A.MIGRATION_PREPARE,
          lambda a: prepare(f"{a.other_pool_dir}/n.qcow2", f"{a.other_pool_dir}/n.qcow2"),
          refuses(ErrorCode.CONFLICT)),
     Case("prepare-missing-directory", A.MIGRATION_PREPARE,
-         lambda a: prepare(f"{MISSING_DIR}/n.qcow2"), refuses(ErrorCode.PRECONDITION_FAILED)),
+         lambda a: prepare(f"{MISSING_DIR}/n.qcow2"), refuses(ErrorCode.FORBIDDEN)),
     Case("prepare-unknown-format", A.MIGRATION_PREPARE,
          lambda a: prepare(f"{a.other_pool_dir}/n.img", disk_format="bogus"),
          refuses(ErrorCode.HYPERVISOR)),
@@ -98,6 +108,17 @@ CASES = [
          facts=lambda r: r.migration_id),
     Case("start-unknown-vm", A.MIGRATION_START, lambda a: start(a, "nosuch"),
          refuses(ErrorCode.NOT_FOUND)),
+    Case("start-to-a-uri-no-peer-announces", A.MIGRATION_START,
+         lambda a: start(a, destination_uri="qemu+tcp://attacker.example/system"),
+         refuses(ErrorCode.FORBIDDEN)),
+    Case("start-without-destination-host", A.MIGRATION_START,
+         lambda a: start(a, destination_host=None), refuses(ErrorCode.FORBIDDEN)),
+    Case("start-to-this-host", A.MIGRATION_START, lambda a: start(a, destination_host=HOST),
+         refuses(ErrorCode.FORBIDDEN)),
+    Case("start-to-a-host-without-agent", A.MIGRATION_START,
+         lambda a: start(a, destination_host="h7"), refuses(ErrorCode.UNAVAILABLE)),
+    Case("start-same-migration-twice", A.MIGRATION_START, start, refuses(ErrorCode.CONFLICT),
+         before=(STARTED,)),
     Case("start-live-of-shut-off-vm", A.MIGRATION_START, lambda a: start(a, "vmoff"),
          refuses(ErrorCode.PRECONDITION_FAILED)),
     Case("start-offline-not-persistent", A.MIGRATION_START,
@@ -143,24 +164,34 @@ CASES = [
          replies(CleanupReply, NOTHING_CLEANED), facts=cleaned),
     Case("cleanup-disk-in-use", A.MIGRATION_CLEANUP, lambda a: cleanup("vm9", a.disk("vm1")),
          replies(CleanupReply, (False, [], ["vm1.qcow2"])), facts=cleaned),
-    Case("cleanup-unused-file", A.MIGRATION_CLEANUP,
+    Case("cleanup-what-prepare-made", A.MIGRATION_CLEANUP,
+         lambda a: cleanup("vm9", f"{a.other_pool_dir}/n.qcow2"),
+         replies(CleanupReply, (False, ["n.qcow2"], [])), facts=cleaned, before=(PREPARED,)),
+    Case("cleanup-what-prepare-made-under-another-id", A.MIGRATION_CLEANUP,
+         lambda a: CleanupRequest(migration_id="m2", vm="vm9",
+                                  delete_paths=[f"{a.other_pool_dir}/n.qcow2"]),
+         replies(CleanupReply, (False, [], ["n.qcow2"])), facts=cleaned, before=(PREPARED,)),
+    Case("cleanup-a-file-prepare-did-not-make", A.MIGRATION_CLEANUP,
          lambda a: cleanup("vm9", f"{a.pool_dir}/left.qcow2"),
-         replies(CleanupReply, (False, ["left.qcow2"], [])), facts=cleaned,
-         arrange=lambda a: a.add_file(f"{a.pool_dir}/left.qcow2")),
+         replies(CleanupReply, (False, [], ["left.qcow2"])), facts=cleaned,
+         arrange=lambda a: a.add_file(f"{a.pool_dir}/left.qcow2"), before=(PREPARED,)),
     Case("cleanup-file-already-gone", A.MIGRATION_CLEANUP,
          lambda a: cleanup("vm9", f"{a.pool_dir}/absent.qcow2"),
          replies(CleanupReply, (False, [], ["absent.qcow2"])), facts=cleaned),
     Case("cleanup-same-file-twice", A.MIGRATION_CLEANUP,
-         lambda a: cleanup("vm9", f"{a.pool_dir}/left.qcow2", f"{a.pool_dir}/left.qcow2"),
-         replies(CleanupReply, (False, ["left.qcow2"], ["left.qcow2"])), facts=cleaned,
-         arrange=lambda a: a.add_file(f"{a.pool_dir}/left.qcow2")),
+         lambda a: cleanup("vm9", f"{a.other_pool_dir}/n.qcow2", f"{a.other_pool_dir}/n.qcow2"),
+         replies(CleanupReply, (False, ["n.qcow2"], ["n.qcow2"])), facts=cleaned,
+         before=(PREPARED,)),
     Case("cleanup-relative-path", A.MIGRATION_CLEANUP,
          lambda a: cleanup("vm9", "baton-contract-absent.qcow2"),
          replies(CleanupReply, (False, [], ["baton-contract-absent.qcow2"])), facts=cleaned),
-    Case("cleanup-outside-every-pool", A.MIGRATION_CLEANUP,  # the real agent deletes it
+    Case("cleanup-outside-every-pool", A.MIGRATION_CLEANUP,
          lambda a: cleanup("vm9", f"{a.outside_dir}/stray.img"),
-         replies(CleanupReply, (False, ["stray.img"], [])), facts=cleaned,
+         replies(CleanupReply, (False, [], ["stray.img"])), facts=cleaned,
          arrange=lambda a: a.add_file(f"{a.outside_dir}/stray.img")),
+    Case("cleanup-a-running-vm-it-did-not-receive", A.MIGRATION_CLEANUP,
+         lambda a: cleanup("vm1", remove_domain=True), replies(CleanupReply, NOTHING_CLEANED),
+         facts=cleaned, before=(PREPARED,)),
     Case("cleanup-paths-not-a-list", A.MIGRATION_CLEANUP,
          lambda a: b'{"migration_id": "m1", "vm": "vm9", "delete_paths": "/x/y.qcow2"}',
          refuses(ErrorCode.BAD_REQUEST), canned=True),

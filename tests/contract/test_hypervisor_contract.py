@@ -126,10 +126,23 @@ async def test_only_active_domains_count_as_running(hypervisor):
     assert 2 == await hypervisor.running_domain_count()
 
 
+UNKNOWN_UUID = "00000000-0000-0000-0000-0000000000ff"
+
+
 async def test_removing_an_unknown_domain_answers_false_and_touches_nothing(hypervisor):
-    removed = await hypervisor.remove_domain("nosuch")
+    removed = await hypervisor.remove_domain("nosuch", UNKNOWN_UUID)
+    known_name = await hypervisor.remove_domain("vm1", UNKNOWN_UUID)  # a name alone is no proof
     left = await hypervisor.domains(None, include_cpu_xml=False)
-    assert (False, ["vm1", "vm2", "vmoff"]) == (removed, [d.name for d in left])
+    assert (False, False, ["vm1", "vm2", "vmoff"]) == (removed, known_name,
+                                                       [d.name for d in left])
+
+
+async def test_removing_by_the_uuid_of_another_domain_is_a_conflict_and_touches_nothing(
+        hypervisor):
+    [vm2] = await hypervisor.domains(["vm2"], include_cpu_xml=False)
+    verdict = await outcome(hypervisor.remove_domain("vm1", vm2.uuid))
+    left = await hypervisor.domains(None, include_cpu_xml=False)
+    assert (ErrorCode.CONFLICT, ["vm1", "vm2", "vmoff"]) == (verdict, [d.name for d in left])
 
 
 async def test_refreshing_the_pools_succeeds(hypervisor):
@@ -139,6 +152,6 @@ async def test_refreshing_the_pools_succeeds(hypervisor):
 async def test_every_call_while_disconnected_is_unavailable(disconnected):
     calls = [disconnected.host_facts(), disconnected.domains(None, include_cpu_xml=False),
              disconnected.guest_cpu("vm1"), disconnected.compare_cpu("<cpu/>", None),
-             disconnected.running_domain_count(), disconnected.remove_domain("vm1"),
+             disconnected.running_domain_count(), disconnected.remove_domain("vm1", UNKNOWN_UUID),
              disconnected.refresh_pools()]
     assert [ErrorCode.UNAVAILABLE] * len(calls) == [await outcome(call) for call in calls]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ class RunningAgent:
 
 async def start_agent(nats_url: str, host_id: str, libvirt_uri: str, *,
                       nats_nkey: str | None = None, nats_ca: str | None = None,
-                      **overrides: float) -> RunningAgent:
+                      state_dir: str | None = None, **overrides: float) -> RunningAgent:
+    """``state_dir``: the agent's ledger (default: a fresh directory, as on a new host)."""
     config = AgentConfig(host_id=host_id, libvirt_uri=libvirt_uri, nats_url=nats_url,
                          nats_nkey=nats_nkey, nats_ca=nats_ca,
                          migration_uri=f"qemu+tcp://{host_id}/system",
+                         state_dir=state_dir or tempfile.mkdtemp(prefix=f"baton-{host_id}-"),
                          heartbeat_interval_s=overrides.get("heartbeat_interval_s", 0.2),
                          first_connect_wait_s=overrides.get("first_connect_wait_s", 10.0))
     stop = asyncio.Event()

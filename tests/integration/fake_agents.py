@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,8 @@ import nats
 from nats.micro import ServiceConfig, add_service
 from nats.micro.service import EndpointConfig, Service
 
+from baton.agent import ownership
+from baton.agent.ledger import Entry
 from baton.agent.migration_plan import plan_migration
 from baton.agent.storage_move import start_problems
 from baton.mesh.daemon import announce_ready
@@ -52,6 +56,7 @@ from baton.schemas.agent import (
     StoragePool,
     StorageProbeReply,
     StorageProbeRequest,
+    TokenAction,
     Versions,
 )
 from baton.schemas.base import utc_now
@@ -130,11 +135,16 @@ def host_caps(host: str, *, bridges: tuple[str, ...] = ("br0",), memory_gib: flo
         collected_at=utc_now())
 
 
+def fake_uuid(vm: str) -> str:
+    """A libvirt-shaped UUID, the same for a VM name on every fake host."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"baton-fake:{vm}"))
+
+
 def domain(name: str, *, directory: str = IMAGES, state: DomainState = DomainState.RUNNING,
            memory_gib: float = 1, bridge: str = "br0", blockers: tuple[str, ...] = (),
            persistent: bool = True) -> DomainInfo:
     return DomainInfo(
-        name=name, uuid=f"uuid-{name}", state=state, active=state != DomainState.SHUTOFF,
+        name=name, uuid=fake_uuid(name), state=state, active=state != DomainState.SHUTOFF,
         persistent=persistent, memory_kib=int(memory_gib * 1024 * 1024),
         max_memory_kib=int(memory_gib * 1024 * 1024), vcpus=1, virt_type="kvm",
         disks=[DiskInfo(target="vda", device="disk", source_type="file",
@@ -158,6 +168,7 @@ class FakeAgent:
         self.script = Script()
         self.migrations: dict[str, Job] = {}  # running, by migration id (as the real agent's)
         self.moves: dict[str, Job] = {}  # storage moves running, by migration id
+        self.ledger: dict[str, Entry] = {}  # what this host made, received, sent (agent/ledger.py)
         self.files = HostFiles(mesh.storage, host, lambda: {
             p.target_path for p in self.caps_reply.pools if p.target_path})
         self.nc: Any = None
@@ -228,6 +239,13 @@ class FakeAgent:
         return self.domains[name]
 
     async def storage_probe(self, request: StorageProbeRequest) -> StorageProbeReply:
+        if request.token is not None and request.token.action != TokenAction.READ:
+            dirs = {p.target_path for p in self.caps_reply.pools if p.active and p.target_path}
+            dirs |= {os.path.dirname(path) for path in self._in_use()}
+            if os.path.dirname(request.token.beside) not in dirs:  # as agent/core.py
+                raise BatonError(ErrorCode.FORBIDDEN, f"{request.token.beside}: a probe token "
+                                 "is written or removed only beside this host's disks or in "
+                                 "its pools' directories")
         token = None if request.token is None else self.files.token_op(request.token)
         return StorageProbeReply(host_id=self.host, token=token,
                                  paths=[self.files.probe(p) for p in request.paths])
@@ -254,13 +272,51 @@ class FakeAgent:
     # --- migration endpoints -------------------------------------------------------------------
 
     async def prepare(self, request: PrepareRequest) -> PrepareReply:
-        return PrepareReply(created_paths=self.files.create_disks(request.disks))
+        self._refuse_known_id(request.migration_id)
+        if clash := [d for d in self.domains.values()
+                     if d.name == request.vm or d.uuid == request.domain_uuid]:
+            raise BatonError(ErrorCode.CONFLICT, f"{clash[0].name} (UUID {clash[0].uuid}) is "
+                             "already defined on this host: a migration cannot bring it here")
+        paths = [plan.path for plan in request.disks]
+        if relative := [path for path in paths if not os.path.isabs(path)]:
+            raise BatonError(ErrorCode.BAD_REQUEST, f"disk path must be absolute: {relative[0]}")
+        pool_dirs = {p.target_path for p in self.caps_reply.pools if p.active and p.target_path}
+        if outside := [path for path in paths if os.path.dirname(path) not in pool_dirs]:
+            raise BatonError(ErrorCode.FORBIDDEN, f"{', '.join(outside)}: not in the directory "
+                             "of an active storage pool of this host; an agent creates disks "
+                             "only there")
+        entry = self.ledger[request.migration_id] = Entry(
+            migration_id=request.migration_id, vm=request.vm, incoming_uuid=request.domain_uuid)
+        entry.created_paths = self.files.create_disks(request.disks)
+        return PrepareReply(created_paths=entry.created_paths)
+
+    def _refuse_known_id(self, migration_id: str) -> None:
+        if migration_id in self.ledger:
+            raise BatonError(ErrorCode.CONFLICT, f"migration {migration_id} was already "
+                             "prepared or ran on this host; a new migration needs a new id")
 
     async def start(self, request: StartRequest) -> StartReply:
         _refuse_if_busy(self.migrations, request.migration_id, request.vm, "is already migrating")
-        plan_migration(request, domain_active=self._domain(request.vm).active)
+        domain = self._domain(request.vm)
+        plan_migration(request, domain_active=domain.active)
+        self._check_peer(request.destination_host, request.destination_uri)
+        self._refuse_known_id(request.migration_id)
+        self.ledger[request.migration_id] = Entry(
+            migration_id=request.migration_id, vm=request.vm,
+            sent_paths=[d.source_path for d in domain.disks
+                        if d.target in request.copy_disks and d.source_path])
         self._launch(self.migrations, request, self._run_script)
         return StartReply(migration_id=request.migration_id)
+
+    def _check_peer(self, host: str | None, uri: str) -> None:
+        """As agent/peers.py: only to the URI the named peer's agent announces."""
+        if host is None or host == self.host:
+            raise BatonError(ErrorCode.FORBIDDEN, "migration.start must name another host")
+        if host not in self.mesh.agents:
+            raise BatonError(ErrorCode.UNAVAILABLE, f"cannot confirm {host}'s migration URI")
+        if self.mesh.agents[host].caps_reply.migration_uri != uri:
+            raise BatonError(ErrorCode.FORBIDDEN, f"{uri} is not the migration URI the agent "
+                             f"of {host} announces")
 
     def _launch(self, jobs: dict[str, Job], request: Any,
                 script: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
@@ -284,10 +340,22 @@ class FakeAgent:
         return Ack(detail="abort requested")
 
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
-        removed = bool(request.remove_domain and self.domains.pop(request.vm, None))
-        deleted, kept, reasons = self.files.delete_unused(request.delete_paths, self._in_use())
-        return CleanupReply(domain_removed=removed, deleted_paths=deleted, kept_paths=kept,
-                            detail="; ".join(reasons))
+        """As the real agent: only what the ledger says this host made, received or sent."""
+        entry = self.ledger.get(request.migration_id)
+        removed, reasons = False, []
+        if request.remove_domain:
+            uuid, why_not = ownership.incoming_domain(entry, request.migration_id, request.vm)
+            here = self.domains.get(request.vm)
+            if here is not None and uuid is not None and here.uuid == uuid:
+                removed = self.domains.pop(request.vm) is not None
+            elif here is not None:
+                reasons.append(why_not or f"{request.vm} here is not the domain (UUID {uuid}) "
+                               f"that migration {request.migration_id} brought: not removed")
+        allowed, refused, refusals = ownership.deletable(entry, request.migration_id,
+                                                         request.delete_paths)
+        deleted, kept, unused = self.files.delete_unused(allowed, self._in_use())
+        return CleanupReply(domain_removed=removed, deleted_paths=deleted,
+                            kept_paths=refused + kept, detail="; ".join(reasons + refusals + unused))
 
     # --- the scripted migration ----------------------------------------------------------------
 
@@ -307,6 +375,7 @@ class FakeAgent:
                 code=ErrorCode.HYPERVISOR, message=LIBVIRT_FAILURE))
         await self._switch_over(request)
         await asyncio.sleep(script.resume_lead_s)
+        self.ledger[request.migration_id].sent_completed = True  # libvirt said done
         await self._finish(request)
 
     async def _progress(self, request: Any, step: int, steps: int) -> None:
@@ -359,6 +428,12 @@ class FakeAgent:
         problems += self.files.destination_problems(request.disks)
         if problems:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, "; ".join(problems))
+        if request.migration_id in self.ledger:
+            raise BatonError(ErrorCode.CONFLICT, f"job {request.migration_id} already ran on "
+                             "this host; a new storage move needs a new id")
+        self.ledger[request.migration_id] = Entry(
+            migration_id=request.migration_id, vm=request.vm,
+            created_paths=[d.destination_path for d in request.disks])
         self._launch(self.moves, request, self._run_storage_script)
         return AgentStorageMoveReply(migration_id=request.migration_id)
 
@@ -368,6 +443,12 @@ class FakeAgent:
             if not request.disks:
                 raise BatonError(ErrorCode.NOT_FOUND, f"no storage move {request.migration_id} "
                                  "runs on this host")
+            entry = self.ledger.get(request.migration_id)
+            _mine, _refused, reasons = ownership.deletable(
+                entry if entry is not None and entry.vm == request.vm else None,
+                request.migration_id, [d.destination_path for d in request.disks])
+            if reasons:
+                raise BatonError(ErrorCode.FORBIDDEN, "; ".join(reasons))
             live = {d.target: d.source_path for d in self._domain(request.vm).disks}
             copies = [m.destination_path for m in request.disks
                       if live.get(m.target) != m.destination_path]  # a switched disk stays
@@ -428,7 +509,7 @@ class FakeAgent:
             error=error, aborted=aborted))
 
     async def lifecycle(self, vm: str, kind: LifecycleKind, detail: str) -> None:
-        event = LifecycleEvent(host_id=self.host, vm=vm, uuid=f"uuid-{vm}", event=kind,
+        event = LifecycleEvent(host_id=self.host, vm=vm, uuid=fake_uuid(vm), event=kind,
                                detail=detail, at=utc_now())
         await self.nc.publish(self.mesh.subjects.events(self.host, vm, EventName.LIFECYCLE),
                               encode(event))

@@ -106,7 +106,7 @@ async def test_relative_probe_path_is_rejected(two_agents, nats_client):
 
 async def test_shared_storage_token_written_by_one_agent_is_read_by_the_other(
         two_agents, nats_client, tmp_path):
-    disk = tmp_path / "disk.qcow2"
+    disk = tmp_path / "h1-pool" / "vm1.qcow2"  # vm1's disk on h1: a token may go beside it
     disk.write_bytes(b"x" * 10)
 
     async def token(host, action, value="tok-12345678"):
@@ -120,7 +120,7 @@ async def test_shared_storage_token_written_by_one_agent_is_read_by_the_other(
     await token("h1", TokenAction.REMOVE)
     assert (True, True, False) == (written.token.ok, read.token.ok, wrong.token.ok)
     assert (True, 10) == (read.paths[0].exists, read.paths[0].size_bytes)
-    assert [] == [p.name for p in tmp_path.glob(".baton-probe-*")]
+    assert [] == [p.name for p in disk.parent.glob(".baton-probe-*")]
 
 
 async def test_cpu_compare_on_the_test_driver_is_answered_unsupported(two_agents, nats_client):

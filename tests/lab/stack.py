@@ -64,7 +64,8 @@ class BatonStack:
     def start_agent(self, host: str, *extra: str) -> None:
         argv = self.lab.exec_argv(
             host, str(BIN / "baton-agent"), "--host-id", host, "--libvirt-uri", "qemu:///system",
-            *self._nats().flags(f"agent-{host}"), "--migration-uri", self.lab.uri(host), *extra)
+            *self._nats().flags(f"agent-{host}"), "--migration-uri", self.lab.uri(host),
+            "--state-dir", str(self.log_dir / f"state-{host}"), *extra)  # kept over restarts
         self.agents[host] = self._spawn(f"agent-{host}", argv)
 
     def restart_agent(self, host: str, *extra: str) -> None:

@@ -43,7 +43,8 @@ async def test_source_agent_migrates_live_reports_progress_and_the_completed_job
                        cb=on_finished)
     await nc.subscribe(S.events("h2", vm, EventName.LIFECYCLE), cb=on_lifecycle)
     request = StartRequest(migration_id=migration_id, vm=vm, destination_uri=lab.uri("h2"),
-                           destination_address=lab.ip("h2"), bandwidth_mib_s=20,
+                           destination_host="h2", destination_address=lab.ip("h2"),
+                           bandwidth_mib_s=20,
                            progress_interval_ms=200)
     reply = await nc.request(S.agent("h1", AgentEndpoint.MIGRATION_START), encode(request), timeout=10)
     assert migration_id == decode_reply(reply.data, StartReply).migration_id

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec.inspect as mi
 
 from baton.schemas.base import HOST_ID_PATTERN
+from baton.schemas.migration import DOMAIN_UUID_PATTERN
 
 SAMPLE_TIME = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -22,6 +23,7 @@ PATTERN_EXAMPLES = {
     r"^[A-Za-z0-9_-]{8,64}$": "token_0123",
     r"^[A-Za-z0-9_-]{1,64}$": "mig-0001",
     r"^[A-Za-z0-9_-]{1,32}$": "vda",
+    DOMAIN_UUID_PATTERN: "6695eb01-f6a4-8304-79aa-97f2502e193f",
 }
 
 

@@ -29,6 +29,7 @@ from baton.schemas.storage import (
     StorageMoveFinished,
 )
 from baton.schemas.subjects import Subjects
+from tests.support.ledgers import fresh_ledger
 
 MIB = 1024 * 1024
 needs_qemu_img = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True)
@@ -110,7 +111,7 @@ async def run_move(copier: FakeCopier, old: Path, new: Path, *, keep_source: boo
                                                       destination_path=str(new), format="qcow2",
                                                       capacity_bytes=64 * MIB)])
     async with asyncio.TaskGroup() as tasks:
-        manager = StorageMoveManager("h1", copier, Subjects(), publish, tasks)
+        manager = StorageMoveManager("h1", copier, Subjects(), publish, tasks, fresh_ledger())
         copier.manager = manager
         await manager.start(request)
         await asyncio.sleep(0.2)

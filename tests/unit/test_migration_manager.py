@@ -19,9 +19,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from baton.agent import migration
+from baton.agent.ledger import Entry, Ledger
 from baton.agent.migration import MigrationManager
 from baton.agent.migration_plan import MigrationFlag, MigrationPlan
-from baton.schemas.agent import DiskInfo, DomainInfo, DomainState
+from baton.schemas.agent import DiskInfo, DomainInfo, DomainState, StoragePool
 from baton.schemas.base import utc_now
 from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode
@@ -38,6 +39,7 @@ from baton.schemas.migration import (
 )
 from baton.schemas.subjects import MigrationEvent, Subjects
 from tests.support.images import MIB, needs_qemu_img
+from tests.support.ledgers import fresh_ledger
 
 S = Subjects()
 # What LibvirtHypervisor raises (agent/libvirt/connection.py: translate() and Connection.call).
@@ -75,6 +77,7 @@ class Hypervisor:
     plans: list[MigrationPlan] = field(default_factory=list)  # what migrate was asked to do
     outcome: asyncio.Future[BaseException | None] | None = None
     migrating: asyncio.Event = field(default_factory=asyncio.Event)
+    pool_dirs: tuple[Path, ...] = ()  # the directories of the host's active pools
 
     def _call(self, name: str, arg: object) -> None:
         self.calls.append((name, arg))
@@ -121,19 +124,40 @@ class Hypervisor:
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None:
         self._call("set_max_downtime", (vm, downtime_ms))
 
-    async def remove_domain(self, vm: str) -> bool:
+    async def remove_domain(self, vm: str, uuid: str) -> bool:
         self._call("remove_domain", vm)
+        [found] = [d for d in self.vms.values() if d.uuid == uuid] or [None]
+        if found is None:
+            return False
+        if found.name != vm:
+            raise BatonError(ErrorCode.CONFLICT, f"the domain with UUID {uuid} here is "
+                             f"{found.name!r}, not {vm!r}: not removed")
         return self.vms.pop(vm, None) is not None
+
+    async def host_facts(self):
+        self._call("host_facts", None)
+        return HostPools([StoragePool(name=p.name, type="dir", target_path=str(p), active=True)
+                          for p in self.pool_dirs])
 
     async def refresh_pools(self) -> None:
         self._call("refresh_pools", None)
 
 
+@dataclass
+class HostPools:
+    pools: list[StoragePool]
+
+
+async def any_peer(host: str | None, uri: str) -> None:
+    """The peer check passes (tests of agent/peers.py and the contract tests pin it)."""
+
+
 class Agent:
     """A MigrationManager in a TaskGroup of its own, and what it published."""
 
-    def __init__(self, hv: Hypervisor) -> None:
+    def __init__(self, hv: Hypervisor, ledger: Ledger) -> None:
         self.hv = hv
+        self.ledger = ledger
         self.manager: MigrationManager
         self.finished: list[SourceFinished] = []
         self.progress: asyncio.Queue[SourceProgress] = asyncio.Queue()
@@ -162,11 +186,21 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def agent(hv: Hypervisor, within_s: float = 5) -> AsyncIterator[Agent]:
-    running = Agent(hv)
+async def agent(hv: Hypervisor, within_s: float = 5, check_peer=any_peer,
+                ledger: Ledger | None = None) -> AsyncIterator[Agent]:
+    """``ledger``: the agent's record of what it made (default: a new, empty one)."""
+    ledger = ledger or fresh_ledger()
+    running = Agent(hv, ledger)
     async with asyncio.timeout(within_s), asyncio.TaskGroup() as tasks:
-        running.manager = MigrationManager("h1", hv, S, running.publish, tasks)
+        running.manager = MigrationManager("h1", hv, S, running.publish, tasks, ledger,
+                                           check_peer)
         yield running
+
+
+def owned(a: Agent, *created: Path, incoming: DomainInfo | None = None) -> None:
+    """Arrange this agent's ledger: it made ``created`` and expects ``incoming`` for m1."""
+    a.ledger.put(Entry(migration_id="m1", vm="vm1", created_paths=[str(p) for p in created],
+                       incoming_uuid=None if incoming is None else incoming.uuid))
 
 
 @pytest.fixture(autouse=True)
@@ -366,7 +400,7 @@ def plans(*paths: Path) -> PrepareRequest:
 
 @needs_qemu_img
 async def test_prepare_creates_every_planned_disk_and_refreshes_the_pools(tmp_path):
-    hv = host()
+    hv = host(pool_dirs=(tmp_path,))
     async with agent(hv) as a:
         reply = await a.manager.prepare(plans(tmp_path / "a.qcow2", tmp_path / "b.qcow2"))
     assert ([str(tmp_path / "a.qcow2"), str(tmp_path / "b.qcow2")], [None]) == (
@@ -378,7 +412,7 @@ async def test_prepare_that_meets_an_existing_file_removes_what_it_made_and_noth
         tmp_path):
     existing = tmp_path / "b.qcow2"
     existing.write_bytes(b"somebody's data")
-    async with agent(host()) as a:
+    async with agent(host(pool_dirs=(tmp_path,))) as a:
         with pytest.raises(BatonError) as caught:
             await a.manager.prepare(plans(tmp_path / "a.qcow2", existing))
     assert (ErrorCode.CONFLICT, False, b"somebody's data") == (
@@ -387,15 +421,64 @@ async def test_prepare_that_meets_an_existing_file_removes_what_it_made_and_noth
 
 @needs_qemu_img
 async def test_prepare_that_cannot_create_a_disk_removes_the_ones_it_made(tmp_path):
-    async with agent(host()) as a:
+    request = plans(tmp_path / "a.qcow2", tmp_path / "b.img")
+    request.disks[1] = DiskPlan(target="vdb", path=str(tmp_path / "b.img"), format="nonsense",
+                                capacity_bytes=MIB)
+    async with agent(host(pool_dirs=(tmp_path,))) as a:
         with pytest.raises(BatonError) as caught:
-            await a.manager.prepare(plans(tmp_path / "a.qcow2", tmp_path / "no-dir" / "b.qcow2"))
-    assert (ErrorCode.PRECONDITION_FAILED, []) == (caught.value.code, list(tmp_path.iterdir()))
+            await a.manager.prepare(request)
+    assert (ErrorCode.HYPERVISOR, []) == (caught.value.code, list(tmp_path.iterdir()))
+
+
+async def test_prepare_outside_every_pool_directory_is_forbidden_and_creates_nothing(tmp_path):
+    pool, elsewhere = tmp_path / "pool", tmp_path / "etc"
+    pool.mkdir()
+    elsewhere.mkdir()
+    async with agent(host(pool_dirs=(pool,))) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.prepare(plans(pool / "a.qcow2", elsewhere / "cron.daily"))
+    assert (ErrorCode.FORBIDDEN, [], []) == (caught.value.code, list(pool.iterdir()),
+                                             list(elsewhere.iterdir()))
+    assert caught.value.message.startswith(f"{elsewhere / 'cron.daily'}: not in the directory")
+
+
+async def test_prepare_through_a_symlink_out_of_the_pool_is_forbidden(tmp_path):
+    pool, elsewhere = tmp_path / "pool", tmp_path / "etc"
+    pool.mkdir()
+    elsewhere.mkdir()
+    (pool / "link").symlink_to(elsewhere)
+    async with agent(host(pool_dirs=(pool,))) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.prepare(plans(pool / "link" / "a.qcow2"))
+    assert (ErrorCode.FORBIDDEN, []) == (caught.value.code, list(elsewhere.iterdir()))
+
+
+async def test_prepare_for_a_vm_already_defined_here_is_a_conflict_and_notes_nothing(tmp_path):
+    async with agent(host(domain("vm1"), pool_dirs=(tmp_path,))) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.prepare(plans(tmp_path / "a.qcow2"))
+        entry = a.ledger.get("m1")
+    assert (ErrorCode.CONFLICT, None, []) == (caught.value.code, entry, list(tmp_path.iterdir()))
+
+
+@needs_qemu_img
+async def test_prepare_notes_the_expected_domain_and_its_disks_in_the_ledger_on_disk(tmp_path):
+    request = PrepareRequest(migration_id="m1", vm="vm1", domain_uuid="uuid-vm1", disks=[
+        DiskPlan(target="vda", path=str(tmp_path / "a.qcow2"), format="qcow2",
+                 capacity_bytes=MIB)])
+    async with agent(host(pool_dirs=(tmp_path,))) as a:
+        await a.manager.prepare(request)
+        with pytest.raises(BatonError) as caught:  # the same id twice: never a second owner
+            await a.manager.prepare(request)
+    restarted = Ledger(a.ledger.directory)
+    assert (Entry(migration_id="m1", vm="vm1", incoming_uuid="uuid-vm1",
+                  created_paths=[str(tmp_path / "a.qcow2")]), ErrorCode.CONFLICT) == (
+        restarted.get("m1"), caught.value.code)
 
 
 @needs_qemu_img
 async def test_prepare_whose_pool_refresh_fails_leaves_no_disk_behind(tmp_path):
-    async with agent(host(fail={"refresh_pools": UNAVAILABLE})) as a:
+    async with agent(host(fail={"refresh_pools": UNAVAILABLE}, pool_dirs=(tmp_path,))) as a:
         with pytest.raises(BatonError):
             await a.manager.prepare(plans(tmp_path / "a.qcow2"))
     assert [] == list(tmp_path.iterdir())
@@ -420,6 +503,7 @@ async def test_cleanup_removes_the_domain_and_then_deletes_the_files_it_used(tmp
     [disk] = files(tmp_path, "vm1.qcow2")
     hv = host(domain("vm1", (str(disk),)))
     async with agent(hv) as a:
+        owned(a, disk, incoming=domain("vm1"))
         reply = await a.manager.cleanup(cleanup(disk, remove_domain=True))
     assert (True, [str(disk)], [], False) == (reply.domain_removed, reply.deleted_paths,
                                               reply.kept_paths, disk.exists())
@@ -430,6 +514,7 @@ async def test_cleanup_without_remove_domain_leaves_the_domain_and_the_files_it_
     [disk] = files(tmp_path, "vm1.qcow2")
     hv = host(domain("vm1", (str(disk),)))
     async with agent(hv) as a:
+        owned(a, disk, incoming=domain("vm1"))
         reply = await a.manager.cleanup(cleanup(disk))
     assert (False, [], [str(disk)], True) == (reply.domain_removed, reply.deleted_paths,
                                               reply.kept_paths, disk.exists())
@@ -440,6 +525,7 @@ async def test_cleanup_keeps_a_file_another_domain_uses_and_says_why(tmp_path):
     mine, shared = files(tmp_path, "vm1.qcow2", "shared.qcow2")
     hv = host(domain("vm1", (str(mine),)), domain("vm2", (str(shared),)))
     async with agent(hv) as a:
+        owned(a, mine, shared, incoming=domain("vm1"))
         reply = await a.manager.cleanup(cleanup(mine, shared, remove_domain=True))
     assert ([str(mine)], [str(shared)], True) == (reply.deleted_paths, reply.kept_paths,
                                                   shared.exists())
@@ -451,6 +537,7 @@ async def test_cleanup_whose_domain_removal_fails_deletes_no_file(tmp_path, fail
     [disk] = files(tmp_path, "vm1.qcow2")
     hv = host(domain("vm1", (str(disk),)), fail={"remove_domain": failure})
     async with agent(hv) as a:
+        owned(a, disk, incoming=domain("vm1"))
         with pytest.raises(BatonError) as caught:
             await a.manager.cleanup(cleanup(disk, remove_domain=True))
     assert (failure.code, True, ["vm1"]) == (caught.value.code, disk.exists(), list(hv.vms))
@@ -461,9 +548,120 @@ async def test_cleanup_that_cannot_list_the_domains_deletes_no_file(tmp_path, fa
     [disk] = files(tmp_path, "vm1.qcow2")
     hv = host(fail={"domains": failure})
     async with agent(hv) as a:
+        owned(a, disk)
         with pytest.raises(BatonError) as caught:
             await a.manager.cleanup(cleanup(disk))
     assert (failure.code, True) == (caught.value.code, disk.exists())
+
+
+# --- cleanup: only what this agent made, received or sent away (agent/ledger.py) ---------------
+
+
+async def test_cleanup_never_deletes_a_file_this_agent_did_not_create_for_that_migration(tmp_path):
+    ours, theirs = files(tmp_path, "vm1.qcow2", "passwd")
+    async with agent(host()) as a:
+        owned(a, ours)
+        reply = await a.manager.cleanup(cleanup(ours, theirs))
+        other_id = await a.manager.cleanup(CleanupRequest(migration_id="m2", vm="vm1",
+                                                          delete_paths=[str(ours)]))
+    assert ([str(ours)], [str(theirs)], b"data") == (reply.deleted_paths, reply.kept_paths,
+                                                     theirs.read_bytes())
+    assert (f"{theirs} was not created by this agent for migration m1: an agent deletes only "
+            "files it made") == reply.detail
+    assert ([], [str(ours)]) == (other_id.deleted_paths, other_id.kept_paths)
+
+
+async def test_cleanup_never_removes_a_domain_this_host_did_not_prepare_to_receive():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        reply = await a.manager.cleanup(cleanup(remove_domain=True))
+    assert (False, ["vm1"], []) == (reply.domain_removed, list(hv.vms), hv.called("remove_domain"))
+    assert ("vm1 is not a domain this host prepared to receive in migration m1: not removed"
+            == reply.detail)
+
+
+async def test_cleanup_never_removes_a_domain_of_that_name_with_another_uuid():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        a.ledger.put(Entry(migration_id="m1", vm="vm1", incoming_uuid="uuid-of-the-arrival"))
+        reply = await a.manager.cleanup(cleanup(remove_domain=True))
+    assert (False, ["vm1"]) == (reply.domain_removed, list(hv.vms))
+    assert ("vm1 here is not the domain (UUID uuid-of-the-arrival) that migration m1 brought: "
+            "not removed") == reply.detail
+
+
+async def test_cleanup_never_removes_another_vm_than_the_one_the_migration_brings():
+    hv = host(domain("vm1"), domain("vm2"))
+    async with agent(hv) as a:
+        owned(a, incoming=domain("vm1"))
+        reply = await a.manager.cleanup(CleanupRequest(migration_id="m1", vm="vm2",
+                                                       remove_domain=True))
+    assert (False, ["vm1", "vm2"]) == (reply.domain_removed, sorted(hv.vms))
+    assert "migration m1 brings vm1 here, not vm2: vm2 not removed" == reply.detail
+
+
+async def test_the_ledger_survives_a_restart_of_the_agent(tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        owned(a, disk, incoming=domain("vm1"))
+    restarted = Ledger(a.ledger.directory)
+    restarted.open()
+    async with agent(hv, ledger=restarted) as b:
+        reply = await b.manager.cleanup(cleanup(disk, remove_domain=True))
+    assert (True, [str(disk)]) == (reply.domain_removed, reply.deleted_paths)
+
+
+async def test_the_source_deletes_the_disks_it_copied_away_only_once_the_migration_completed(
+        tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"])
+        del hv.vms["vm1"]  # what undefine-source leaves; the file is in use by nobody now
+        during = await a.manager.cleanup(cleanup(disk))
+        await a.outcome(None)
+        after = await a.manager.cleanup(cleanup(disk))
+    assert ([], [str(disk)], [str(disk)], False) == (
+        during.deleted_paths, during.kept_paths, after.deleted_paths, disk.exists())
+    assert (f"{disk} was sent away by migration m1, which has not completed on this host: kept"
+            == during.detail)
+
+
+async def test_the_source_keeps_the_disks_of_a_migration_that_failed(tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"])
+        await a.outcome(HYPERVISOR)
+        del hv.vms["vm1"]
+        reply = await a.manager.cleanup(cleanup(disk))
+    assert ([], True) == (reply.deleted_paths, disk.exists())
+
+
+async def test_start_refused_by_the_peer_check_launches_nothing_and_notes_nothing():
+    async def refuse(host: str | None, uri: str) -> None:
+        raise BatonError(ErrorCode.FORBIDDEN, f"{uri} is not the migration URI of {host}")
+
+    hv = host(domain("vm1"))
+    async with agent(hv, check_peer=refuse) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.manager.start(StartRequest(migration_id="m1", vm="vm1",
+                                               destination_uri="qemu+tcp://evil/system",
+                                               destination_host="h2"))
+        entry = a.ledger.get("m1")
+    assert (ErrorCode.FORBIDDEN, [], None, []) == (caught.value.code, hv.called("migrate"),
+                                                  entry, a.finished)
+
+
+async def test_a_migration_id_that_already_ran_here_cannot_start_again():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        await a.outcome(None)
+        with pytest.raises(BatonError) as caught:
+            await a.start()
+    assert (ErrorCode.CONFLICT, ["vm1"]) == (caught.value.code, hv.called("migrate"))
 
 
 # --- what the caller is answered and what the operator's log records ---------------------------
@@ -552,7 +750,7 @@ async def test_speed_and_abort_say_what_they_did_and_why_a_stranger_is_refused()
 @needs_qemu_img
 async def test_prepare_logs_the_disks_it_created(tmp_path):
     with capture_logs() as logs:
-        async with agent(host()) as a:
+        async with agent(host(pool_dirs=(tmp_path,))) as a:
             await a.manager.prepare(plans(tmp_path / "a.qcow2"))
     assert [{"event": "migration_prepared", "log_level": "info", "migration_id": "m1",
              "created": [str(tmp_path / "a.qcow2")]}] == logged(logs, "migration_prepared")
@@ -563,6 +761,7 @@ async def test_cleanup_logs_what_it_removed_deleted_and_kept(tmp_path):
     hv = host(domain("vm1", (str(mine),)), domain("vm2", (str(shared),)))
     with capture_logs() as logs:
         async with agent(hv) as a:
+            owned(a, mine, shared, incoming=domain("vm1"))
             await a.manager.cleanup(cleanup(mine, shared, remove_domain=True))
     assert [{"event": "migration_cleanup", "log_level": "info", "migration_id": "m1",
              "vm": "vm1", "domain_removed": True, "deleted": [str(mine)],
@@ -573,6 +772,7 @@ async def test_cleanup_gives_every_kept_files_reason_separated_by_semicolons(tmp
     shared = files(tmp_path, "shared.qcow2")[0]
     gone = tmp_path / "gone.qcow2"
     async with agent(host(domain("vm2", (str(shared),)))) as a:
+        owned(a, shared, gone)
         reply = await a.manager.cleanup(cleanup(shared, gone))
     assert (f"{shared} is still used by a domain on this host; {gone} was already gone"
             == reply.detail)

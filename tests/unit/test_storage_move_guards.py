@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
+from baton.agent.ledger import Entry
 from baton.agent.storage_move import (
     StorageMoveManager,
     path_problems,
@@ -43,6 +44,7 @@ from baton.schemas.storage import (
 )
 from baton.schemas.subjects import MigrationEvent, Subjects
 from tests.support.images import MIB, corrupt, make_image, needs_qemu_img
+from tests.support.ledgers import fresh_ledger
 
 pytestmark = needs_qemu_img
 SIZE = 4 * MIB
@@ -235,7 +237,7 @@ async def moving(libvirt: Libvirt, request: AgentStorageMoveRequest,
     """A started move; on leaving, its outcome has been published (or ``within_s`` passed)."""
     move = Move()
     async with asyncio.timeout(within_s), asyncio.TaskGroup() as tasks:
-        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks)
+        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks, fresh_ledger())
         move.reply = await move.manager.start(request)
         await move.reports.get()  # the copies run and the move waits for them to be in sync
         yield move
@@ -364,7 +366,7 @@ async def test_a_failure_starting_the_second_copy_cancels_only_the_first(two_dis
         "command 'blockdev-mirror'")})
     move = Move()
     async with asyncio.timeout(10), asyncio.TaskGroup() as tasks:
-        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks)
+        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks, fresh_ledger())
         await move.manager.start(two_disks.request())
         done = await move.finished
     assert (["vda", "vdb"], ["vda"], []) == (libvirt.acts("copy"), libvirt.acts("cancel"),
@@ -444,7 +446,7 @@ async def test_a_destination_file_that_exists_already_is_refused_and_left_untouc
     pools.new["vda"].write_bytes(b"somebody's data")
     libvirt = pools.libvirt()
     async with asyncio.TaskGroup() as tasks:
-        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks)
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks, fresh_ledger())
         with pytest.raises(BatonError) as caught:
             await manager.start(pools.request())
     assert (ErrorCode.PRECONDITION_FAILED, [], b"somebody's data") == (
@@ -478,10 +480,37 @@ def forgotten(pools: Pools) -> AgentStorageAbortRequest:
     return AgentStorageAbortRequest(migration_id="m1", vm="vm1", disks=pools.request().disks)
 
 
-async def abort_forgotten(libvirt: Libvirt, request: AgentStorageAbortRequest) -> Ack:
+STARTED_HERE = object()
+
+
+async def abort_forgotten(libvirt: Libvirt, request: AgentStorageAbortRequest,
+                          started: object = STARTED_HERE) -> Ack:
+    """``started``: the move whose copies the agent's ledger names (it started that move, then
+    restarted): by default the one the request names; None: none."""
+    ledger = fresh_ledger()
+    move = request if started is STARTED_HERE else started
+    if isinstance(move, AgentStorageAbortRequest):
+        ledger.put(Entry(migration_id=move.migration_id, vm=move.vm,
+                         created_paths=[d.destination_path for d in move.disks]))
     async with asyncio.TaskGroup() as tasks:
-        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks)
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks, ledger)
         return await manager.abort(request)
+
+
+@pytest.mark.parametrize("named", ["copies-never-started-here", "another-vm"])
+async def test_a_forgotten_abort_never_deletes_files_this_agent_did_not_start_copying(
+        pools, named):
+    make_image(pools.new["vda"], SIZE)
+    libvirt = pools.libvirt(jobs={"vda"})
+    started = forgotten(pools) if named == "another-vm" else None
+    request = AgentStorageAbortRequest(migration_id="m1", vm="vm2" if started else "vm1",
+                                       disks=forgotten(pools).disks)
+    with pytest.raises(ExceptionGroup) as caught:
+        await abort_forgotten(libvirt, request, started)
+    [error] = caught.value.exceptions
+    assert (ErrorCode.FORBIDDEN, [], (True, True)) == (error.code, libvirt.acts("cancel"),
+                                                       pools.exist())
+    assert error.message.endswith("an agent deletes only files it made; nothing was touched")
 
 
 async def test_a_forgotten_copy_still_running_is_cancelled_and_its_copy_removed(pools):
@@ -562,7 +591,7 @@ async def test_a_bug_during_the_move_is_reported_as_internal_and_the_copy_is_rem
     libvirt = two_disks.libvirt(fail_copy={"vdb": RuntimeError("a bug")})
     move = Move()
     async with asyncio.timeout(10), asyncio.TaskGroup() as tasks:
-        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks)
+        move.manager = StorageMoveManager("h1", libvirt, S, move.publish, tasks, fresh_ledger())
         await move.manager.start(two_disks.request())
         done = await move.finished
     assert (ErrorCode.INTERNAL, "the agent failed while moving the disks; its log has the "
@@ -575,7 +604,7 @@ async def test_a_bug_during_the_move_is_reported_as_internal_and_the_copy_is_rem
 
 async def start_refused(libvirt: Libvirt, request: AgentStorageMoveRequest) -> BatonError:
     async with asyncio.TaskGroup() as tasks:
-        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks)
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks, fresh_ledger())
         with pytest.raises(BatonError) as caught:
             await manager.start(request)
     return caught.value
@@ -649,8 +678,19 @@ def test_progress_figures_are_the_copies_bytes_and_their_average_rate(
 async def test_an_abort_naming_no_disks_for_a_move_this_agent_does_not_run_is_not_found(pools):
     libvirt = pools.libvirt()
     async with asyncio.TaskGroup() as tasks:
-        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks)
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks, fresh_ledger())
         with pytest.raises(BatonError) as caught:
             await manager.abort(AgentStorageAbortRequest(migration_id="m1", vm="vm1"))
     assert (ErrorCode.NOT_FOUND, "no storage move m1 runs on this host", []) == (
         caught.value.code, caught.value.message, libvirt.calls)
+
+
+async def test_a_move_notes_its_copies_in_the_ledger_before_it_asks_libvirt_to_copy(pools):
+    libvirt = pools.libvirt()
+    ledger = fresh_ledger()
+    async with asyncio.TaskGroup() as tasks:
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks, ledger)
+        await manager.start(pools.request())
+        entry = ledger.get("m1")
+        await manager.abort(AgentStorageAbortRequest(migration_id="m1", vm="vm1"))
+    assert ("vm1", [str(pools.new["vda"])]) == (entry.vm, entry.created_paths)
