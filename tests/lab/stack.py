@@ -74,6 +74,12 @@ class BatonStack:
         self.start_agent(host, *extra)
         self.wait_for_agents((host,))
 
+    def agents_alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.agents.values())
+
+    def coordinator_alive(self) -> bool:
+        return self.coordinator is not None and self.coordinator.poll() is None
+
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own copy
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,

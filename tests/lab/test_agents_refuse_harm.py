@@ -13,7 +13,9 @@ import uuid
 import pytest
 
 from baton.mesh import client
-from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.agent import StorageProbeRequest
+from baton.schemas.codec import decode_any, encode
+from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.migration import (
     CleanupReply,
     CleanupRequest,
@@ -23,7 +25,8 @@ from baton.schemas.migration import (
     StartReply,
     StartRequest,
 )
-from baton.schemas.subjects import AgentEndpoint, Subjects
+from baton.schemas.subjects import AgentEndpoint, CoordinatorEndpoint, Subjects
+from tests.lab.migrations import final, start, wait_phase
 
 pytestmark = pytest.mark.lab
 S = Subjects()
@@ -89,3 +92,34 @@ async def test_start_with_the_coordinators_key_sends_a_vm_only_where_a_peer_agen
     assert ErrorCode.FORBIDDEN == caught.value.code
     assert f"{elsewhere} is not the migration URI the agent of h2 announces" in caught.value.message
     assert ("running", None) == (lab.domstate("h1", vm), lab.domstate("h2", vm))
+
+
+async def test_oversized_requests_during_a_migration_are_refused_and_the_migration_goes_on(
+        stack, lab, guest):
+    """Thousands of probe paths, an endless jobs page, a 300 KiB VM name: typed refusals while
+    a shared-nothing migration runs; no process dies and the migration succeeds."""
+    vm = guest("h1", storage="local")
+    seq_before = lab.alive_seq(vm)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
+    wait_phase(stack, migration_id, {"migrating"})
+    codes = []
+    # The agents' endpoints as the coordinator calls them; jobs as an operator (the CLI) does.
+    for user, subject, body in (
+            ("coordinator", S.agent("h1", AgentEndpoint.STORAGE_PROBE),
+             encode(StorageProbeRequest(paths=[f"/var/lib/libvirt/images/{i}.qcow2"
+                                               for i in range(5000)]))),
+            ("operator", S.coordinator(CoordinatorEndpoint.JOBS), b'{"limit": 100000}'),
+            ("coordinator", S.agent("h2", AgentEndpoint.DOMAINS),
+             b'{"names": ["' + b"x" * (300 << 10) + b'"]}')):
+        nc = await client.connect(stack.access(user))
+        try:
+            reply = await nc.request(subject, body, timeout=TIMEOUT_S)
+            codes.append(decode_any(reply.data, ErrorReply).code)
+        finally:
+            await nc.drain()
+    rec = final(stack, migration_id)
+    assert [ErrorCode.BAD_REQUEST] * 3 == codes
+    assert "succeeded" == rec["phase"]
+    assert ("running", None) == (lab.domstate("h2", vm), lab.domstate("h1", vm))
+    assert lab.wait_alive_past(vm, seq_before) > seq_before
+    assert stack.agents_alive() and stack.coordinator_alive()
