@@ -57,6 +57,12 @@ class Coordinator:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.accepting = True
 
+    async def restore(self) -> int:
+        """List the records the job store kept from before this coordinator started."""
+        records = await self._deps.store.load()
+        self.registry.restore(records)
+        return len(records)
+
     # --- endpoints -------------------------------------------------------------------------
 
     async def migrate(self, request: MigrateRequest) -> MigrateAccepted | PreflightReport:

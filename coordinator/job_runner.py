@@ -17,7 +17,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.phases import PhaseTracker
 from baton.coordinator.progress import ProgressPump
+from baton.coordinator.store import JobStore, MemoryStore
 from baton.schemas import timeouts
 from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
@@ -53,6 +54,7 @@ class RunnerDeps:
     nc: NATS
     agents: AgentClient
     subjects: Subjects
+    store: JobStore = field(default_factory=MemoryStore)  # where each phase change is written
 
 
 class JobRunner(Generic[RecordT, FinishedT]):
@@ -68,7 +70,8 @@ class JobRunner(Generic[RecordT, FinishedT]):
     def __init__(self, record: RecordT, deps: RunnerDeps) -> None:
         self._deps = deps
         self._agents = deps.agents
-        self.tracker: PhaseTracker[RecordT] = PhaseTracker(record, deps.subjects, deps.nc.publish)
+        self.tracker: PhaseTracker[RecordT] = PhaseTracker(record, deps.subjects, deps.nc.publish,
+                                                            store=deps.store)
         self.done = asyncio.Event()
         self._abort_reason: str | None = None
         self._wake = asyncio.Event()

@@ -15,18 +15,26 @@ import sys
 from dataclasses import dataclass
 
 import structlog
+from nats.aio.client import Client
 
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
 from baton.coordinator.service import start_service
+from baton.coordinator.store import JobStore, KvStore, MemoryStore
 from baton.mesh import access, logsetup
 from baton.mesh.access import NatsAccess
 from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
 from baton.schemas import PROTOCOL_VERSION, timeouts
-from baton.schemas.subjects import DEFAULT_PREFIX, Subjects
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.subjects import DEFAULT_PREFIX, JOBS_BUCKET, Subjects
 
 log = structlog.get_logger(__name__)
+EXIT_NO_STORE = 3  # the record store asked for cannot be opened: nothing was started
+
+
+class StoreUnavailable(BatonError):
+    """``--store jetstream`` on a NATS without JetStream, or without the role's permissions."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class CoordinatorConfig:
     nats_nkey: str | None = None  # see baton.mesh.access
     nats_creds: str | None = None
     nats_ca: str | None = None
+    store: str = "memory"  # "jetstream": records in the KV bucket (the command's default)
 
     @property
     def nats(self) -> NatsAccess:
@@ -55,6 +64,11 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
     parser.add_argument("--grace", type=float, default=timeouts.SHUTDOWN_GRACE, metavar="SECONDS",
                         help="on SIGTERM, let running migrations finish this long before "
                         "aborting them (default: %(default)s)")
+    parser.add_argument("--store", choices=("jetstream", "memory"), default="jetstream",
+                        help="where migration records are kept: the JetStream KV bucket "
+                        f"{JOBS_BUCKET} (<prefix>-jobs; survives restarts; needs nats-server -js) "
+                        "or this "
+                        "process's memory (default: %(default)s)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
                         help="JSON log lines (default: when stderr is not a terminal)")
@@ -67,7 +81,7 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         parser.error("--grace must not be negative")
     config = CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace,
                                nats_nkey=args.nats_nkey, nats_creds=args.nats_creds,
-                               nats_ca=args.nats_ca)
+                               nats_ca=args.nats_ca, store=args.store)
     return config, args
 
 
@@ -77,9 +91,12 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     subjects = Subjects(config.prefix)
     nc = await connect_nats(config.nats, "baton-coordinator")
     try:
+        store = await open_store(nc, config.store, subjects.jobs_bucket)
         async with asyncio.TaskGroup() as tasks:
-            deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects)
+            deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects,
+                              store=store)
             coordinator = Coordinator(deps, tasks.create_task)
+            log.info("records_restored", count=await coordinator.restore(), store=config.store)
             service = await start_service(nc, subjects, coordinator, tasks)
             await announce_ready(nc)  # the server knows every endpoint before we say we serve
             log.info("coordinator_started", version=PROTOCOL_VERSION, nats=config.nats_url)
@@ -95,10 +112,28 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
         log.info("coordinator_stopped")
 
 
+async def open_store(nc: Client, kind: str, bucket: str) -> JobStore:
+    if kind == "memory":
+        return MemoryStore()
+    try:
+        return await KvStore.open(nc, bucket)
+    except Exception as exc:
+        raise StoreUnavailable(
+            ErrorCode.UNAVAILABLE, f"cannot open the JetStream bucket {bucket} "
+            f"({type(exc).__name__}); run nats-server with JetStream (-js) and the coordinator "
+            "role's permissions, or start with --store memory (records are then lost on "
+            "restart)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     logsetup.configure(args.log_level, args.log_json)
-    return run_until_signalled(lambda stop: run_coordinator(config, stop))
+    try:
+        return run_until_signalled(lambda stop: run_coordinator(config, stop))
+    except StoreUnavailable as exc:
+        log.error("coordinator_refused", reason=exc.message)
+        print(f"baton-coordinator: {exc.message}", file=sys.stderr)
+        return EXIT_NO_STORE
 
 
 if __name__ == "__main__":

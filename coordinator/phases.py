@@ -3,7 +3,9 @@
 The coordinator is the only writer of a :class:`MigrationRecord` (or, for a storage move, a
 :class:`StorageMoveRecord`: same phases, same table). :class:`PhaseTracker` holds the
 current record; ``transition()`` validates the move against :data:`MOVES`, timestamps, logs and
-publishes a :class:`PhaseEvent` (with the whole record) on ``baton.migrations.<id>.phase``.
+writes the record to the job store (coordinator/store.py: JetStream KV, so it outlives this
+process) and only then publishes a :class:`PhaseEvent` (with the whole record) on
+``baton.migrations.<id>.phase``.
 Terminal phases absorb everything: a move out of one is ignored and logged, never raised, so a late
 outcome (an abort racing a success) cannot resurrect a finished migration. A move the table does
 not allow out of a live phase is a bug and raises :class:`IllegalMove`.
@@ -18,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 import structlog
 
+from baton.coordinator.store import JobStore
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
 from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
@@ -73,11 +76,12 @@ class PhaseTracker(Generic[Record]):
     """The live record of one migration (or storage move) and the only place its phase changes."""
 
     def __init__(self, record: Record, subjects: Subjects, publish: Publish,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, store: JobStore | None = None) -> None:
         self._record: Record = record
         self._subjects = subjects
         self._publish = publish
         self._clock = clock
+        self._store = store
 
     @property
     def record(self) -> Record:
@@ -93,7 +97,8 @@ class PhaseTracker(Generic[Record]):
         return self._record
 
     async def announce(self) -> None:
-        """Publish the current phase once (the first, ``pending``, event)."""
+        """Store and publish the current phase once (the first, ``pending``, event)."""
+        await self._keep()
         await self._emit(None, "accepted")
 
     async def transition(self, to: Phase, reason: str = "", **changes: Any) -> bool:
@@ -104,8 +109,18 @@ class PhaseTracker(Generic[Record]):
             return False
         self._record = moved(self._record, to, self._clock(), **changes)
         log.info("phase_changed", phase=to, previous=previous, reason=reason)
+        await self._keep()  # stored before anyone hears of it
         await self._emit(previous, reason)
         return True
+
+    async def _keep(self) -> None:
+        if self._store is None:
+            return
+        try:
+            await self._store.put(self._record)
+        except Exception as exc:  # the migration goes on; its record is not durable now
+            log.error("record_not_stored", phase=self._record.phase, error=str(exc) or
+                      type(exc).__name__)
 
     async def _emit(self, previous: Phase | None, reason: str) -> None:
         record = self._record

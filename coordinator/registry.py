@@ -33,6 +33,26 @@ class Job(Protocol):
     async def set_bandwidth(self, mib_s: int) -> JobRecord: ...
 
 
+class StoredJob:
+    """A record read back from the job store at start-up: listed, but run by nobody here."""
+
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+        self.done = asyncio.Event()
+        self.done.set()  # nothing runs it in this process
+
+    def request_abort(self, reason: str) -> None:
+        raise self._not_run_here()
+
+    async def set_bandwidth(self, mib_s: int) -> JobRecord:
+        raise self._not_run_here()
+
+    def _not_run_here(self) -> BatonError:
+        return BatonError(ErrorCode.CONFLICT, f"{self.record.migration_id} ran under an "
+                          f"earlier coordinator (last phase {self.record.phase}); this one only "
+                          "lists it")
+
+
 class Registry:
     def __init__(self, keep: int = KEEP_FINISHED) -> None:
         self._runners: dict[str, Job] = {}  # insertion order = age
@@ -56,6 +76,15 @@ class Registry:
         self._added += 1
         self._runners[runner.record.migration_id] = runner
         self._numbers[runner.record.migration_id] = self._added
+        self._forget_oldest()
+
+    def restore(self, records: list[JobRecord]) -> None:
+        """List records kept from before a restart (oldest first), below every new job."""
+        for record in sorted(records, key=lambda r: r.created_at):
+            if record.migration_id not in self._runners:
+                self._added += 1
+                self._runners[record.migration_id] = StoredJob(record)
+                self._numbers[record.migration_id] = self._added
         self._forget_oldest()
 
     def get(self, migration_id: str) -> Job:

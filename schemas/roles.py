@@ -33,6 +33,7 @@ from baton.schemas.subjects import (
     COORDINATOR_SERVICE,
     AgentEndpoint,
     MigrationEvent,
+    Subjects,
     is_host_id,
 )
 
@@ -64,6 +65,17 @@ def _discovery_served(service: str) -> list[str]:
             + [f"$SRV.{verb}.{service}.>" for verb in verbs])
 
 
+def _jobs_bucket(bucket: str) -> list[str]:
+    """The JetStream API calls (and the KV subjects) the coordinator's record store makes, on
+    its own bucket only: bind or create it, put, get, and list keys (an ordered consumer)."""
+    stream = f"KV_{bucket}"
+    return ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}",
+            f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
+            f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>",
+            f"$JS.API.CONSUMER.INFO.{stream}.>", f"$JS.API.CONSUMER.DELETE.{stream}.>",
+            f"$KV.{bucket}.>"]
+
+
 def _discovery_asked(service: str) -> list[str]:
     return [f"$SRV.{verb}.{service}" for verb in ("PING", "INFO")]
 
@@ -88,7 +100,8 @@ def permissions(role: Role, public_key: str, *, prefix: str = "baton",
         publish = ([f"{p}.agent.>"]
                    + [f"{p}.migrations.*.{event.value}"
                       for event in (MigrationEvent.PHASE, MigrationEvent.PROGRESS)]
-                   + _discovery_asked(AGENT_SERVICE))
+                   + _discovery_asked(AGENT_SERVICE)
+                   + _jobs_bucket(Subjects(prefix).jobs_bucket))
         subscribe = [f"{p}.coordinator.>", f"{p}.events.>", f"{p}.hosts.>", inbox,
                      *_discovery_served(COORDINATOR_SERVICE)]
     elif role is Role.OPERATOR:

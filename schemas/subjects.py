@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 DEFAULT_PREFIX = "baton"
 AGENT_SERVICE = "baton-agent"
 COORDINATOR_SERVICE = "baton-coordinator"
+JOBS_BUCKET = "baton-jobs"  # the default prefix's (Subjects.jobs_bucket)
 
 _HOST_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -129,6 +130,12 @@ class Subjects:
 
     def migration(self, migration_id: str, event: MigrationEvent) -> str:
         return f"{self.prefix}.migrations.{_checked_token(migration_id)}.{event.value}"
+
+    @property
+    def jobs_bucket(self) -> str:
+        """The JetStream KV bucket of the coordinator's records (``baton-jobs``; one per prefix,
+        so meshes with their own prefix on one NATS keep their own records)."""
+        return self.prefix.replace(".", "-") + "-jobs"
 
     def migrations_filter(self, migration_id: str = "*", event: str = ">") -> str:
         return f"{self.prefix}.migrations.{migration_id}.{event}"

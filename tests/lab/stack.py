@@ -51,7 +51,8 @@ class BatonStack:
         return self.nats.access(user)
 
     def start(self, coordinator: bool = True) -> None:
-        self.nats = start_secured_nats(self.log_dir / "nats", self.hosts, host=self.lab.bridge_ip)
+        self.nats = start_secured_nats(self.log_dir / "nats", self.hosts, host=self.lab.bridge_ip,
+                                       jetstream=True)  # the coordinator's record store
         for host in self.hosts:
             self.start_agent(host)
         if coordinator and (BIN / "baton-coordinator").exists():
@@ -73,6 +74,14 @@ class BatonStack:
         _stop(self.agents.pop(host))
         self.start_agent(host, *extra)
         self.wait_for_agents((host,))
+
+    def restart_coordinator(self) -> None:
+        """Stop the coordinator (SIGTERM) and start a new one on the same NATS."""
+        assert self.coordinator is not None and self.nats is not None
+        _stop(self.coordinator)
+        self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
+                                                       *self.nats.flags("coordinator")])
+        self.wait_for_coordinator()
 
     def agents_alive(self) -> bool:
         return all(proc.poll() is None for proc in self.agents.values())

@@ -135,3 +135,43 @@ def test_update_changes_fields_and_stamps_the_time_but_not_the_phase():
     updated = phases.update(bandwidth_mib_s=64)
     assert (64, T0 + timedelta(seconds=1), Phase.MIGRATING) == (
         updated.bandwidth_mib_s, updated.updated_at, phases.phase)
+
+
+class OrderedStore:
+    """A job store that notes each write in the same list as the publishes."""
+
+    def __init__(self, log: list[str], fail: bool = False) -> None:
+        self.log = log
+        self.fail = fail
+
+    async def put(self, record: MigrationRecord) -> None:
+        if self.fail:
+            raise ConnectionError("JetStream not available")
+        self.log.append(f"stored {record.phase}")
+
+    async def load(self) -> list[MigrationRecord]:
+        return []
+
+
+def stored_tracker(fail: bool = False) -> tuple[PhaseTracker, list[str]]:
+    log: list[str] = []
+
+    async def publish(subject: str, body: bytes) -> None:
+        log.append(f"published {decode_any(body, PhaseEvent).phase}")
+
+    return PhaseTracker(record(), Subjects(), publish, Clock(), store=OrderedStore(log, fail)), log
+
+
+async def test_each_phase_is_stored_before_it_is_published():
+    tracker_, log = stored_tracker()
+    await tracker_.announce()
+    await tracker_.transition(Phase.CHECKING)
+    assert ["stored pending", "published pending", "stored checking", "published checking"] == log
+
+
+async def test_a_store_that_fails_does_not_stop_the_migration_or_its_events():
+    tracker_, log = stored_tracker(fail=True)
+    await tracker_.announce()
+    moved_on = await tracker_.transition(Phase.CHECKING)
+    assert (True, Phase.CHECKING, ["published pending", "published checking"]) == (
+        moved_on, tracker_.phase, log)

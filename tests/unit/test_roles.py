@@ -43,8 +43,11 @@ def test_the_monitor_publishes_nothing():
 
 def test_a_prefix_moves_every_subject():
     perms = permissions(Role.COORDINATOR, KEY, prefix="dc1.baton")
-    assert all(s.startswith(("dc1.baton.", "$SRV.", "_INBOX."))
-               for s in perms["publish"]["allow"] + perms["subscribe"]["allow"])
+    subjects = perms["publish"]["allow"] + perms["subscribe"]["allow"]
+    jetstream = [s for s in subjects if s.startswith(("$JS.", "$KV."))]
+    assert all(s.startswith(("dc1.baton.", "$SRV.", "_INBOX.")) for s in subjects
+               if s not in jetstream)
+    assert all("dc1-baton-jobs" in s for s in jetstream if s != "$JS.API.INFO")
 
 
 def test_user_names_say_the_role_and_host():
