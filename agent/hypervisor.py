@@ -88,7 +88,7 @@ class Hypervisor(Protocol):
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None: ...
 
     async def remove_domain(self, vm: str, uuid: str) -> bool:
-        """Destroy (if running) and undefine the domain with this UUID, only if it is called
-        ``vm``; False when no domain has that UUID."""
+        """Destroy (if paused) and undefine the domain with this UUID, only if it is called
+        ``vm``; False when no domain has that UUID; ``conflict`` if the guest runs."""
 
     async def refresh_pools(self) -> None: ...

@@ -97,6 +97,9 @@ class FakeHypervisor:
         if found.name != vm:
             raise BatonError(ErrorCode.CONFLICT, f"the domain with UUID {uuid} here is "
                              f"{found.name!r}, not {vm!r}: not removed")
+        if found.state == DomainState.RUNNING:
+            raise BatonError(ErrorCode.CONFLICT, f"{vm} is running on this host: a clean-up "
+                             "never destroys a running guest")
         had_guest = self.guests.pop(vm, None) is not None
         return self.defined.pop(vm, None) is not None or had_guest
 

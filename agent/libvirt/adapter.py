@@ -74,7 +74,8 @@ class LibvirtHypervisor:
         return await domains.running_count(self._connection)
 
     async def remove_domain(self, vm: str, uuid: str) -> bool:
-        """Destroy (if running) and undefine; False when there was no such domain."""
+        """Destroy (if paused) and undefine; False when there was no such domain; never a
+        running guest (``conflict``)."""
         return await domains.remove(self._connection, vm, uuid)
 
     async def refresh_pools(self) -> None:

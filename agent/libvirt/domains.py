@@ -73,6 +73,10 @@ def _read_domains(conn: libvirt.virConnect, names: list[str] | None,
     return sorted(out, key=lambda d: d.name)
 
 
+# An incoming migration's domain is paused until the switch-over; running means the guest lives.
+_GUEST_RUNS = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+
+
 def _remove_domain(conn: libvirt.virConnect, vm: str, uuid: str) -> bool:
     try:
         dom = conn.lookupByUUIDString(uuid)  # by UUID: a name can be reused, a UUID cannot
@@ -83,6 +87,10 @@ def _remove_domain(conn: libvirt.virConnect, vm: str, uuid: str) -> bool:
     if dom.name() != vm:
         raise BatonError(ErrorCode.CONFLICT, f"the domain with UUID {uuid} here is "
                          f"{dom.name()!r}, not {vm!r}: not removed")
+    if dom.state()[0] in _GUEST_RUNS:
+        raise BatonError(ErrorCode.CONFLICT, f"{vm} is running on this host: a clean-up never "
+                         "destroys a running guest (it may be the only live copy); check both "
+                         "hosts")
     if dom.isActive():
         dom.destroy()
     if dom.isPersistent():

@@ -155,3 +155,11 @@ async def test_every_call_while_disconnected_is_unavailable(disconnected):
              disconnected.running_domain_count(), disconnected.remove_domain("vm1", UNKNOWN_UUID),
              disconnected.refresh_pools()]
     assert [ErrorCode.UNAVAILABLE] * len(calls) == [await outcome(call) for call in calls]
+
+
+async def test_removing_a_running_guest_is_a_conflict_and_touches_nothing(hypervisor):
+    """A clean-up never destroys a running guest: it may be the only live copy."""
+    [vm1] = await hypervisor.domains(["vm1"], include_cpu_xml=False)
+    verdict = await outcome(hypervisor.remove_domain("vm1", vm1.uuid))
+    left = await hypervisor.domains(None, include_cpu_xml=False)
+    assert (ErrorCode.CONFLICT, ["vm1", "vm2", "vmoff"]) == (verdict, [d.name for d in left])

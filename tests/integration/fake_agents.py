@@ -347,6 +347,9 @@ class FakeAgent:
             uuid, why_not = ownership.incoming_domain(entry, request.migration_id, request.vm)
             here = self.domains.get(request.vm)
             if here is not None and uuid is not None and here.uuid == uuid:
+                if here.state == DomainState.RUNNING:  # as agent/libvirt/domains.py
+                    raise BatonError(ErrorCode.CONFLICT, f"{request.vm} is running on this "
+                                     "host: a clean-up never destroys a running guest")
                 removed = self.domains.pop(request.vm) is not None
             elif here is not None:
                 reasons.append(why_not or f"{request.vm} here is not the domain (UUID {uuid}) "

@@ -132,6 +132,9 @@ class Hypervisor:
         if found.name != vm:
             raise BatonError(ErrorCode.CONFLICT, f"the domain with UUID {uuid} here is "
                              f"{found.name!r}, not {vm!r}: not removed")
+        if found.state == DomainState.RUNNING:
+            raise BatonError(ErrorCode.CONFLICT, f"{vm} is running on this host: a clean-up "
+                             "never destroys a running guest")
         return self.vms.pop(vm, None) is not None
 
     async def host_facts(self):
@@ -195,6 +198,11 @@ async def agent(hv: Hypervisor, within_s: float = 5, check_peer=any_peer,
         running.manager = MigrationManager("h1", hv, S, running.publish, tasks, ledger,
                                            check_peer)
         yield running
+
+
+def arriving(vm: str, *disks: Path) -> DomainInfo:
+    """The domain of an incoming migration: paused until the switch-over."""
+    return domain(vm, tuple(str(d) for d in disks), state=DomainState.PAUSED)
 
 
 def owned(a: Agent, *created: Path, incoming: DomainInfo | None = None) -> None:
@@ -501,7 +509,7 @@ def files(tmp_path: Path, *names: str) -> list[Path]:
 
 async def test_cleanup_removes_the_domain_and_then_deletes_the_files_it_used(tmp_path):
     [disk] = files(tmp_path, "vm1.qcow2")
-    hv = host(domain("vm1", (str(disk),)))
+    hv = host(arriving("vm1", disk))
     async with agent(hv) as a:
         owned(a, disk, incoming=domain("vm1"))
         reply = await a.manager.cleanup(cleanup(disk, remove_domain=True))
@@ -523,7 +531,7 @@ async def test_cleanup_without_remove_domain_leaves_the_domain_and_the_files_it_
 
 async def test_cleanup_keeps_a_file_another_domain_uses_and_says_why(tmp_path):
     mine, shared = files(tmp_path, "vm1.qcow2", "shared.qcow2")
-    hv = host(domain("vm1", (str(mine),)), domain("vm2", (str(shared),)))
+    hv = host(arriving("vm1", mine), domain("vm2", (str(shared),)))
     async with agent(hv) as a:
         owned(a, mine, shared, incoming=domain("vm1"))
         reply = await a.manager.cleanup(cleanup(mine, shared, remove_domain=True))
@@ -600,9 +608,19 @@ async def test_cleanup_never_removes_another_vm_than_the_one_the_migration_bring
     assert "migration m1 brings vm1 here, not vm2: vm2 not removed" == reply.detail
 
 
+async def test_cleanup_never_destroys_the_incoming_domain_once_its_guest_runs(tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))  # resumed here: maybe the only live copy
+    async with agent(hv) as a:
+        owned(a, disk, incoming=domain("vm1"))
+        with pytest.raises(BatonError) as caught:
+            await a.manager.cleanup(cleanup(disk, remove_domain=True))
+    assert (ErrorCode.CONFLICT, ["vm1"], True) == (caught.value.code, list(hv.vms), disk.exists())
+
+
 async def test_the_ledger_survives_a_restart_of_the_agent(tmp_path):
     [disk] = files(tmp_path, "vm1.qcow2")
-    hv = host(domain("vm1"))
+    hv = host(arriving("vm1"))
     async with agent(hv) as a:
         owned(a, disk, incoming=domain("vm1"))
     restarted = Ledger(a.ledger.directory)
@@ -758,7 +776,7 @@ async def test_prepare_logs_the_disks_it_created(tmp_path):
 
 async def test_cleanup_logs_what_it_removed_deleted_and_kept(tmp_path):
     mine, shared = files(tmp_path, "vm1.qcow2", "shared.qcow2")
-    hv = host(domain("vm1", (str(mine),)), domain("vm2", (str(shared),)))
+    hv = host(arriving("vm1", mine), domain("vm2", (str(shared),)))
     with capture_logs() as logs:
         async with agent(hv) as a:
             owned(a, mine, shared, incoming=domain("vm1"))
