@@ -17,6 +17,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
+import msgspec
 import structlog
 
 from baton.agent import disks, ownership
@@ -34,6 +35,9 @@ from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupReply,
     CleanupRequest,
+    MigrationStatus,
+    MigrationStatusRequest,
+    PathFact,
     PrepareReply,
     PrepareRequest,
     SourceFinished,
@@ -252,6 +256,37 @@ class MigrationManager(RunningJobs[_Running]):
     async def _defined_here(self, vm: str) -> bool:
         return any(d.name == vm for d in await self._hv.domains(None, include_cpu_xml=False))
 
+    # --- facts ---------------------------------------------------------------------------------
+
+    async def status(self, request: MigrationStatusRequest) -> MigrationStatus:
+        """libvirt's facts about the VM here and the ledger's about the migration, read now."""
+        here = [d for d in await self._hv.domains(None, include_cpu_xml=False)
+                if d.name == request.vm]
+        domain = here[0] if here else None
+        job, job_error = None, None
+        if domain is not None and domain.active:
+            try:
+                job = await self._hv.job_stats(request.vm)
+            except BatonError as exc:  # said, not guessed: the caller sees it could not be read
+                job_error = exc.message
+        entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        running = self._running.get(request.migration_id)
+        status = MigrationStatus(
+            host_id=self._host_id, migration_id=request.migration_id, vm=request.vm,
+            domain=domain, job=job, job_error=job_error, running_here=running is not None
+            and running.request.vm == request.vm)
+        if entry is None or entry.vm != request.vm:
+            return status
+        created, sent = await asyncio.to_thread(
+            lambda: ([_fact(p) for p in entry.created_paths], [_fact(p) for p in entry.sent_paths]))
+        return msgspec.structs.replace(status, known=True, incoming_uuid=entry.incoming_uuid,
+                                       sent_completed=entry.sent_completed, created=created,
+                                       sent=sent)
+
     async def _paths_in_use(self) -> set[str]:
         domains = await self._hv.domains(None, include_cpu_xml=False)
         return {d.source_path for dom in domains for d in dom.disks if d.source_path}
+
+
+def _fact(path: str) -> PathFact:
+    return PathFact(path=path, exists=os.path.lexists(path))

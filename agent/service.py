@@ -34,6 +34,7 @@ from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupRequest,
+    MigrationStatusRequest,
     PrepareRequest,
     SpeedRequest,
     StartRequest,
@@ -79,6 +80,7 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, migrations.speed),
         (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
         (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
+        (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, migrations.status),
     ]
     if storage is not None:
         routes += [

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import msgspec
 
+from baton.schemas.agent import DomainInfo
 from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
 from baton.schemas.errors import ErrorReply
 from baton.schemas.events import JobStats
@@ -247,6 +248,37 @@ class CleanupReply(Message, frozen=True, kw_only=True, tag="agent.migration.clea
     deleted_paths: list[str] = []
     kept_paths: list[str] = []  # refused (in use) or already gone, with reasons in ``detail``
     detail: str = ""
+
+
+class MigrationStatusRequest(Message, frozen=True, kw_only=True,
+                             tag="agent.migration.status.request"):
+    """Either side: what this host's libvirt and the agent's ledger say about a migration."""
+
+    migration_id: MigrationId
+    vm: VmName
+
+
+class PathFact(Message, frozen=True, kw_only=True, tag="agent.path_fact"):
+    path: str
+    exists: bool
+
+
+class MigrationStatus(Message, frozen=True, kw_only=True, tag="agent.migration.status.reply"):
+    """Facts, read when asked: libvirt's domain of that name here and its job, and the agent's
+    ledger of that migration (what it made, expects or sent away) with which files exist."""
+
+    host_id: HostId
+    migration_id: MigrationId
+    vm: str
+    domain: DomainInfo | None = None  # libvirt's domain of that name on this host, if any
+    job: JobStats | None = None  # that domain's libvirt job now (None: no job runs)
+    job_error: str | None = None  # why the job could not be read (then ``job`` says nothing)
+    running_here: bool = False  # this agent runs the migration's source side now
+    known: bool = False  # the agent's ledger has the migration (it prepared, started or moved)
+    incoming_uuid: str | None = None  # the domain UUID prepare expects to arrive here
+    sent_completed: bool = False  # libvirt reported this host's outgoing migration done
+    created: list[PathFact] = []  # files this agent created for it
+    sent: list[PathFact] = []  # disks this host copied away in it
 
 
 class Ack(Message, frozen=True, kw_only=True, tag="ack"):

@@ -25,7 +25,7 @@ from baton.schemas.agent import (
 )
 from baton.schemas.codec import decode_any, encode
 from baton.schemas.errors import ErrorCode, ErrorReply
-from baton.schemas.migration import Ack, CleanupReply, PrepareReply, StartReply
+from baton.schemas.migration import Ack, CleanupReply, MigrationStatus, PrepareReply, StartReply
 from baton.schemas.storage import AgentStorageMoveReply
 from baton.schemas.subjects import AgentEndpoint, Subjects
 from tests.contract.implementations import Implementation
@@ -33,7 +33,8 @@ from tests.contract.implementations import Implementation
 S = Subjects()
 REQUEST_TIMEOUT_S = 5.0
 AnyReply = (HostCaps | CpuCompareReply | StorageProbeReply | DomainsReply | AgentStatus
-            | PrepareReply | StartReply | Ack | CleanupReply | AgentStorageMoveReply | ErrorReply)
+            | PrepareReply | StartReply | Ack | CleanupReply | MigrationStatus | AgentStorageMoveReply
+            | ErrorReply)
 Request = Callable[[Implementation], Any]  # a request message, or a raw body (bytes)
 
 

@@ -12,6 +12,9 @@ the adapter passes (the real agent answers ``hypervisor`` there, after destroyin
 
 from __future__ import annotations
 
+from os.path import basename
+from typing import Any
+
 import pytest
 
 from baton.schemas.errors import ErrorCode
@@ -20,6 +23,8 @@ from baton.schemas.migration import (
     CleanupReply,
     CleanupRequest,
     DiskPlan,
+    MigrationStatus,
+    MigrationStatusRequest,
     PrepareReply,
     PrepareRequest,
     SpeedRequest,
@@ -57,6 +62,15 @@ def cleanup(vm: str = "vm9", *paths: str, remove_domain: bool = False) -> Cleanu
 
 def cleaned(reply: CleanupReply) -> tuple[bool, list[str], list[str]]:
     return reply.domain_removed, basenames(reply.deleted_paths), basenames(reply.kept_paths)
+
+
+def facts_of(reply: MigrationStatus, running: object = False) -> tuple[Any, ...]:
+    """What every implementation agrees on (``running=None``: not compared, the test driver's
+    migrate call may already have failed and ended the job)."""
+    domain = None if reply.domain is None else (reply.domain.name, reply.domain.state)
+    return (domain, reply.known, reply.running_here if running is False else running,
+            [(basename(f.path), f.exists) for f in reply.created],
+            [(basename(f.path), f.exists) for f in reply.sent])
 
 
 def created(reply: PrepareReply) -> list[str]:
@@ -192,6 +206,31 @@ CASES = [
     Case("cleanup-a-running-vm-it-did-not-receive", A.MIGRATION_CLEANUP,
          lambda a: cleanup("vm1", remove_domain=True), replies(CleanupReply, NOTHING_CLEANED),
          facts=cleaned, before=(PREPARED,)),
+    # --- status (either side): libvirt's facts and the ledger's ---------------------------------
+    Case("status-of-a-migration-never-seen", A.MIGRATION_STATUS,
+         lambda a: MigrationStatusRequest(migration_id="m1", vm="vm9"),
+         replies(MigrationStatus, (None, False, False, [], [])), facts=facts_of),
+    Case("status-of-a-running-vm", A.MIGRATION_STATUS,
+         lambda a: MigrationStatusRequest(migration_id="m1", vm="vm1"),
+         replies(MigrationStatus, (("vm1", "running"), False, False, [], [])), facts=facts_of),
+    Case("status-after-prepare", A.MIGRATION_STATUS,
+         lambda a: MigrationStatusRequest(migration_id="m1", vm="vm9"),
+         replies(MigrationStatus, (None, True, False, [("n.qcow2", True)], [])), facts=facts_of,
+         before=(PREPARED,)),
+    Case("status-after-prepare-and-cleanup", A.MIGRATION_STATUS,
+         lambda a: MigrationStatusRequest(migration_id="m1", vm="vm9"),
+         replies(MigrationStatus, (None, True, False, [("n.qcow2", False)], [])),
+         facts=facts_of, before=(PREPARED, (A.MIGRATION_CLEANUP, lambda a: cleanup(
+             "vm9", f"{a.other_pool_dir}/n.qcow2")))),
+    Case("status-of-another-vm-than-prepared", A.MIGRATION_STATUS,
+         lambda a: MigrationStatusRequest(migration_id="m1", vm="vm2"),
+         replies(MigrationStatus, (("vm2", "running"), False, False, [], [])), facts=facts_of,
+         before=(PREPARED,)),
+    Case("status-started-here", A.MIGRATION_STATUS,
+         lambda a: MigrationStatusRequest(migration_id="m1", vm="vm1"),
+         replies(MigrationStatus, (("vm1", "running"), True, None, [], [("vm1.qcow2", True)])),
+         facts=lambda r: facts_of(r, running=None), before=(
+             (A.MIGRATION_START, lambda a: start(a, "vm1", copy_disks=["vda"])),)),
     Case("cleanup-paths-not-a-list", A.MIGRATION_CLEANUP,
          lambda a: b'{"migration_id": "m1", "vm": "vm9", "delete_paths": "/x/y.qcow2"}',
          refuses(ErrorCode.BAD_REQUEST), canned=True),

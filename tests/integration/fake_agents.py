@@ -68,6 +68,9 @@ from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupReply,
     CleanupRequest,
+    MigrationStatus,
+    MigrationStatusRequest,
+    PathFact,
     PrepareReply,
     PrepareRequest,
     SourceFinished,
@@ -197,6 +200,7 @@ class FakeAgent:
             (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, self.speed),
             (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, self.abort),
             (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, self.cleanup),
+            (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, self.migration_status),
             (AgentEndpoint.STORAGE_MOVE, AgentStorageMoveRequest, self.storage_move),
             (AgentEndpoint.STORAGE_ABORT, AgentStorageAbortRequest, self.storage_abort),
         )
@@ -359,6 +363,23 @@ class FakeAgent:
         deleted, kept, unused = self.files.delete_unused(allowed, self._in_use())
         return CleanupReply(domain_removed=removed, deleted_paths=deleted,
                             kept_paths=refused + kept, detail="; ".join(reasons + refusals + unused))
+
+    async def migration_status(self, request: MigrationStatusRequest) -> MigrationStatus:
+        """As the real agent: the domain here (no libvirt job in a fake) and the ledger."""
+        job = self.migrations.get(request.migration_id)
+        status = MigrationStatus(
+            host_id=self.host, migration_id=request.migration_id, vm=request.vm,
+            domain=self.domains.get(request.vm),
+            running_here=job is not None and job.vm == request.vm)
+        entry = self.ledger.get(request.migration_id)
+        if entry is None or entry.vm != request.vm:
+            return status
+        def facts(paths: list[str]) -> list[PathFact]:
+            return [PathFact(path=p, exists=self.mesh.storage.exists(self.host, p)) for p in paths]
+        return msgspec.structs.replace(status, known=True, incoming_uuid=entry.incoming_uuid,
+                                       sent_completed=entry.sent_completed,
+                                       created=facts(entry.created_paths),
+                                       sent=facts(entry.sent_paths))
 
     # --- the scripted migration ----------------------------------------------------------------
 

@@ -48,6 +48,8 @@ from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupReply,
     CleanupRequest,
+    MigrationStatus,
+    MigrationStatusRequest,
     PrepareReply,
     PrepareRequest,
     SpeedRequest,
@@ -74,6 +76,7 @@ REQUEST_TYPES: dict[AgentEndpoint, type[Any]] = {
     AgentEndpoint.MIGRATION_SPEED: SpeedRequest,
     AgentEndpoint.MIGRATION_ABORT: AgentAbortRequest,
     AgentEndpoint.MIGRATION_CLEANUP: CleanupRequest,
+    AgentEndpoint.MIGRATION_STATUS: MigrationStatusRequest,
     AgentEndpoint.STORAGE_MOVE: AgentStorageMoveRequest,
     AgentEndpoint.STORAGE_ABORT: AgentStorageAbortRequest,
 }
@@ -124,6 +127,8 @@ def every_endpoint(host_id: str) -> dict[AgentEndpoint, Any]:
         AgentEndpoint.MIGRATION_SPEED: Ack(),
         AgentEndpoint.MIGRATION_ABORT: Ack(),
         AgentEndpoint.MIGRATION_CLEANUP: CleanupReply(),
+        AgentEndpoint.MIGRATION_STATUS: MigrationStatus(host_id=host_id,
+                                                        migration_id=CANNED_MIGRATION_ID, vm="vm1"),
         AgentEndpoint.STORAGE_MOVE: AgentStorageMoveReply(migration_id=CANNED_MIGRATION_ID),
         AgentEndpoint.STORAGE_ABORT: Ack(),
     }  # fmt: skip

@@ -31,6 +31,7 @@ from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupRequest,
     DiskPlan,
+    MigrationStatusRequest,
     PrepareRequest,
     SourceFinished,
     SourceProgress,
@@ -680,6 +681,40 @@ async def test_a_migration_id_that_already_ran_here_cannot_start_again():
         with pytest.raises(BatonError) as caught:
             await a.start()
     assert (ErrorCode.CONFLICT, ["vm1"]) == (caught.value.code, hv.called("migrate"))
+
+
+# --- status: facts read when asked ------------------------------------------------------------
+
+
+async def test_status_reports_the_domain_its_job_and_which_files_of_the_migration_exist(tmp_path):
+    made, gone = tmp_path / "a.qcow2", tmp_path / "b.qcow2"
+    made.write_bytes(b"data")
+    hv = host(arriving("vm1", made), stats=JobStats(operation="migration_in"))
+    async with agent(hv) as a:
+        owned(a, made, gone, incoming=domain("vm1"))
+        status = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm1"))
+    assert (DomainState.PAUSED, "migration_in", None, True, "uuid-vm1", False) == (
+        status.domain.state, status.job.operation, status.job_error, status.known,
+        status.incoming_uuid, status.running_here)
+    assert [(str(made), True), (str(gone), False)] == [(f.path, f.exists) for f in status.created]
+
+
+async def test_status_says_when_the_job_could_not_be_read_instead_of_guessing():
+    hv = host(domain("vm1"), job_stats_failures=[UNAVAILABLE])
+    async with agent(hv) as a:
+        status = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm1"))
+    assert (None, UNAVAILABLE.message, False) == (status.job, status.job_error, status.known)
+
+
+async def test_status_of_a_migration_running_here_and_of_a_vm_not_here():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start()
+        running = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm1"))
+        elsewhere = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm2"))
+        await a.outcome(None)
+    assert (True, True) == (running.running_here, running.known)
+    assert (None, False, False) == (elsewhere.domain, elsewhere.running_here, elsewhere.known)
 
 
 # --- what the caller is answered and what the operator's log records ---------------------------
