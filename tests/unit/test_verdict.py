@@ -1,0 +1,112 @@
+"""The decision for a stopped migration (coordinator/verdict.py): a table of facts, and every
+combination of them checked against the invariants (never destroy the only live copy)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from baton.coordinator.verdict import Verdict, decide
+from baton.schemas.agent import DomainInfo, DomainState
+from baton.schemas.events import JobStats
+from baton.schemas.migration import MigrationStatus
+
+UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+OTHER = "00000000-0000-0000-0000-0000000000aa"
+RUNNING, PAUSED, SHUTOFF = DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF
+
+
+def dom(state: DomainState, uuid: str = UUID) -> DomainInfo:
+    return DomainInfo(name="vm1", uuid=uuid, state=state, active=state != SHUTOFF,
+                      persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1)
+
+
+def facts(host: str, domain: DomainInfo | None, *, job: bool = False, job_error: bool = False,
+          running_here: bool = False, incoming: str | None = None) -> MigrationStatus:
+    return MigrationStatus(host_id=host, migration_id="m1", vm="vm1", domain=domain,
+                           job=JobStats(operation="migration_out") if job else None,
+                           job_error="libvirt connection lost" if job_error else None,
+                           running_here=running_here, known=incoming is not None,
+                           incoming_uuid=incoming)
+
+
+def src(domain: DomainInfo | None, **kw: object) -> MigrationStatus:
+    return facts("h1", domain, **kw)  # type: ignore[arg-type]
+
+
+def dst(domain: DomainInfo | None, **kw: object) -> MigrationStatus:
+    return facts("h2", domain, incoming=kw.pop("incoming", UUID), **kw)  # type: ignore[arg-type]
+
+
+TABLE = [
+    ("source job runs", src(dom(RUNNING), job=True), dst(dom(PAUSED)), Verdict.WAIT),
+    ("source agent still runs it", src(dom(RUNNING), running_here=True), dst(None), Verdict.WAIT),
+    ("destination job runs", src(dom(RUNNING)), dst(dom(PAUSED), job=True), Verdict.WAIT),
+    ("source job unreadable", src(dom(RUNNING), job_error=True), dst(None),
+     Verdict.NEEDS_ATTENTION),
+    ("destination job unreadable", src(dom(RUNNING)), dst(dom(PAUSED), job_error=True),
+     Verdict.NEEDS_ATTENTION),
+    ("failed early: nothing arrived", src(dom(RUNNING)), dst(None), Verdict.ROLL_BACK),
+    ("failed mid-copy: paused incoming copy", src(dom(RUNNING)), dst(dom(PAUSED)),
+     Verdict.ROLL_BACK),
+    ("incoming copy shut off", src(dom(RUNNING)), dst(dom(SHUTOFF)), Verdict.ROLL_BACK),
+    ("succeeded: runs on the destination only", src(None), dst(dom(RUNNING)),
+     Verdict.ROLL_FORWARD),
+    ("succeeded, source kept inactive", src(dom(SHUTOFF)), dst(dom(RUNNING)),
+     Verdict.ROLL_FORWARD),
+    ("succeeded, source still paused", src(dom(PAUSED)), dst(dom(RUNNING)), Verdict.ROLL_FORWARD),
+    ("runs on both", src(dom(RUNNING)), dst(dom(RUNNING)), Verdict.NEEDS_ATTENTION),
+    ("runs on neither", src(dom(PAUSED)), dst(dom(PAUSED)), Verdict.NEEDS_ATTENTION),
+    ("defined nowhere", src(None), dst(None), Verdict.NEEDS_ATTENTION),
+    ("another VM of that name on the source", src(dom(RUNNING, OTHER)), dst(dom(RUNNING)),
+     Verdict.NEEDS_ATTENTION),
+    ("another VM of that name on the destination", src(dom(RUNNING)),
+     dst(dom(PAUSED, OTHER)), Verdict.NEEDS_ATTENTION),
+    ("destination never prepared for it", src(dom(RUNNING)), dst(dom(PAUSED), incoming=None),
+     Verdict.NEEDS_ATTENTION),
+]
+
+
+@pytest.mark.parametrize(("case", "source", "destination", "verdict"), TABLE,
+                         ids=[row[0] for row in TABLE])
+def test_the_decision_table(case, source, destination, verdict):
+    assert verdict == decide(UUID, source, destination).verdict
+
+
+def test_a_decision_says_why_naming_the_hosts():
+    decision = decide(UUID, src(dom(RUNNING)), dst(dom(RUNNING)))
+    assert "vm1 runs on both h1 and h2" == decision.reason
+
+
+DOMAINS = [None, dom(RUNNING), dom(PAUSED), dom(SHUTOFF), dom(RUNNING, OTHER), dom(PAUSED, OTHER)]
+FLAGS = [{}, {"job": True}, {"job_error": True}, {"running_here": True}]
+
+
+def every_combination():
+    for s_dom, d_dom, s_flags, d_flags, incoming in itertools.product(
+            DOMAINS, DOMAINS, FLAGS, FLAGS, (UUID, OTHER, None)):
+        yield src(s_dom, **s_flags), dst(d_dom, incoming=incoming, **d_flags)
+
+
+def test_every_combination_keeps_the_invariants():
+    seen = set()
+    for source, destination in every_combination():
+        verdict = decide(UUID, source, destination).verdict
+        seen.add(verdict)
+        source_runs = source.domain is not None and source.domain.state == RUNNING
+        destination_runs = destination.domain is not None and destination.domain.state == RUNNING
+        busy = any(s.job or s.running_here or s.job_error for s in (source, destination))
+        strangers = any(s.domain is not None and s.domain.uuid != UUID
+                        for s in (source, destination))
+        # never clean the destination while the guest may live there, nor finish while it
+        # lives on the source; never decide while a job runs or cannot be read
+        assert not (verdict == Verdict.ROLL_BACK and (destination_runs or not source_runs))
+        assert not (verdict == Verdict.ROLL_FORWARD and (source_runs or not destination_runs))
+        assert not (busy and verdict in (Verdict.ROLL_BACK, Verdict.ROLL_FORWARD))
+        assert not (strangers and verdict in (Verdict.ROLL_BACK, Verdict.ROLL_FORWARD))
+        assert not (verdict == Verdict.ROLL_BACK and destination.domain is not None
+                    and destination.incoming_uuid != UUID)
+        assert not (source_runs and destination_runs and not busy
+                    and verdict != Verdict.NEEDS_ATTENTION)
+    assert set(Verdict) == seen
