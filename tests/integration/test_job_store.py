@@ -150,3 +150,48 @@ def test_a_coordinator_asked_for_jetstream_on_a_server_without_it_exits_3_and_sa
     code = main(["--nats", nats_server.url, "--store", "jetstream", "--log-level", "critical"])
     assert (EXIT_NO_STORE, True) == (code, "run nats-server with JetStream (-js)"
                                      in capsys.readouterr().err)
+
+
+async def test_the_bucket_keeps_only_the_latest_record_and_says_what_it_holds(js_server):
+    nc = await nats.connect(js_server.url)
+    try:
+        store = await KvStore.open(nc)
+        await store.put(record())
+        await store.put(record(phase=Phase.CHECKING))
+        status = await (await nc.jetstream().key_value(JOBS_BUCKET)).status()
+        config = status.stream_info.config
+    finally:
+        await nc.drain()
+    assert (1, 1, "Baton's migration and disk-move records") == (
+        status.history, config.num_replicas, config.description)
+
+
+async def test_load_skips_an_unreadable_or_deleted_value_and_reads_the_rest(js_server):
+    nc = await nats.connect(js_server.url)
+    try:
+        store = await KvStore.open(nc)
+        kv = await nc.jetstream().key_value(JOBS_BUCKET)
+        await kv.put("a-broken", b'{"not": "a record"}')
+        await store.put(record("m1"))
+        await kv.put("b-deleted", encode(record("b-deleted")))
+        await kv.delete("b-deleted")
+        await store.put(record("m2"))
+        loaded = await KvStore.open(nc)
+        records = await loaded.load()
+        await loaded.put(record("m2", Phase.CHECKING))  # it continues from the revision it read
+    finally:
+        await nc.drain()
+    assert ["m1", "m2"] == sorted(r.migration_id for r in records)
+
+
+async def test_a_conflicting_write_says_whose_record_it_is(js_server):
+    nc = await nats.connect(js_server.url)
+    try:
+        first, second = await KvStore.open(nc), await KvStore.open(nc)
+        await first.put(record())
+        with pytest.raises(BatonError) as caught:
+            await second.put(record())
+    finally:
+        await nc.drain()
+    assert ("the stored record of m1 was changed by another writer; this coordinator no "
+            "longer owns it") == caught.value.message
