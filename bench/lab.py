@@ -7,9 +7,9 @@ left up; otherwise it is brought up here and taken down afterwards.
 c. End-to-end migration overhead: one shared-storage guest moved back and forth between h1 and h2,
    alternately by Baton (``baton.coordinator.migrate`` from this process, timed from the request
    to the ``succeeded`` phase, i.e. confirmed on both hosts) and by plain ``virsh migrate --live
-   --p2p --persistent --undefinesource --bandwidth B --migrateuri tcp://DEST`` (timed around the
-   virsh process, run from the root namespace against the source's TCP URI). Order ABBA, so both
-   kinds move in both directions.
+   --p2p --persistent --undefinesource --tls --bandwidth B --migrateuri tcp://DEST`` (timed
+   around the virsh process, run from the root namespace against the source's libvirt URI, TLS
+   like Baton's default stream). Order ABBA, so both kinds move in both directions.
 e. Bandwidth fidelity: a shared-nothing Baton migration per cap (8, 32, 128 MiB/s) of a guest
    whose local disk is sized so the copy takes several seconds (the NBD mirror copies the whole
    virtual size at the cap); achieved = data processed / time elapsed from the completed job's
@@ -89,8 +89,9 @@ async def baton_migrate(nc: Client, request: MigrateRequest) -> MigrationRecord:
 
 def virsh_migrate(lab: Lab, vm: str, source: str, destination: str, bandwidth: int) -> None:
     dest_ip = lab.ip(destination)
+    # --tls: the same encrypted stream Baton asks for by default (VIR_MIGRATE_TLS).
     subprocess.run(["virsh", "-c", lab.uri(source), "migrate", "--live", "--p2p", "--persistent",
-                    "--undefinesource", "--bandwidth", str(bandwidth), "--migrateuri",
+                    "--undefinesource", "--tls", "--bandwidth", str(bandwidth), "--migrateuri",
                     f"tcp://{dest_ip}", vm, lab.uri(destination)],
                    check=True, capture_output=True, timeout=MIGRATE_TIMEOUT_S)
 
