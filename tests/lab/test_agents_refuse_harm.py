@@ -17,6 +17,7 @@ from baton.schemas.agent import StorageProbeRequest
 from baton.schemas.codec import decode_any, encode
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.migration import (
+    Ack,
     CleanupReply,
     CleanupRequest,
     DiskPlan,
@@ -25,6 +26,7 @@ from baton.schemas.migration import (
     StartReply,
     StartRequest,
 )
+from baton.schemas.storage import AgentStorageAbortRequest
 from baton.schemas.subjects import AgentEndpoint, CoordinatorEndpoint, Subjects
 from tests.lab.migrations import final, start, wait_phase
 
@@ -123,3 +125,35 @@ async def test_oversized_requests_during_a_migration_are_refused_and_the_migrati
     assert ("running", None) == (lab.domstate("h2", vm), lab.domstate("h1", vm))
     assert lab.wait_alive_past(vm, seq_before) > seq_before
     assert stack.agents_alive() and stack.coordinator_alive()
+
+
+@pytest.mark.parametrize("user", ["operator", "monitor", "agent-h2"])
+async def test_a_wrong_role_cannot_ask_an_agent_to_clean_up_start_or_abort(stack, lab, guest, user):
+    """Refused by nats-server itself (the agent never sees the request): a real running guest
+    and a file in h1's pool stay as they were."""
+    vm = guest("h1")
+    victim = "/var/lib/libvirt/images/somebody-elses.img"
+    lab.exec("h1", "sh", "-c", f"echo precious > {victim}")
+    codes = []
+    nc = await client.connect(stack.access(user))
+    try:
+        for endpoint, message, reply_type in (
+                (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest(
+                    migration_id=new_id(), vm=vm, remove_domain=True, delete_paths=[victim]),
+                 CleanupReply),
+                (AgentEndpoint.MIGRATION_START, StartRequest(
+                    migration_id=new_id(), vm=vm, destination_uri=lab.uri("h2"),
+                    destination_host="h2"), StartReply),
+                (AgentEndpoint.STORAGE_ABORT, AgentStorageAbortRequest(
+                    migration_id=new_id(), vm=vm), Ack)):
+            with pytest.raises(BatonError) as caught:
+                await client.request(nc, S.agent("h1", endpoint), message, reply_type, TIMEOUT_S)
+            codes.append(caught.value.code)
+    finally:
+        await nc.drain()
+    try:
+        assert [ErrorCode.FORBIDDEN] * 3 == codes
+        assert ("running", None) == (lab.domstate("h1", vm), lab.domstate("h2", vm))
+        assert "precious" == lab.exec("h1", "cat", victim).stdout.strip()
+    finally:
+        lab.exec("h1", "rm", "-f", victim)
