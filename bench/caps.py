@@ -4,22 +4,33 @@ Baton side: :meth:`coordinator.agents.AgentClient.caps` — encode the request, 
 endpoint, :meth:`AgentCore.caps` from its 2 s cache, encode, and the typed decode of the reply.
 Baseline: ``nc.request`` of the same request bytes to a plain nats-py subscription in the same
 worker process that answers pre-encoded bytes of the caps reply's exact size. Requests are
-sequential (one in flight), in alternating blocks of Baton and raw on one connection.
+sequential (one in flight), in alternating blocks of Baton and raw.
+
+Secured, as Baton runs by default: a nats-server with TLS and nkeys enforcing Baton's roles; the
+agent signs in as ``agent-<host>``, the caller as ``operator``; the raw responder and its caller
+as a bench-only user allowed the raw subjects (the roles allow none), over the same TLS. The same
+measurement on a plain server (no TLS, no auth) is reported beside it: the cost of security.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
-
-import nats
+from pathlib import Path
+from typing import Any
 
 from baton.coordinator.agents import AgentClient
+from baton.mesh.access import quiet_tls_close_noise
 from baton.schemas.agent import CapsRequest
 from baton.schemas.codec import encode
 from baton.schemas.subjects import Subjects
-from bench.common import Record, Worker, ms, percentile, raw_subject
+from bench.common import RAW_PREFIX, Record, Worker, ms, percentile, raw_subject
+from bench.worker import Keys, connect
+from tests.support.secured import start_secured_nats
+
+WORKER_HOST = "bh0000"  # the worker's first simulated host (bench/worker.py)
 
 GOAL = "p50 ratio <= 1.10, p99 ratio <= 1.25"
 
@@ -31,14 +42,20 @@ async def _block(call: Callable[[], Awaitable[object]], count: int, into: list[f
         into.append(time.perf_counter() - start)
 
 
-async def measure(url: str, host: str, rounds: int, block: int) -> dict[str, list[float]]:
-    nc = await nats.connect(url, name="bench-caps")
+BENCH_USER = ("bench", {"publish": {"allow": [f"{RAW_PREFIX}.>", "_INBOX.>"]},
+                        "subscribe": {"allow": [f"{RAW_PREFIX}.>", "_INBOX.>"]}})
+
+
+async def measure(url: str, host: str, rounds: int, block: int,
+                  keys: Keys | None = None) -> dict[str, list[float]]:
+    nc = await connect(url, "bench-caps", keys, "operator")
+    raw_nc = nc if keys is None else await connect(url, "bench-caps-raw", keys, "bench")
     try:
         agents = AgentClient(nc, Subjects())
         body = encode(CapsRequest())
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "baton": lambda: agents.caps(host),
-            "raw": lambda: nc.request(raw_subject(host), body, timeout=10),
+            "raw": lambda: raw_nc.request(raw_subject(host), body, timeout=10),
         }
         samples: dict[str, list[float]] = {"baton": [], "raw": []}
         for name, call in calls.items():  # warm-up, not recorded
@@ -51,18 +68,42 @@ async def measure(url: str, host: str, rounds: int, block: int) -> dict[str, lis
         return samples
     finally:
         await nc.close()
+        if raw_nc is not nc:
+            await raw_nc.close()
+
+
+def _measured(nats_url: str, rounds: int, block: int,
+              keys: Keys | None) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    extra = [] if keys is None else ["--keys", str(keys.directory), "--ca", str(keys.ca)]
+    with Worker(nats_url, "--agents", "1", *extra) as worker:
+        info = worker.wait_ready()
+        return asyncio.run(measure(nats_url, info["hosts"][0], rounds, block, keys)), info
+
+
+def _figures(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {side: {"p50_ms": ms(percentile(s, 50)), "p99_ms": ms(percentile(s, 99)),
+                   "mean_ms": ms(sum(s) / len(s)), "n": len(s)} for side, s in samples.items()}
 
 
 def run(nats_url: str, quick: bool) -> Record:
+    """Secured (the ratio) and on ``nats_url``, a plain server (the cost of security)."""
     rounds, block = (2, 25) if quick else (30, 100)
-    with Worker(nats_url, "--agents", "1") as worker:
-        info = worker.wait_ready()
-        samples = asyncio.run(measure(nats_url, info["hosts"][0], rounds, block))
-    figs = {side: {"p50_ms": ms(percentile(s, 50)), "p99_ms": ms(percentile(s, 99)),
-                   "mean_ms": ms(sum(s) / len(s)), "n": len(s)} for side, s in samples.items()}
+    quiet_tls_close_noise()  # asyncio's warning when a TLS peer closes: noise, not a finding
+    with tempfile.TemporaryDirectory(prefix="bench-a-") as tmp:
+        secured = start_secured_nats(Path(tmp), [WORKER_HOST], extra_users=[BENCH_USER])
+        try:
+            assert secured.ca is not None
+            samples, info = _measured(secured.url, rounds, block,
+                                      Keys(secured.keys, secured.ca))
+        finally:
+            secured.server.stop()
+    plain, _ = _measured(nats_url, rounds, block, None)
     p50 = percentile(samples["baton"], 50) / percentile(samples["raw"], 50)
     p99 = percentile(samples["baton"], 99) / percentile(samples["raw"], 99)
-    return Record(name="a", title="caps query latency", ratio=round(p50, 3), goal=GOAL,
+    security = percentile(samples["baton"], 50) / percentile(plain["baton"], 50)
+    return Record(name="a", title="caps query latency (auth+TLS)", ratio=round(p50, 3), goal=GOAL,
                   met=p50 <= 1.10 and p99 <= 1.25,
-                  ratios={"p50": round(p50, 3), "p99": round(p99, 3)},
-                  figures={**figs, "payload_bytes": info["caps_bytes"]})
+                  ratios={"p50": round(p50, 3), "p99": round(p99, 3),
+                          "secured/plain p50": round(security, 3)},
+                  figures={**_figures(samples), "plain": _figures(plain),
+                           "payload_bytes": info["caps_bytes"]})

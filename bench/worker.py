@@ -38,7 +38,9 @@ from baton.agent.migration import MigrationManager
 from baton.agent.peers import caps_over_nats, peer_checker
 from baton.agent.publisher import EventPublisher
 from baton.agent.service import remote_domain_fetcher, start_service
+from baton.cli.keys import SEED_SUFFIX
 from baton.mesh import logsetup
+from baton.mesh.access import NatsAccess
 from baton.schemas.agent import CapsRequest
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
@@ -66,10 +68,30 @@ def _echo(body: bytes) -> Callable[[Msg], Awaitable[None]]:
     return answer
 
 
+@dataclass(frozen=True)
+class Keys:
+    """Signing in to a secured server: the keys directory (baton-keys' layout) and the CA."""
+
+    directory: Path
+    ca: Path
+
+    def access(self, url: str, user: str) -> NatsAccess:
+        return NatsAccess(url=url, nkey_file=str(self.directory / f"{user}{SEED_SUFFIX}"),
+                          ca_file=str(self.ca))
+
+
+async def connect(url: str, name: str, keys: Keys | None, user: str) -> Client:
+    options = {} if keys is None else keys.access(url, user).connect_options()
+    return await nats.connect(url, name=name, max_reconnect_attempts=1, **options)
+
+
 async def start_host(url: str, host_id: str, uri: str, groups: list[int],
-                     tasks: asyncio.TaskGroup, owned: list[asyncio.Task[None]]) -> SimHost:
+                     tasks: asyncio.TaskGroup, owned: list[asyncio.Task[None]],
+                     keys: Keys | None = None) -> SimHost:
+    """With ``keys``, the agent signs in as ``agent-<host>`` and the raw responder, on a
+    connection of its own, as the bench-only user ``bench`` (the roles allow no raw subject)."""
     subjects = Subjects()
-    nc = await nats.connect(url, name=f"bench-{host_id}", max_reconnect_attempts=1)
+    nc = await connect(url, f"bench-{host_id}", keys, f"agent-{host_id}")
     publisher = EventPublisher(nc, subjects, host_id)
     hv = LibvirtHypervisor(uri, host_id, publisher.emit)
     owned += [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
@@ -83,10 +105,11 @@ async def start_host(url: str, host_id: str, uri: str, groups: list[int],
                                   peer_checker(host_id, caps_over_nats(nc, subjects)))
     await start_service(nc, subjects, core, hv, migrations, tasks)
     caps_body = encode(await core.caps(CapsRequest()))
-    await nc.subscribe(raw_subject(host_id), cb=_echo(caps_body))
+    raw = nc if keys is None else await connect(url, f"bench-raw-{host_id}", keys, "bench")
+    await raw.subscribe(raw_subject(host_id), cb=_echo(caps_body))
     for size in groups:
-        await nc.subscribe(raw_group(size), cb=_echo(caps_body))
-    await nc.flush()
+        await raw.subscribe(raw_group(size), cb=_echo(caps_body))
+    await raw.flush()
     return SimHost(host_id, nc, hv, publisher, caps_body)
 
 
@@ -161,6 +184,7 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     ids = [f"bh{i:04d}" for i in range(args.agents)]
     groups = sorted(set(args.groups))
+    keys = None if args.keys is None else Keys(args.keys, args.ca)
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp:
         uri = write_host_xml(Path(tmp), "bench", [VM])
         owned: list[asyncio.Task[None]] = []
@@ -168,7 +192,8 @@ async def run(args: argparse.Namespace) -> None:
             hosts: list[SimHost] = []
             for first in range(0, len(ids), START_BATCH):
                 hosts += await asyncio.gather(*(
-                    start_host(args.nats, h, uri, [g for g in groups if i < g], tasks, owned)
+                    start_host(args.nats, h, uri, [g for g in groups if i < g], tasks, owned,
+                               keys)
                     for i, h in enumerate(ids[first:first + START_BATCH], start=first)))
             if args.events:
                 await serve_control(hosts[0], tasks)
@@ -186,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.worker", description=__doc__)
     parser.add_argument("--nats", required=True)
     parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument("--keys", type=Path, metavar="DIR",
+                        help="sign in with the keys in DIR (baton-keys' layout; needs --ca)")
+    parser.add_argument("--ca", type=Path, metavar="FILE", help="the server's CA (TLS)")
     parser.add_argument("--groups", type=int, nargs="*", default=[],
                         help="broadcast group sizes to join (host i joins every size > i)")
     parser.add_argument("--events", action="store_true", help="serve the event controls")

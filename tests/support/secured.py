@@ -6,13 +6,15 @@ The keys come from ``baton-keys``' own code (``baton.cli.keys``), the certificat
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from baton.cli.keys import SEED_SUFFIX, write_auth_conf
+from baton.cli.keys import SEED_SUFFIX, authorization, ensure_seed, write_auth_conf
 from baton.mesh.access import NatsAccess
 from tests.support.natsserver import NatsServer
 
@@ -64,12 +66,20 @@ def server_config(auth_conf: Path, certs: Path | None) -> str:
 
 def start_secured_nats(workdir: Path, hosts: Sequence[str] = ("h1", "h2"), *,
                        host: str = "127.0.0.1", tls: bool = True, prefix: str = "baton",
-                       jetstream: bool = False) -> SecuredNats:
+                       jetstream: bool = False,
+                       extra_users: Sequence[tuple[str, dict[str, Any]]] = ()) -> SecuredNats:
     """Keys for ``hosts``' agents and the other roles, a CA and a certificate for ``host``, and
     a started server that enforces them (stop it with ``.server.stop()``)."""
     keys = workdir / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     auth_conf = write_auth_conf(keys, list(hosts), prefix)
+    if extra_users:  # users outside Baton's roles (a benchmark's baseline), with their own keys
+        block = authorization(keys, list(hosts), prefix)
+        users = list(block["users"])
+        users += [{"nkey": ensure_seed(keys, name), "permissions": perms}
+                  for name, perms in extra_users]
+        block["users"] = users
+        auth_conf.write_text(f"authorization: {json.dumps(block, indent=2)}\n")
     certs = None
     if tls:
         certs = workdir / "tls"
