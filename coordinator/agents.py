@@ -33,6 +33,8 @@ from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupReply,
     CleanupRequest,
+    MigrationStatus,
+    MigrationStatusRequest,
     PrepareReply,
     PrepareRequest,
     SpeedRequest,
@@ -117,6 +119,10 @@ class AgentClient:
     async def cleanup(self, host: str, request: CleanupRequest) -> CleanupReply:
         return await self.ask(host, AgentEndpoint.MIGRATION_CLEANUP, request, CleanupReply,
                               timeouts.AGENT_MIGRATION_CLEANUP)
+
+    async def migration_status(self, host: str, request: MigrationStatusRequest) -> MigrationStatus:
+        return await self.ask(host, AgentEndpoint.MIGRATION_STATUS, request, MigrationStatus,
+                              timeouts.AGENT_MIGRATION_STATUS)
 
     async def all_domains(self, host: str) -> list[DomainInfo]:
         """Every domain defined on ``host`` (running or not)."""

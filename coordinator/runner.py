@@ -26,6 +26,7 @@ from baton.coordinator import preflight
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
 from baton.coordinator.progress import ProgressPump
+from baton.coordinator.verdict import Verdict, decide
 from baton.schemas import timeouts
 from baton.schemas.agent import DomainInfo
 from baton.schemas.base import utc_now
@@ -36,6 +37,7 @@ from baton.schemas.migration import (
     CleanupRequest,
     MigrateRequest,
     MigrationRecord,
+    MigrationStatusRequest,
     Phase,
     SourceFinished,
     SpeedRequest,
@@ -202,7 +204,32 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         if not source_intact(self._source_before, now):
             log.error("rollback_skipped", why="VM not intact on source")
             return f"not rolled back: the VM is not intact on {record.source}; check both hosts"
+        if record.request.live and (refused := await self._facts_refuse_roll_back()):
+            return refused
         return await self._clean_destination()
+
+    async def _facts_refuse_roll_back(self) -> str:
+        """Both hosts' libvirt facts must say "roll back" (coordinator/verdict.py); while a job
+        still runs on either, ask again until ABORT_SETTLE passes. Empty when they do."""
+        assert self._source_before is not None  # source_intact() held
+        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
+        deadline = time.monotonic() + timeouts.ABORT_SETTLE
+        while True:
+            try:
+                decision = decide(self._source_before.uuid,
+                                  await self._agents.migration_status(self.record.source, asked),
+                                  await self._agents.migration_status(self.record.destination,
+                                                                      asked))
+            except BatonError as exc:
+                log.error("rollback_skipped", why="facts unreadable", error=str(exc))
+                return (f"not rolled back: cannot read the migration's facts ({exc.message}); "
+                        "check both hosts")
+            if decision.verdict is Verdict.ROLL_BACK:
+                return ""
+            if decision.verdict is not Verdict.WAIT or time.monotonic() > deadline:
+                log.error("rollback_skipped", why=decision.reason, verdict=decision.verdict)
+                return f"not rolled back ({decision.verdict}): {decision.reason}; check both hosts"
+            await asyncio.sleep(timeouts.CONFIRM_POLL)
 
     async def _clean_destination(self) -> str:
         record = self.record
