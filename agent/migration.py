@@ -97,7 +97,7 @@ class MigrationManager(RunningJobs[_Running]):
     async def _note_sent(self, request: StartRequest) -> None:
         """libvirt reported the migration done: its copied disks are now this agent's to delete."""
         entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
-        if entry is not None and entry.sent_paths:
+        if entry is not None:
             entry.sent_completed = True
             await asyncio.to_thread(self._ledger.put, entry)
 

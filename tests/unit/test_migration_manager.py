@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -715,6 +716,50 @@ async def test_status_of_a_migration_running_here_and_of_a_vm_not_here():
         await a.outcome(None)
     assert (True, True) == (running.running_here, running.known)
     assert (None, False, False) == (elsewhere.domain, elsewhere.running_here, elsewhere.known)
+
+
+async def test_only_the_copied_disks_are_noted_as_sent_and_done_once_libvirt_said_so(tmp_path):
+    local, shared = files(tmp_path, "vm1.qcow2", "shared.qcow2")
+    hv = host(domain("vm1", (str(local), str(shared))), stats=JobStats(operation="migration_out"))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"])
+        during = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm1"))
+        await a.outcome(None)
+        after = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm1"))
+    assert ([(str(local), True)], False, True) == (
+        [(f.path, f.exists) for f in during.sent], during.sent_completed, after.sent_completed)
+    assert {"vm1"} == set(hv.called("job_stats"))
+
+
+async def test_refusals_say_what_to_do(tmp_path):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    hv = host(domain("vm1"), domain("vm2"), pool_dirs=(pool,))
+    messages = []
+    async with agent(hv) as a:
+        await a.start()
+        for ask in (lambda: a.manager.start(StartRequest(migration_id="m1", vm="vm2",
+                                                         destination_uri="qemu+tcp://h2/system")),
+                    lambda: a.manager.prepare(PrepareRequest(migration_id="m1", vm="vm3")),
+                    lambda: a.manager.prepare(PrepareRequest(migration_id="m2", vm="vm2")),
+                    lambda: a.manager.prepare(msgspec.structs.replace(
+                        plans(tmp_path / "a.qcow2", tmp_path / "b.qcow2"), migration_id="m3",
+                        vm="vm5"))):
+            with pytest.raises(BatonError) as caught:
+                await ask()
+            messages.append(caught.value.message)
+        await a.outcome(None)
+        with pytest.raises(BatonError) as again:
+            await a.start()
+        gone = await a.manager.cleanup(CleanupRequest(migration_id="m9", vm="vm9",
+                                                      remove_domain=True))
+    assert ["migration m1 already runs",
+            "migration m1 was already prepared or ran on this host; a new migration needs a new id",
+            "vm2 (UUID uuid-vm2) is already defined on this host: a migration cannot bring it here",
+            f"{tmp_path / 'a.qcow2'}, {tmp_path / 'b.qcow2'}: not in the directory of an active "
+            "storage pool of this host; an agent creates disks only there"] == messages
+    assert ("migration m1 already ran on this host; a new migration needs a new id", "") == (
+        again.value.message, gone.detail)
 
 
 # --- what the caller is answered and what the operator's log records ---------------------------
