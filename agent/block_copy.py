@@ -13,6 +13,7 @@ from io import StringIO
 from typing import Protocol
 from xml.sax.saxutils import quoteattr
 
+from baton.agent.hypervisor import HostFacts
 from baton.schemas.agent import DomainInfo
 
 
@@ -38,6 +39,9 @@ class BlockCopier(Protocol):
     async def domains(self, names: list[str] | None, include_cpu_xml: bool) -> list[DomainInfo]: ...
 
     async def refresh_pools(self) -> None: ...
+
+    async def host_facts(self) -> HostFacts:
+        """The host's facts; a copy is made only in an active pool's directory."""
 
     async def block_copy(self, vm: str, target: str, destination_xml: str,
                          bandwidth_bytes_s: int | None) -> None:

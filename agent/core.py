@@ -103,24 +103,31 @@ class AgentCore:
         return remote.cpu_xml, remote.virt_type
 
     async def storage_probe(self, request: StorageProbeRequest) -> StorageProbeReply:
-        if request.token is not None and request.token.action != TokenAction.READ:
-            await self._refuse_token_outside_storage(request.token.beside)
+        if request.paths or (request.token is not None and request.token.action != TokenAction.READ):
+            await self._refuse_outside_storage(request)
         def probe() -> StorageProbeReply:
             token = None if request.token is None else storage_probe.run_token_op(request.token)
             paths = [storage_probe.probe_path(p) for p in request.paths]
             return StorageProbeReply(host_id=self.host_id, paths=paths, token=token)
         return await asyncio.to_thread(probe)
 
-    async def _refuse_token_outside_storage(self, beside: str) -> None:
-        """A token file is written or removed only beside a disk of this host's domains or in
-        an active pool's directory: the probe is no way to make or delete files elsewhere."""
-        pools = (await self.caps(CapsRequest())).pools
+    async def _refuse_outside_storage(self, request: StorageProbeRequest) -> None:
+        """The probe is no way to learn about, make or delete files elsewhere: a path probed is
+        a pool's directory, a file in one or a disk of this host's domains; a token file is
+        written or removed only beside such a disk or in an active pool's directory."""
+        pool_dirs = ownership.pool_dirs((await self.caps(CapsRequest())).pools)
         disks = [d.source_path for dom in await self._hv.domains(None, include_cpu_xml=False)
                  for d in dom.disks if d.source_path]
-        dirs = ownership.pool_dirs(pools) + [os.path.dirname(path) for path in disks]
-        if await asyncio.to_thread(ownership.outside_dirs, [beside], dirs):
-            raise BatonError(ErrorCode.FORBIDDEN, f"{beside}: a probe token is written or "
+        token = request.token
+        beside = [token.beside] if token is not None and token.action != TokenAction.READ else []
+        if refused := await asyncio.to_thread(ownership.outside_dirs, beside,
+                                              pool_dirs + [os.path.dirname(p) for p in disks]):
+            raise BatonError(ErrorCode.FORBIDDEN, f"{refused[0]}: a probe token is written or "
                              "removed only beside this host's disks or in its pools' directories")
+        if outside := await asyncio.to_thread(ownership.outside_storage, request.paths,
+                                              pool_dirs, disks):
+            raise BatonError(ErrorCode.FORBIDDEN, f"{', '.join(outside[:3])}: a probe looks only "
+                             "at this host's pools, the files in them and its domains' disks")
 
     async def domains(self, request: DomainsRequest) -> DomainsReply:
         found = await self._hv.domains(request.names, request.include_cpu_xml)

@@ -70,6 +70,18 @@ def outside_dirs(paths: Iterable[str], dirs: Iterable[str]) -> list[str]:
     return [path for path in paths if os.path.realpath(os.path.dirname(path)) not in allowed]
 
 
+def outside_storage(paths: Iterable[str], pool_paths: Iterable[str],
+                    disks: Iterable[str]) -> list[str]:
+    """The paths that are neither a pool's directory, nor a file in one, nor one of ``disks``
+    (all resolved, as in :func:`outside_dirs`)."""
+    pools = {os.path.realpath(d) for d in pool_paths}
+    known = {os.path.realpath(d) for d in disks}
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)  # a symlink in a pool cannot lead the probe out of it
+        return real in pools or os.path.dirname(real) in pools or real in known
+    return [path for path in paths if not inside(path)]
+
+
 def outside_pools(paths: Iterable[str], pools: Iterable[StoragePool]) -> list[str]:
     """The paths whose directory is not an active pool's directory."""
     return outside_dirs(paths, pool_dirs(pools))

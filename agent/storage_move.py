@@ -129,12 +129,22 @@ class StorageMoveManager(RunningJobs[_Move]):
         problems += await asyncio.to_thread(path_problems, request.disks)
         if problems:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, "; ".join(problems))
+        await self._refuse_outside_pools(request)
         await self._note_copies(request)
         move = _Move(request)
         self._launch(request.migration_id, move, self._run(move))
         log.info("storage_move_started", migration_id=request.migration_id, vm=request.vm,
                  disks=[d.target for d in request.disks])
         return AgentStorageMoveReply(migration_id=request.migration_id)
+
+    async def _refuse_outside_pools(self, request: AgentStorageMoveRequest) -> None:
+        """libvirt creates each copy as root wherever it is told: only in a pool's directory."""
+        pools = (await self._hv.host_facts()).pools
+        paths = [d.destination_path for d in request.disks]
+        if outside := await asyncio.to_thread(ownership.outside_pools, paths, pools):
+            raise BatonError(ErrorCode.FORBIDDEN, f"{', '.join(outside)}: not in the directory "
+                             "of an active storage pool of this host; an agent copies disks "
+                             "only there")
 
     async def _note_copies(self, request: AgentStorageMoveRequest) -> None:
         """Write down the copies before libvirt makes them: only those may a later abort delete."""

@@ -24,12 +24,13 @@ from nats.aio.client import Client
 
 from baton.schemas.agent import DomainState
 from tests.integration.conftest import start_agent, stop_agent
-from tests.integration.fake_agents import FAST, IMAGES, SHARED, Mesh, Script, domain
+from tests.integration.fake_agents import FAST, IMAGES, Mesh, Script, domain
 from tests.support.canned_agent import every_endpoint, start_canned_agent
 
 HOST = "h1"
 PEER = "h2"
 MISSING_DIR = "/nonexistent-baton-contract"
+ELSEWHERE = "/srv/elsewhere"  # the fakes' directory that is in no pool
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,14 @@ async def real(nats_url: str, nc: Client, tmp_path: Path) -> AsyncIterator[Imple
 async def fake(nats_url: str, nc: Client, _tmp_path: Path,
                outcome: str = "success") -> AsyncIterator[Implementation]:
     mesh = Mesh()
+    mesh.storage.shared_dirs.add(ELSEWHERE)  # a directory both hosts have, in no pool
     h1, h2 = mesh.add(HOST), mesh.add(PEER)
     for info in (domain("vm1"), domain("vm2"), domain("vmoff", state=DomainState.SHUTOFF)):
         h1.add_domain(info)
     h2.add_domain(domain("vm3"))
     h1.script = h2.script = Script(outcome=outcome)
     async with mesh.serving(nats_url):
-        yield Implementation(nc, HOST, h2.caps_reply.migration_uri, IMAGES, FAST, SHARED,
+        yield Implementation(nc, HOST, h2.caps_reply.migration_uri, IMAGES, FAST, ELSEWHERE,
                              partial(mesh.storage.add, HOST))
 
 
@@ -127,7 +129,7 @@ async def canned(_nats_url: str, nc: Client, _tmp_path: Path) -> AsyncIterator[I
     service = await start_canned_agent(nc, HOST, every_endpoint(HOST))
     try:
         yield Implementation(nc, HOST, f"qemu+tcp://{PEER}/system", IMAGES, FAST,
-                             SHARED, lambda _path: None)
+                             ELSEWHERE, lambda _path: None)
     finally:
         await service.stop()
 

@@ -45,9 +45,9 @@ CASES = [
     # --- storage.move: answered before libvirt's block copy -------------------------------------
     Case("storage.move", A.STORAGE_MOVE, move, replies(AgentStorageMoveReply, "m1"),
          facts=lambda r: r.migration_id),
-    Case("storage.move-outside-every-pool", A.STORAGE_MOVE,  # the real agent accepts it
+    Case("storage.move-outside-every-pool", A.STORAGE_MOVE,  # libvirt would write it as root
          lambda a: move(a, destination_path=f"{a.outside_dir}/vm1.qcow2"),
-         replies(AgentStorageMoveReply, "m1"), facts=lambda r: r.migration_id),
+         refuses(ErrorCode.FORBIDDEN)),
     Case("storage.move-no-disks", A.STORAGE_MOVE,
          lambda a: AgentStorageMoveRequest(migration_id="m1", vm="vm1", disks=[]),
          refuses(ErrorCode.BAD_REQUEST)),

@@ -134,6 +134,9 @@ def host_caps(host: str, *, bridges: tuple[str, ...] = ("br0",), memory_gib: flo
         pools=[StoragePool(name="default", type="dir", target_path=IMAGES, active=True,
                            available_bytes=int(pool_free_gib * GIB)),
                StoragePool(name="fast", type="dir", target_path=FAST, active=True,
+                           available_bytes=int(pool_free_gib * GIB)),
+               # as in the lab: the shared mount is a pool on every host
+               StoragePool(name="shared", type="dir", target_path=SHARED, active=True,
                            available_bytes=int(pool_free_gib * GIB))],
         collected_at=utc_now())
 
@@ -250,6 +253,11 @@ class FakeAgent:
                 raise BatonError(ErrorCode.FORBIDDEN, f"{request.token.beside}: a probe token "
                                  "is written or removed only beside this host's disks or in "
                                  "its pools' directories")
+        pools = {p.target_path for p in self.caps_reply.pools if p.active and p.target_path}
+        if outside := [path for path in request.paths if not (
+                path in pools or os.path.dirname(path) in pools or path in self._in_use())]:
+            raise BatonError(ErrorCode.FORBIDDEN, f"{', '.join(outside[:3])}: a probe looks "
+                             "only at this host's pools, the files in them and its domains' disks")
         token = None if request.token is None else self.files.token_op(request.token)
         return StorageProbeReply(host_id=self.host, token=token,
                                  paths=[self.files.probe(p) for p in request.paths])
@@ -452,6 +460,12 @@ class FakeAgent:
         problems += self.files.destination_problems(request.disks)
         if problems:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, "; ".join(problems))
+        pool_dirs = {p.target_path for p in self.caps_reply.pools if p.active and p.target_path}
+        if outside := [d.destination_path for d in request.disks
+                       if os.path.dirname(d.destination_path) not in pool_dirs]:
+            raise BatonError(ErrorCode.FORBIDDEN, f"{', '.join(outside)}: not in the directory "
+                             "of an active storage pool of this host; an agent copies disks "
+                             "only there")
         if request.migration_id in self.ledger:
             raise BatonError(ErrorCode.CONFLICT, f"job {request.migration_id} already ran on "
                              "this host; a new storage move needs a new id")

@@ -45,14 +45,19 @@ _NETWORK = """
 
 
 def write_host_xml(directory: Path, host: str, domains: list[str]) -> str:
-    """Write a host with its own pool, network and running domains; return its libvirt URI."""
-    pool_dir = directory / f"{host}-pool"
+    """Write a host with its own pool, network and running domains; return its libvirt URI.
+
+    As in the lab, the domains' disks live in ``shared/``, a directory every host sees and
+    defines as its pool ``shared``; ``<host>-pool`` is the host's own."""
+    pool_dir, shared = directory / f"{host}-pool", directory / "shared"
     pool_dir.mkdir(parents=True, exist_ok=True)
+    shared.mkdir(parents=True, exist_ok=True)
     doms = "".join(
-        _DOMAIN.format(name=name, pool_dir=pool_dir, mac=f"{i:02x}") for i, name in enumerate(domains)
+        _DOMAIN.format(name=name, pool_dir=shared, mac=f"{i:02x}") for i, name in enumerate(domains)
     )
-    volumes = "".join(_VOLUME.format(name=name, pool_dir=pool_dir) for name in domains)
-    text = "<node>" + doms + _POOL.format(pool=f"{host}-pool", pool_dir=pool_dir, volumes=volumes)
+    volumes = "".join(_VOLUME.format(name=name, pool_dir=shared) for name in domains)
+    text = "<node>" + doms + _POOL.format(pool=f"{host}-pool", pool_dir=pool_dir, volumes="")
+    text += _POOL.format(pool="shared", pool_dir=shared, volumes=volumes)
     text += _NETWORK.format(host=host) + "\n</node>\n"
     path = directory / f"{host}.xml"
     path.write_text(text)

@@ -61,9 +61,9 @@ async def test_both_agents_answer_micro_discovery_with_their_host_metadata(two_a
 async def test_each_agent_reports_its_own_host_capabilities(two_agents, nats_client):
     h1 = await ask(nats_client, "h1", AgentEndpoint.CAPS, encode(CapsRequest()), HostCaps)
     h2 = await ask(nats_client, "h2", AgentEndpoint.CAPS, b"", HostCaps)
-    assert ("h1", ["h1-pool"], ["h1-net"]) == (h1.host_id, [p.name for p in h1.pools],
-                                               [n.name for n in h1.networks])
-    assert ("h2", ["h2-pool"]) == (h2.host_id, [p.name for p in h2.pools])
+    assert ("h1", ["h1-pool", "shared"], ["h1-net"]) == (
+        h1.host_id, [p.name for p in h1.pools], [n.name for n in h1.networks])
+    assert ("h2", ["h2-pool", "shared"]) == (h2.host_id, [p.name for p in h2.pools])
     assert "qemu+tcp://h1/system" == h1.migration_uri
     assert h1.memory.total_bytes > 0 and h1.pools[0].active
 
@@ -72,7 +72,7 @@ async def test_domains_list_disks_and_interfaces(two_agents, nats_client):
     reply = await ask(nats_client, "h1", AgentEndpoint.DOMAINS, b"{}", DomainsReply)
     assert ["vm1", "vm2"] == [d.name for d in reply.domains]
     vm1 = reply.domains[0]
-    assert ("running", "vda", "qcow2", "h1-pool") == (vm1.state, vm1.disks[0].target,
+    assert ("running", "vda", "qcow2", "shared") == (vm1.state, vm1.disks[0].target,
                                                     vm1.disks[0].format, vm1.disks[0].pool)
     assert [("bridge", "br-vm")] == [(i.type, i.source) for i in vm1.interfaces]
 
@@ -106,7 +106,7 @@ async def test_relative_probe_path_is_rejected(two_agents, nats_client):
 
 async def test_shared_storage_token_written_by_one_agent_is_read_by_the_other(
         two_agents, nats_client, tmp_path):
-    disk = tmp_path / "h1-pool" / "vm1.qcow2"  # vm1's disk on h1: a token may go beside it
+    disk = tmp_path / "shared" / "vm1.qcow2"  # vm1's disk on h1: a token may go beside it
     disk.write_bytes(b"x" * 10)
 
     async def token(host, action, value="tok-12345678"):

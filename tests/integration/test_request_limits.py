@@ -29,7 +29,7 @@ def _refused(reply: object, words: str) -> bool:
 async def test_thousands_of_probe_paths_are_refused_and_the_agent_keeps_serving(
     two_agents, nats_client, tmp_path
 ):
-    paths = [str(tmp_path / f"disk-{i:05d}.qcow2") for i in range(5000)]
+    paths = [str(tmp_path / "shared" / f"disk-{i:05d}.qcow2") for i in range(5000)]
     subject = S.agent("h1", AgentEndpoint.STORAGE_PROBE)
     reply = await _ask(nats_client, subject, msgspec.json.encode({"paths": paths}), StorageProbeReply)
     assert _refused(reply, "Expected `array` of length <= 256 - at `$.paths`"), reply

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from baton.mesh import client
-from baton.schemas.agent import StorageProbeRequest
+from baton.schemas.agent import StorageProbeReply, StorageProbeRequest
 from baton.schemas.codec import decode_any, encode
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.migration import (
@@ -26,7 +26,12 @@ from baton.schemas.migration import (
     StartReply,
     StartRequest,
 )
-from baton.schemas.storage import AgentStorageAbortRequest
+from baton.schemas.storage import (
+    AgentStorageAbortRequest,
+    AgentStorageMoveReply,
+    AgentStorageMoveRequest,
+    DiskMove,
+)
 from baton.schemas.subjects import AgentEndpoint, CoordinatorEndpoint, Subjects
 from tests.lab.migrations import final, start, wait_phase
 
@@ -77,6 +82,46 @@ async def test_prepare_with_the_coordinators_key_creates_nothing_outside_the_poo
         await nc.drain()
     assert ErrorCode.FORBIDDEN == caught.value.code
     assert 1 == lab.exec("h2", "test", "-e", target, check=False).returncode
+
+
+async def test_storage_move_with_the_coordinators_key_copies_a_disk_nowhere_outside_the_pools(
+        stack, lab, guest):
+    """libvirt writes a block copy as root: a copy into /etc/cron.d would put the guest's bytes
+    where cron runs them. The agent refuses and the VM keeps its disk."""
+    vm = guest("h1", storage="local")
+    disk = f"/var/lib/libvirt/images/{vm}.qcow2"
+    target = f"/etc/cron.d/baton-{new_id()}"
+    nc = await client.connect(stack.access("coordinator"))
+    try:
+        with pytest.raises(BatonError) as caught:
+            await client.request(nc, S.agent("h1", AgentEndpoint.STORAGE_MOVE),
+                                 AgentStorageMoveRequest(migration_id=new_id(), vm=vm, disks=[
+                                     DiskMove(target="vda", source_path=disk,
+                                              destination_path=target, format="qcow2")]),
+                                 AgentStorageMoveReply, TIMEOUT_S)
+    finally:
+        await nc.drain()
+    assert ErrorCode.FORBIDDEN == caught.value.code
+    assert "only there" in caught.value.message
+    assert 1 == lab.exec("h1", "test", "-e", target, check=False).returncode
+    blocks = [line.split() for line in lab.virsh("h1", "domblklist", vm).splitlines()[2:]]
+    assert ("running", [["vda", disk]]) == (lab.domstate("h1", vm), [b for b in blocks if b])
+
+
+async def test_probe_with_the_coordinators_key_looks_at_nothing_outside_disks_and_pools(stack):
+    nc = await client.connect(stack.access("coordinator"))
+    try:
+        with pytest.raises(BatonError) as caught:
+            await client.request(nc, S.agent("h1", AgentEndpoint.STORAGE_PROBE),
+                                 StorageProbeRequest(paths=["/etc/shadow"]),
+                                 StorageProbeReply, TIMEOUT_S)
+        pool = await client.request(nc, S.agent("h1", AgentEndpoint.STORAGE_PROBE),
+                                    StorageProbeRequest(paths=["/var/lib/libvirt/images"]),
+                                    StorageProbeReply, TIMEOUT_S)
+    finally:
+        await nc.drain()
+    assert ErrorCode.FORBIDDEN == caught.value.code
+    assert [(True, True)] == [(p.exists, p.is_dir) for p in pool.paths]
 
 
 async def test_start_with_the_coordinators_key_sends_a_vm_only_where_a_peer_agent_says(

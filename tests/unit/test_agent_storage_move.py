@@ -17,6 +17,7 @@ import pytest
 
 from baton.agent import block_copy
 from baton.agent.block_copy import BlockJobProgress, DiskSources
+from baton.agent.hypervisor import HostFacts
 from baton.agent.storage_move import StorageMoveManager, progress_stats, start_problems
 from baton.schemas.agent import DiskInfo, DomainInfo, DomainState
 from baton.schemas.base import utc_now
@@ -29,6 +30,7 @@ from baton.schemas.storage import (
     StorageMoveFinished,
 )
 from baton.schemas.subjects import Subjects
+from tests.support.hostfacts import host_facts
 from tests.support.ledgers import fresh_ledger
 
 MIB = 1024 * 1024
@@ -57,6 +59,9 @@ class FakeCopier:
 
     async def refresh_pools(self) -> None:
         self.calls.append("refresh")
+
+    async def host_facts(self) -> HostFacts:  # the pools fixture's slow/ and fast/
+        return host_facts([str(self.source.parent), str(self.source.parent.parent / "fast")])
 
     async def block_copy(self, vm, target, destination_xml, bandwidth_bytes_s) -> None:
         path = ET.fromstring(destination_xml).find("source").get("file")  # libvirt makes the file

@@ -45,3 +45,15 @@ async def test_the_memory_store_gives_back_what_it_was_given():
     await store.put(record("m1"))
     await store.put(record("m2"))
     assert ["m1", "m2"] == [r.migration_id for r in await store.load()]
+
+
+def test_a_probe_looks_at_a_pool_its_files_and_the_hosts_disks_only(tmp_path):
+    pool, other = tmp_path / "pool", tmp_path / "elsewhere"
+    pool.mkdir()
+    other.mkdir()
+    (pool / "escape").symlink_to(other / "secret")  # a link in a pool leads out of it
+    disk = other / "vm1.qcow2"
+    paths = [str(pool), str(pool / "vm.qcow2"), str(disk), str(pool / "escape"),
+             str(other / "x"), str(pool / ".." / "elsewhere" / "x"), str(other)]
+    assert [str(pool / "escape"), str(other / "x"), str(pool / ".." / "elsewhere" / "x"),
+            str(other)] == ownership.outside_storage(paths, [str(pool)], [str(disk)])

@@ -45,7 +45,7 @@ def test_a_running_vm_with_a_qcow2_disk_may_move_to_another_pool_with_room():
 
 def test_an_unknown_pool_is_refused_naming_the_pools_there():
     status, reason = verdicts(facts(destination_pool="nosuch"))["pool"]
-    assert (FAIL, True) == (status, "no storage pool 'nosuch' (its pools: default, fast)" in reason)
+    assert (FAIL, True) == (status, "no storage pool 'nosuch' (its pools: default, fast, shared)" in reason)
 
 
 def test_the_pool_a_named_disk_already_lives_in_is_refused():

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
+from baton.agent.hypervisor import HostFacts
 from baton.agent.ledger import Entry
 from baton.agent.storage_move import (
     StorageMoveManager,
@@ -43,6 +44,7 @@ from baton.schemas.storage import (
     StorageStageEvent,
 )
 from baton.schemas.subjects import MigrationEvent, Subjects
+from tests.support.hostfacts import host_facts
 from tests.support.images import MIB, corrupt, make_image, needs_qemu_img
 from tests.support.ledgers import fresh_ledger
 
@@ -78,6 +80,7 @@ class Libvirt:
     figures: dict[str, tuple[int, int]] = field(default_factory=dict)  # target -> (cur, end)
     pivot_lands: bool = True  # the pivot switches the live definition to the copy
     saved_follows_pivot: bool = True  # libvirt 9.0 rewrites the saved definition on pivot
+    pool_dirs: tuple[str, ...] = ()  # the host's active pools' directories
     define_takes: bool = True  # define_disk_source changes the saved definition
     hold_pivot: asyncio.Event | None = None  # the pivot waits for it
     pivot_started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -93,6 +96,9 @@ class Libvirt:
 
     async def refresh_pools(self) -> None:
         pass
+
+    async def host_facts(self) -> HostFacts:
+        return host_facts(self.pool_dirs)
 
     @staticmethod
     def _lookup(vm: str) -> None:
@@ -162,13 +168,15 @@ class Pools:
     """Old files in ``slow/``, copies into ``fast/``; one qcow2 per target of ``vm1``."""
 
     def __init__(self, root: Path, targets: tuple[str, ...] = ("vda",)) -> None:
+        self.root = root
         (root / "slow").mkdir()
         (root / "fast").mkdir()
         self.old = {t: make_image(root / "slow" / f"vm1-{t}.qcow2", SIZE) for t in targets}
         self.new = {t: root / "fast" / f"vm1-{t}.qcow2" for t in targets}
 
     def libvirt(self, **options) -> Libvirt:
-        return Libvirt(live={t: str(p) for t, p in self.old.items()}, **options)
+        return Libvirt(live={t: str(p) for t, p in self.old.items()},
+                       pool_dirs=(str(self.root / "slow"), str(self.root / "fast")), **options)
 
     def request(self, keep_source: bool = False) -> AgentStorageMoveRequest:
         return AgentStorageMoveRequest(
