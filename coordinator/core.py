@@ -23,10 +23,12 @@ from baton.coordinator import preflight, storage_checks
 from baton.coordinator.agents import AgentClient, is_no_responders
 from baton.coordinator.job_runner import RunnerDeps
 from baton.coordinator.options import check_against_domain, validate_options
+from baton.coordinator.phases import is_terminal
 from baton.coordinator.registry import Job, JobRecord, Registry
 from baton.coordinator.runner import MigrationRunner, new_record
 from baton.coordinator.storage_runner import StorageMoveRunner
 from baton.coordinator.storage_runner import new_record as new_storage_record
+from baton.coordinator.takeover import Takeover
 from baton.schemas import timeouts
 from baton.schemas.agent import DomainInfo
 from baton.schemas.errors import BatonError, ErrorCode
@@ -58,9 +60,17 @@ class Coordinator:
         self.accepting = True
 
     async def restore(self) -> int:
-        """List the records the job store kept from before this coordinator started."""
+        """List the records the job store kept from before this coordinator started, and settle
+        each migration an earlier coordinator left running (coordinator/takeover.py)."""
         records = await self._deps.store.load()
         self.registry.restore(records)
+        for record in records:
+            if isinstance(record, MigrationRecord) and not is_terminal(record.phase):
+                takeover = Takeover(record, self._deps)
+                self.registry.take_over(takeover)
+                self._track(record.migration_id, self._spawn(takeover.run()))
+                log.info("migration_taken_over", migration_id=record.migration_id,
+                         phase=record.phase)
         return len(records)
 
     # --- endpoints -------------------------------------------------------------------------
@@ -145,7 +155,9 @@ class Coordinator:
         migration_id = job.record.migration_id
         self.registry.add(job)  # conflict if another request for this VM won the race
         await runner.tracker.announce()
-        task = self._spawn(runner.run())
+        self._track(migration_id, self._spawn(runner.run()))
+
+    def _track(self, migration_id: str, task: asyncio.Task[None]) -> None:
         self._tasks[migration_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
 

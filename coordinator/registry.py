@@ -87,6 +87,10 @@ class Registry:
                 self._numbers[record.migration_id] = self._added
         self._forget_oldest()
 
+    def take_over(self, job: Job) -> None:
+        """Replace a restored record's entry by the job that now settles it (same place)."""
+        self._runners[job.record.migration_id] = job
+
     def get(self, migration_id: str) -> Job:
         runner = self._runners.get(migration_id)
         if runner is None:

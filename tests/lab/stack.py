@@ -75,9 +75,13 @@ class BatonStack:
         self.start_agent(host, *extra)
         self.wait_for_agents((host,))
 
-    def restart_coordinator(self) -> None:
-        """Stop the coordinator (SIGTERM) and start a new one on the same NATS."""
+    def restart_coordinator(self, crash: bool = False) -> None:
+        """Stop the coordinator (SIGTERM, or SIGKILL for ``crash``: no clean-up of any kind)
+        and start a new one on the same NATS."""
         assert self.coordinator is not None and self.nats is not None
+        if crash:
+            self.coordinator.kill()
+            self.coordinator.wait()
         _stop(self.coordinator)
         self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
                                                        *self.nats.flags("coordinator")])

@@ -1,0 +1,186 @@
+"""A coordinator that starts with records an earlier one left running settles each from both
+hosts' facts (coordinator/takeover.py), over real NATS with the fake agents: roll forward, roll
+back, nothing touched, facts that contradict, and an agent that answers only later."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats
+import pytest
+
+from baton.agent.ledger import Entry
+from baton.coordinator.agents import AgentClient
+from baton.coordinator.core import Coordinator
+from baton.coordinator.job_runner import RunnerDeps
+from baton.coordinator.store import MemoryStore
+from baton.coordinator.takeover import Takeover
+from baton.schemas.agent import DomainState
+from baton.schemas.base import utc_now
+from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import MigrateRequest, MigrationRecord, Phase, StorageMode
+from baton.schemas.subjects import Subjects
+from tests.integration.fake_agents import IMAGES, Mesh, domain, fake_uuid
+
+pytestmark = pytest.mark.integration
+DISK = f"{IMAGES}/vm1.qcow2"
+
+
+def left_running(phase: Phase = Phase.MIGRATING, live: bool = True) -> MigrationRecord:
+    now = utc_now()
+    return MigrationRecord(migration_id="m1", vm="vm1", source="h1", destination="h2",
+                           phase=phase, storage=StorageMode.COPY, created_at=now, updated_at=now,
+                           request=MigrateRequest(vm="vm1", destination="h2", live=live))
+
+
+@pytest.fixture
+async def mesh(nats_server) -> AsyncIterator[Mesh]:
+    mesh = Mesh()
+    mesh.add("h1")
+    mesh.add("h2")
+    async with mesh.serving(nats_server.url):
+        yield mesh
+
+
+async def settle(nats_server, record: MigrationRecord) -> MigrationRecord:
+    """Start a coordinator on a store holding ``record`` and wait until it is settled."""
+    store = MemoryStore()
+    await store.put(record)
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            coordinator = Coordinator(RunnerDeps(nc=nc, agents=AgentClient(nc, Subjects()),
+                                                 subjects=Subjects(), store=store),
+                                      tasks.create_task)
+            assert 1 == await coordinator.restore()
+            job = coordinator.registry.get("m1")
+            assert isinstance(job, Takeover)
+            async with asyncio.timeout(10):
+                await job.done.wait()
+    finally:
+        await nc.drain()
+    assert store.records["m1"] == job.record  # every phase written to the store
+    return job.record
+
+
+def landed(mesh: Mesh) -> None:
+    """The copy finished while no coordinator ran: vm1 runs on h2, h1 sent its disk away."""
+    h1, h2 = mesh.agents["h1"], mesh.agents["h2"]
+    mesh.storage.add("h1", DISK)
+    mesh.storage.add("h2", DISK)
+    h1.ledger["m1"] = Entry(migration_id="m1", vm="vm1", sent_paths=[DISK], sent_completed=True)
+    h2.ledger["m1"] = Entry(migration_id="m1", vm="vm1", incoming_uuid=fake_uuid("vm1"),
+                            created_paths=[DISK])
+    h2.add_domain(domain("vm1"))
+
+
+def failed(mesh: Mesh) -> None:
+    """The migration failed while no coordinator ran: vm1 runs on h1, h2 keeps its prepared copy."""
+    h1, h2 = mesh.agents["h1"], mesh.agents["h2"]
+    h1.add_domain(domain("vm1"))
+    mesh.storage.add("h2", DISK)
+    h1.ledger["m1"] = Entry(migration_id="m1", vm="vm1", sent_paths=[DISK])
+    h2.ledger["m1"] = Entry(migration_id="m1", vm="vm1", incoming_uuid=fake_uuid("vm1"),
+                            created_paths=[DISK])
+
+
+async def test_a_migration_that_landed_is_completed_and_the_sent_disk_deleted(nats_server, mesh):
+    landed(mesh)
+    settled = await settle(nats_server, left_running())
+    assert Phase.SUCCEEDED == settled.phase
+    assert (False, True) == (mesh.storage.exists("h1", DISK), mesh.storage.exists("h2", DISK))
+
+
+async def test_a_migration_that_landed_keeps_the_source_disk_when_asked(nats_server, mesh):
+    landed(mesh)
+    record = msgspec.structs.replace(left_running(), request=MigrateRequest(
+        vm="vm1", destination="h2", undefine_source=False))
+    assert Phase.SUCCEEDED == (await settle(nats_server, record)).phase
+    assert mesh.storage.exists("h1", DISK)
+
+
+async def test_a_landed_migration_left_in_preparing_passes_through_migrating(nats_server, mesh):
+    landed(mesh)
+    assert Phase.SUCCEEDED == (await settle(nats_server, left_running(Phase.PREPARING))).phase
+
+
+async def test_a_migration_that_failed_is_rolled_back_on_the_destination_only(nats_server, mesh):
+    failed(mesh)
+    settled = await settle(nats_server, left_running())
+    assert Phase.FAILED == settled.phase
+    assert settled.error is not None and "rolled back" in settled.error.message
+    assert (True, False) == (mesh.storage.exists("h1", DISK), mesh.storage.exists("h2", DISK))
+    assert DomainState.RUNNING == mesh.agents["h1"].domains["vm1"].state
+
+
+async def test_a_migration_nobody_acted_on_fails_and_touches_nothing(nats_server, mesh):
+    mesh.agents["h1"].add_domain(domain("vm1"))
+    settled = await settle(nats_server, left_running(Phase.CHECKING))
+    assert Phase.FAILED == settled.phase
+    assert settled.error is not None
+    assert "the coordinator stopped before the migration began" in settled.error.message
+    assert "vm1" in mesh.agents["h1"].domains
+
+
+async def test_a_vm_running_on_both_hosts_needs_attention_and_nothing_is_removed(
+        nats_server, mesh):
+    failed(mesh)
+    mesh.agents["h2"].add_domain(domain("vm1"))  # contradicting facts: it runs twice
+    settled = await settle(nats_server, left_running())
+    assert Phase.FAILED == settled.phase
+    assert settled.error is not None
+    assert settled.error.message.startswith("needs attention: vm1 runs on both h1 and h2")
+    assert {"needs_attention": "true"}.items() <= settled.error.details.items()
+    assert settled.error.details["on_h2"].startswith("running")
+    assert (True, True) == ("vm1" in mesh.agents["h1"].domains, "vm1" in mesh.agents["h2"].domains)
+    assert mesh.storage.exists("h2", DISK)
+
+
+async def test_an_offline_move_found_done_is_completed(nats_server, mesh):
+    mesh.agents["h2"].ledger["m1"] = Entry(migration_id="m1", vm="vm1",
+                                           incoming_uuid=fake_uuid("vm1"))
+    mesh.agents["h2"].add_domain(domain("vm1", state=DomainState.SHUTOFF))
+    assert Phase.SUCCEEDED == (await settle(nats_server, left_running(live=False))).phase
+
+
+async def test_a_record_being_settled_refuses_an_abort_and_a_bandwidth_change(nats_server):
+    nc = await nats.connect(nats_server.url)
+    try:
+        takeover = Takeover(left_running(), RunnerDeps(nc=nc, agents=AgentClient(nc, Subjects()),
+                                                       subjects=Subjects()))
+        with pytest.raises(BatonError) as abort:
+            takeover.request_abort("operator")
+        with pytest.raises(BatonError) as bandwidth:
+            await takeover.set_bandwidth(10)
+    finally:
+        await nc.drain()
+    assert (ErrorCode.CONFLICT, ErrorCode.CONFLICT) == (abort.value.code, bandwidth.value.code)
+    assert "being settled from both hosts' facts" in abort.value.message
+
+
+async def test_an_agent_that_answers_only_later_is_waited_for(nats_server):
+    """No agent at all at first: the record stays in its phase until both hosts answer."""
+    mesh = Mesh()
+    mesh.add("h1")
+    mesh.add("h2")
+    landed(mesh)
+    store = MemoryStore()
+    await store.put(left_running())
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            coordinator = Coordinator(RunnerDeps(nc=nc, agents=AgentClient(nc, Subjects()),
+                                                 subjects=Subjects(), store=store),
+                                      tasks.create_task)
+            await coordinator.restore()
+            job = coordinator.registry.get("m1")
+            job._poll_s = 0.1  # type: ignore[attr-defined]
+            await asyncio.sleep(0.5)
+            assert (Phase.MIGRATING, False) == (job.record.phase, job.done.is_set())
+            async with mesh.serving(nats_server.url), asyncio.timeout(10):
+                await job.done.wait()
+    finally:
+        await nc.drain()
+    assert Phase.SUCCEEDED == job.record.phase

@@ -1,0 +1,70 @@
+"""A coordinator killed mid-migration: the next one settles the record from libvirt's facts
+(issue #11). Real QEMU, real nats-server with JetStream, nkeys and TLS; ``kill -9``, so the old
+coordinator writes nothing on its way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from baton.mesh import client
+from baton.schemas.migration import Ack, AgentAbortRequest
+from baton.schemas.subjects import AgentEndpoint, Subjects
+from tests.lab.migrations import final, start, wait_phase
+
+pytestmark = pytest.mark.lab
+S = Subjects()
+
+
+def assert_runs_only_on(lab, vm: str, host: str, other: str, seq_before: int) -> None:
+    assert ("running", None) == (lab.domstate(host, vm), lab.domstate(other, vm))
+    lab.wait_alive_past(vm, seq_before)  # the guest goes on writing where it runs
+
+
+def test_a_copy_finished_while_no_coordinator_ran_is_completed_by_the_next_one(stack, lab, guest):
+    vm = guest("h1", storage="local")
+    seq_before = lab.alive_seq(vm)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
+    wait_phase(stack, migration_id, {"migrating"})
+    time.sleep(1)
+    stack.restart_coordinator(crash=True)
+    rec = final(stack, migration_id)
+    assert "succeeded" == rec["phase"]  # written by the new coordinator: the old one is dead
+    assert_runs_only_on(lab, vm, "h2", "h1", seq_before)
+    assert not lab.disk_path(vm, "local", "h1").exists()  # the copied source, deleted once proven
+    assert lab.disk_path(vm, "local", "h2").exists()
+
+
+def test_a_migration_that_failed_while_no_coordinator_ran_is_rolled_back_by_the_next_one(
+        stack, lab, guest):
+    vm = guest("h1", storage="local")
+    seq_before = lab.alive_seq(vm)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "2")
+    wait_phase(stack, migration_id, {"migrating"})
+    stack.coordinator.kill()  # gone without a word; the migration runs on under libvirt
+    stack.coordinator.wait()
+    asyncio.run(_abort_on_the_source(stack, migration_id, vm))
+    lab._poll(lambda: lab.jobinfo("h1", vm).get("Job type", "None") == "None", 60,
+              f"the migration job of {vm} on h1 to end")
+    assert lab.disk_path(vm, "local", "h2").exists()  # the pre-created copy target, left over
+    stack.restart_coordinator()
+    rec = final(stack, migration_id)
+    assert "failed" == rec["phase"]
+    assert "rolled back" in rec["error"]["message"]
+    assert_runs_only_on(lab, vm, "h1", "h2", seq_before)
+    assert vm not in lab.domains("h2", all_=True)
+    assert not lab.disk_path(vm, "local", "h2").exists()
+    assert lab.disk_path(vm, "local", "h1").exists()
+
+
+async def _abort_on_the_source(stack, migration_id: str, vm: str) -> None:
+    """The job fails while nobody coordinates (here: cancelled with the coordinator's key)."""
+    nc = await client.connect(stack.access("coordinator"))
+    try:
+        await client.request(nc, S.agent("h1", AgentEndpoint.MIGRATION_ABORT),
+                             AgentAbortRequest(migration_id=migration_id, vm=vm), Ack, 30)
+    finally:
+        await nc.drain()
