@@ -33,6 +33,10 @@ class Entry(msgspec.Struct, kw_only=True):
     # Source: disks a copy migration sent away, deletable once the migration completed.
     sent_paths: list[str] = []
     sent_completed: bool = False
+    # Source: where the domain went and which one it was, so that after a restart of this agent
+    # the completion can be proven from both hosts' libvirt (the migrate call's answer is lost).
+    sent_to: str | None = None
+    sent_uuid: str | None = None
 
 
 _decoder = msgspec.json.Decoder(Entry)

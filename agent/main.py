@@ -124,14 +124,15 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
         await asyncio.to_thread(ledger.open)
         async with asyncio.TaskGroup() as tasks:
             check_peer = peer_checker(config.host_id, caps_over_nats(nc, subjects))
+            fetch_remote_domain = remote_domain_fetcher(nc, subjects)
             migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks,
-                                          ledger, check_peer)
+                                          ledger, check_peer, fetch_remote_domain)
             storage = StorageMoveManager(config.host_id, hv, subjects, nc.publish, tasks, ledger)
             long_lived = [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
             if not await hv.wait_connected(config.first_connect_wait_s):
                 log.warning("libvirt_not_connected_yet", uri=config.libvirt_uri)
             core = AgentCore(config.host_id, hv, config.migration_uri,
-                             remote_domain_fetcher(nc, subjects), config.heartbeat_interval_s,
+                             fetch_remote_domain, config.heartbeat_interval_s,
                              reserved_memory_bytes=config.reserved_memory_mib << 20)
             service = await start_service(nc, subjects, core, hv, migrations, tasks, storage)
             long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))

@@ -21,12 +21,13 @@ import msgspec
 import structlog
 
 from baton.agent import disks, ownership
+from baton.agent.core import FetchRemoteDomain
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.jobs import Publish, RunningJobs, crashed
 from baton.agent.ledger import Entry, Ledger
 from baton.agent.migration_plan import MigrationPlan, plan_migration
 from baton.agent.peers import CheckPeer
-from baton.schemas.agent import DomainInfo
+from baton.schemas.agent import DomainInfo, DomainState
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobCompletedEvent, JobStats, VmEvent
@@ -64,11 +65,13 @@ class MigrationManager(RunningJobs[_Running]):
     VM_BUSY = "is already migrating"
 
     def __init__(self, host_id: str, hv: Hypervisor, subjects: Subjects, publish: Publish,
-                 tasks: asyncio.TaskGroup, ledger: Ledger, check_peer: CheckPeer) -> None:
+                 tasks: asyncio.TaskGroup, ledger: Ledger, check_peer: CheckPeer,
+                 fetch_remote_domain: FetchRemoteDomain | None = None) -> None:
         super().__init__(host_id, subjects, publish, tasks)
         self._hv = hv
         self._ledger = ledger
         self._check_peer = check_peer
+        self._fetch_remote_domain = fetch_remote_domain
 
     # --- source -------------------------------------------------------------------------------
 
@@ -92,7 +95,8 @@ class MigrationManager(RunningJobs[_Running]):
         sent = [d.source_path for d in domain.disks
                 if d.target in request.copy_disks and d.source_path]
         await asyncio.to_thread(self._ledger.put, Entry(
-            migration_id=request.migration_id, vm=request.vm, sent_paths=sent))
+            migration_id=request.migration_id, vm=request.vm, sent_paths=sent,
+            sent_to=request.destination_host, sent_uuid=domain.uuid))
 
     async def _note_sent(self, request: StartRequest) -> None:
         """libvirt reported the migration done: its copied disks are now this agent's to delete."""
@@ -226,6 +230,9 @@ class MigrationManager(RunningJobs[_Running]):
 
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
         entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        if entry is not None and entry.sent_paths and not entry.sent_completed \
+                and request.migration_id not in self._running:
+            await self._prove_sent(entry)
         removed, reasons = False, []
         if request.remove_domain:
             removed, why_not = await self._remove_incoming(entry, request)
@@ -241,6 +248,27 @@ class MigrationManager(RunningJobs[_Running]):
                  domain_removed=removed, deleted=deleted, kept=refused + kept)
         return CleanupReply(domain_removed=removed, deleted_paths=deleted, kept_paths=refused + kept,
                             detail="; ".join(reasons + refusals + unused_reasons))
+
+    async def _prove_sent(self, entry: Entry) -> None:
+        """The migrate call's answer was lost (this agent restarted during it): note the
+        migration completed only if libvirt here no longer runs the domain and the destination's
+        libvirt runs the same domain (by UUID). Anything less, and the sent disks stay."""
+        if entry.sent_to is None or entry.sent_uuid is None or self._fetch_remote_domain is None:
+            return
+        here = [d for d in await self._hv.domains(None, include_cpu_xml=False)
+                if d.name == entry.vm]
+        if any(d.active for d in here):
+            return
+        try:
+            there = await self._fetch_remote_domain(entry.sent_to, entry.vm)
+        except BatonError as exc:
+            log.warning("sent_not_proven", migration_id=entry.migration_id, error=exc.message)
+            return
+        if there.uuid != entry.sent_uuid or there.state != DomainState.RUNNING:
+            return
+        entry.sent_completed = True
+        await asyncio.to_thread(self._ledger.put, entry)
+        log.info("sent_proven", migration_id=entry.migration_id, destination=entry.sent_to)
 
     async def _remove_incoming(self, entry: Entry | None,
                                request: CleanupRequest) -> tuple[bool, str]:

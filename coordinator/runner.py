@@ -63,6 +63,7 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         self._source_before: DomainInfo | None = None
         self._created_paths: list[str] = []
         self._touched = False  # the destination was asked to prepare or the source to start
+        self._job_ended = False  # both hosts' libvirt showed no job of the VM any more
 
     async def set_bandwidth(self, mib_s: int) -> MigrationRecord:
         if self.tracker.phase in TERMINAL:
@@ -87,8 +88,45 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         await self.tracker.transition(Phase.PREPARING, f"storage {plan.storage}")
         await self._prepare(plan)
         self._raise_if_aborted()
-        finished = await self._follow_agent_job()
+        try:
+            finished = await self._follow_agent_job()
+        except BatonError as exc:
+            finished = await self._finished_by_facts(exc)
         await self._complete(finished)
+
+    async def _finished_by_facts(self, silence: BatonError) -> SourceFinished:
+        """The source agent went silent (killed, restarted: its report is lost) while libvirt
+        carried on. Both hosts' facts say how it ended: the guest runs on the destination only
+        -> finish as a success; anything else -> the failure goes on, with what the facts say
+        (a roll-back then still needs its own proof)."""
+        if silence.code != ErrorCode.TIMEOUT or not self._started or self._abort_reason \
+                or not self.record.request.live or self._source_before is None:
+            raise silence
+        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
+        deadline = time.monotonic() + timeouts.FACTS_SETTLE
+        while True:
+            try:
+                decision = decide(self._source_before.uuid,
+                                  await self._agents.migration_status(self.record.source, asked),
+                                  await self._agents.migration_status(self.record.destination,
+                                                                      asked))
+            except BatonError as exc:
+                raise BatonError(silence.code, f"{silence.message}; its facts cannot be read "
+                                 f"({exc.message})") from None
+            if decision.verdict is Verdict.ROLL_FORWARD:
+                log.warning("finished_by_facts", reason=decision.reason)
+                await self._enter_completing(f"the source agent fell silent; {decision.reason}")
+                return SourceFinished(migration_id=self.record.migration_id,
+                                      host_id=self.record.source, at=utc_now())
+            if decision.verdict is not Verdict.WAIT:
+                self._job_ended = True  # libvirt says no job runs: nothing left to abort
+            if decision.verdict is not Verdict.WAIT or time.monotonic() > deadline:
+                raise BatonError(silence.code, f"{silence.message}; {decision.reason}") from None
+            await asyncio.sleep(timeouts.CONFIRM_POLL)
+
+    async def _stop_agent_job(self) -> None:
+        if not self._job_ended:
+            await super()._stop_agent_job()
 
     async def _check(self) -> preflight.Facts:
         request = self.record.request

@@ -41,6 +41,7 @@ COORDINATOR_STORAGE_MOVE: Final = 60.0  # a dry run answers with the whole check
 
 # --- coordinator's own deadlines (seconds) -------------------------------------------------------
 SOURCE_SILENCE_LIMIT: Final = 60.0  # no progress or outcome from the source agent: give up
+FACTS_SETTLE: Final = 120.0  # a silent source: wait this long for libvirt's job to end
 ABORT_SETTLE: Final = 30.0  # after asking the source to abort, wait this long for its outcome
 CONFIRM_WINDOW: Final = 15.0  # completion: keep re-asking both agents this long
 CONFIRM_POLL: Final = 0.5

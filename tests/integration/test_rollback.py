@@ -153,7 +153,8 @@ class Agent(FakeAgent):
                            data_processed_bytes=GIB // 2)))
         scenarios = {"resume_then_fail": self._resume_then_fail,
                      "fail_then_hide": self._fail_then_hide,
-                     "resume_paused": self._resume_paused}
+                     "resume_paused": self._resume_paused,
+                     "land_then_die": self._land_then_die}
         error = await scenarios[self.plan](request)
         await self._emit(request.migration_id, MigrationEvent.SOURCE_FINISHED, SourceFinished(
             migration_id=request.migration_id, host_id=self.host, at=utc_now(), error=error,
@@ -179,6 +180,16 @@ class Agent(FakeAgent):
                 self.domains[request.vm], state=self.source_after,
                 active=self.source_after != DomainState.SHUTOFF)
         return ErrorReply(code=ErrorCode.HYPERVISOR, message=LIBVIRT_FAILURE)
+
+    async def _land_then_die(self, request: StartRequest) -> None:
+        """The guest lands on the destination and this agent dies before libvirt's answer: no
+        outcome is ever reported (``source_after`` RUNNING: the source claims it too)."""
+        destination = self.mesh.by_uri(request.destination_uri)
+        destination.domains[request.vm] = self.domains[request.vm]
+        if self.source_after is None:
+            del self.domains[request.vm]
+        await destination.lifecycle(request.vm, LifecycleKind.RESUMED, "migrated")
+        await asyncio.Event().wait()
 
     async def _resume_paused(self, request: StartRequest) -> None:
         """libvirt's call returns success, but the destination holds the guest paused."""
@@ -447,6 +458,45 @@ async def test_an_abort_the_source_never_confirms_does_not_clean_the_destination
     assert [] == cleanups(mesh, "h2")
     assert record.error.details["rollback"].startswith("not rolled back (wait): a libvirt job of "
                                                        "vm1 still runs on the source (h1)")
+
+
+# --- a source agent that dies during the migration (its outcome never comes) ----------------
+
+
+async def test_a_source_that_dies_after_the_guest_landed_is_finished_from_the_facts(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 0.5)
+    mesh["h1"].plan, mesh["h1"].source_after = "land_then_die", None
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, None) == (record.phase, record.error)
+    assert [[DISK]] == [c.delete_paths for c in cleanups(mesh, "h1")]  # the copied source disk
+    assert ([], DomainState.RUNNING) == (cleanups(mesh, "h2"), mesh["h2"].domains["vm1"].state)
+
+
+async def test_a_source_that_dies_while_both_hosts_run_the_guest_touches_nothing(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 0.5)
+    mesh["h1"].plan = "land_then_die"  # the source still shows vm1 running
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.TIMEOUT) == (record.phase, record.error.code)
+    assert record.error.message.endswith("; vm1 runs on both h1 and h2")
+    assert ([], []) == (cleanups(mesh, "h1"), cleanups(mesh, "h2"))
+
+
+async def test_a_source_that_dies_while_libvirt_still_migrates_is_waited_for_then_reported(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 0.5)
+    monkeypatch.setattr(timeouts, "FACTS_SETTLE", 0.5)
+    monkeypatch.setattr(timeouts, "ABORT_SETTLE", 0.3)
+    mesh["h1"].script = Script(outcome="hang", silence_s=60)  # job runs, nothing reported
+    mesh["h1"].ignore_abort = True
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.TIMEOUT) == (record.phase, record.error.code)
+    assert record.error.message.endswith("; a libvirt job of vm1 still runs on the source (h1)")
+    assert [] == cleanups(mesh, "h2")
 
 
 # --- the coordinator stopping (its job tasks cancelled) --------------------------------------

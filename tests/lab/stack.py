@@ -69,9 +69,14 @@ class BatonStack:
             "--state-dir", str(self.log_dir / f"state-{host}"), *extra)  # kept over restarts
         self.agents[host] = self._spawn(f"agent-{host}", argv)
 
-    def restart_agent(self, host: str, *extra: str) -> None:
-        """Restart one agent with other options (e.g. a memory reserve) and wait until it serves."""
-        _stop(self.agents.pop(host))
+    def restart_agent(self, host: str, *extra: str, crash: bool = False) -> None:
+        """Restart one agent with other options (e.g. a memory reserve) and wait until it serves
+        (``crash``: SIGKILL first, so it says and cleans nothing)."""
+        agent = self.agents.pop(host)
+        if crash:
+            agent.kill()
+            agent.wait()
+        _stop(agent)
         self.start_agent(host, *extra)
         self.wait_for_agents((host,))
 

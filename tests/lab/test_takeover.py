@@ -1,6 +1,6 @@
-"""A coordinator killed mid-migration: the next one settles the record from libvirt's facts
-(issue #11). Real QEMU, real nats-server with JetStream, nkeys and TLS; ``kill -9``, so the old
-coordinator writes nothing on its way out.
+"""A coordinator or a source agent killed mid-migration: the record is settled from libvirt's
+facts (issue #11). Real QEMU, real nats-server with JetStream, nkeys and TLS; ``kill -9``, so the
+process killed writes and says nothing on its way out.
 """
 
 from __future__ import annotations
@@ -58,6 +58,24 @@ def test_a_migration_that_failed_while_no_coordinator_ran_is_rolled_back_by_the_
     assert vm not in lab.domains("h2", all_=True)
     assert not lab.disk_path(vm, "local", "h2").exists()
     assert lab.disk_path(vm, "local", "h1").exists()
+
+
+def test_a_source_agent_killed_mid_copy_still_ends_in_a_finished_record_and_no_leftovers(
+        stack, lab, guest):
+    """libvirt carries on without the agent; its report is lost with it. After SOURCE_SILENCE_LIMIT
+    the coordinator reads both hosts' facts, finishes the move, and the restarted agent deletes
+    the copied disk once both hosts' libvirt prove the guest runs on h2."""
+    vm = guest("h1", storage="local")
+    seq_before = lab.alive_seq(vm)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
+    wait_phase(stack, migration_id, {"migrating"})
+    time.sleep(1)
+    stack.restart_agent("h1", crash=True)
+    rec = final(stack, migration_id, timeout=400)
+    assert ("succeeded", None) == (rec["phase"], rec["error"])
+    assert_runs_only_on(lab, vm, "h2", "h1", seq_before)
+    assert not lab.disk_path(vm, "local", "h1").exists()
+    assert lab.disk_path(vm, "local", "h2").exists()
 
 
 async def _abort_on_the_source(stack, migration_id: str, vm: str) -> None:

@@ -30,6 +30,7 @@ from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobCompletedEvent, JobStats
 from baton.schemas.migration import (
     AgentAbortRequest,
+    CleanupReply,
     CleanupRequest,
     DiskPlan,
     MigrationStatusRequest,
@@ -192,13 +193,14 @@ class Agent:
 
 @contextlib.asynccontextmanager
 async def agent(hv: Hypervisor, within_s: float = 5, check_peer=any_peer,
-                ledger: Ledger | None = None) -> AsyncIterator[Agent]:
-    """``ledger``: the agent's record of what it made (default: a new, empty one)."""
+                ledger: Ledger | None = None, peer_domains=None) -> AsyncIterator[Agent]:
+    """``ledger``: the agent's record of what it made (default: a new, empty one);
+    ``peer_domains``: how other hosts' agents answer for a domain (default: none answers)."""
     ledger = ledger or fresh_ledger()
     running = Agent(hv, ledger)
     async with asyncio.timeout(within_s), asyncio.TaskGroup() as tasks:
         running.manager = MigrationManager("h1", hv, S, running.publish, tasks, ledger,
-                                           check_peer)
+                                           check_peer, peer_domains)
         yield running
 
 
@@ -636,16 +638,77 @@ async def test_the_source_deletes_the_disks_it_copied_away_only_once_the_migrati
         tmp_path):
     [disk] = files(tmp_path, "vm1.qcow2")
     hv = host(domain("vm1", (str(disk),)))
-    async with agent(hv) as a:
-        await a.start(copy_disks=["vda"])
+    async with agent(hv, peer_domains=peer(domain("vm1"))) as a:  # h2 runs it already
+        await a.start(copy_disks=["vda"], destination_host="h2")
         del hv.vms["vm1"]  # what undefine-source leaves; the file is in use by nobody now
-        during = await a.manager.cleanup(cleanup(disk))
+        during = await a.manager.cleanup(cleanup(disk))  # libvirt has not answered yet
         await a.outcome(None)
         after = await a.manager.cleanup(cleanup(disk))
     assert ([], [str(disk)], [str(disk)], False) == (
         during.deleted_paths, during.kept_paths, after.deleted_paths, disk.exists())
     assert (f"{disk} was sent away by migration m1, which has not completed on this host: kept"
             == during.detail)
+
+
+def peer(*answers: DomainInfo | BatonError):
+    """The destination's agent, answering for ``vm1`` on h2; records who asked."""
+    asked: list[tuple[str, str]] = []
+
+    async def fetch(host: str, vm: str) -> DomainInfo:
+        asked.append((host, vm))
+        found = [a for a in answers if isinstance(a, BatonError) or a.name == vm]
+        if not found:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {vm!r} on {host}")
+        if isinstance(found[0], BatonError):
+            raise found[0]
+        return found[0]
+    fetch.asked = asked  # type: ignore[attr-defined]
+    return fetch
+
+
+async def sent_then_restarted(tmp_path, here: DomainInfo | None, *there: DomainInfo | BatonError,
+                              ) -> tuple[CleanupReply, Path, list[tuple[str, str]]]:
+    """h1 started a copy of vm1 to h2 and was killed before libvirt answered; a new agent on
+    the same ledger is asked to delete the sent disk. ``here``: vm1 on h1 then."""
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"], destination_host="h2")
+        await a.outcome(HYPERVISOR)  # the answer that never reaches a killed agent: not noted
+    entry = a.ledger.get("m1")
+    assert entry is not None and not entry.sent_completed
+    hv.vms = {} if here is None else {"vm1": here}
+    restarted = Ledger(a.ledger.directory)
+    restarted.open()
+    fetch = peer(*there)
+    async with agent(hv, ledger=restarted, peer_domains=fetch) as b:
+        reply = await b.manager.cleanup(cleanup(disk))
+    return reply, disk, fetch.asked  # type: ignore[attr-defined]
+
+
+async def test_a_restarted_source_deletes_sent_disks_once_both_hosts_libvirt_prove_the_move(
+        tmp_path):
+    reply, disk, asked = await sent_then_restarted(tmp_path, None, domain("vm1"))
+    assert ([str(disk)], False, [("h2", "vm1")]) == (reply.deleted_paths, disk.exists(), asked)
+
+
+async def test_a_restarted_source_with_the_domain_shut_off_here_also_deletes(tmp_path):
+    reply, disk, _ = await sent_then_restarted(
+        tmp_path, domain("vm1", state=DomainState.SHUTOFF), domain("vm1"))
+    assert ([str(disk)], False) == (reply.deleted_paths, disk.exists())
+
+
+@pytest.mark.parametrize(("here", "there"), [
+    (domain("vm1"), domain("vm1")),  # runs on both: nothing is proven
+    (None, domain("vm1", state=DomainState.PAUSED)),  # not resumed there
+    (None, DomainInfo(name="vm1", uuid="uuid-another", state=DomainState.RUNNING, active=True,
+                      persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1)),
+    (None, BatonError(ErrorCode.UNAVAILABLE, "no agent answers for host 'h2'")),
+    (None, None),  # h2 has no vm1
+], ids=["running-here", "paused-there", "another-domain-there", "peer-away", "nowhere"])
+async def test_a_restarted_source_keeps_sent_disks_without_proof(tmp_path, here, there):
+    reply, disk, _ = await sent_then_restarted(tmp_path, here, *([] if there is None else [there]))
+    assert ([], [str(disk)], True) == (reply.deleted_paths, reply.kept_paths, disk.exists())
 
 
 async def test_the_source_keeps_the_disks_of_a_migration_that_failed(tmp_path):
