@@ -99,7 +99,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         carried on. Both hosts' facts say how it ended: the guest runs on the destination only
         -> finish as a success; anything else -> the failure goes on, with what the facts say
         (a roll-back then still needs its own proof)."""
-        if silence.code != ErrorCode.TIMEOUT or not self._started or self._abort_reason \
+        if silence.code != ErrorCode.TIMEOUT or self._abort_reason \
+                or self.tracker.phase not in (Phase.MIGRATING, Phase.COMPLETING) \
                 or not self.record.request.live or self._source_before is None:
             raise silence
         asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
@@ -125,8 +126,28 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
             await asyncio.sleep(timeouts.CONFIRM_POLL)
 
     async def _stop_agent_job(self) -> None:
-        if not self._job_ended:
-            await super()._stop_agent_job()
+        """Ask the source to abort; wait for its outcome, or for both hosts' libvirt to show the
+        job gone (the outcome may never come: a start that timed out, an agent restarted)."""
+        if self._job_ended:
+            return
+        await self._ask_agent_to_abort()
+        deadline = time.monotonic() + timeouts.ABORT_SETTLE
+        while self._finished is None and time.monotonic() < deadline:
+            if await self._no_job_left():
+                return
+            await self._wait_for_wake()
+
+    async def _no_job_left(self) -> bool:
+        if self._source_before is None:
+            return False
+        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
+        try:
+            decision = decide(self._source_before.uuid,
+                              await self._agents.migration_status(self.record.source, asked),
+                              await self._agents.migration_status(self.record.destination, asked))
+        except BatonError:
+            return False
+        return decision.verdict is not Verdict.WAIT
 
     async def _check(self) -> preflight.Facts:
         request = self.record.request
@@ -156,7 +177,12 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         self._touched = True
         request = planning.start_request(self.record.migration_id, self.record.request,
                                          self._plan, self.record.bandwidth_mib_s)
-        await self._agents.start(self.record.source, request)
+        try:
+            await self._agents.start(self.record.source, request)
+        except BatonError as exc:
+            if exc.code == ErrorCode.TIMEOUT:  # it may run all the same: stop it as if it did
+                self._started = True
+            raise
         return "source agent started the migration"
 
     async def _on_wake(self) -> None:
