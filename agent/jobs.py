@@ -37,6 +37,11 @@ class RunningJobs(Generic[JobT]):
         self._tasks = tasks
         self._running: dict[str, JobT] = {}
 
+    def runs(self, migration_id: str, vm: str) -> bool:
+        """This agent runs job ``migration_id`` of ``vm`` now."""
+        job = self._running.get(migration_id)
+        return job is not None and _vm_of(job) == vm
+
     def _refuse_if_busy(self, migration_id: str, vm: str) -> None:
         if migration_id in self._running:
             raise BatonError(ErrorCode.CONFLICT, f"{self.KIND} {migration_id} already runs")

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.micro import ServiceConfig, add_service
 from nats.micro.service import EndpointConfig, Service
@@ -34,6 +35,7 @@ from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupRequest,
+    MigrationStatus,
     MigrationStatusRequest,
     PrepareRequest,
     SpeedRequest,
@@ -61,6 +63,18 @@ async def service_metadata(core: AgentCore, hv: Hypervisor) -> dict[str, str]:
                    "libvirt_host_uuid": facts.host_uuid or "unknown"}
 
 
+def job_status(migrations: MigrationManager, storage: StorageMoveManager | None,
+               ) -> Callable[[MigrationStatusRequest], Awaitable[MigrationStatus]]:
+    """``migration.status`` answers for a storage move too (same ledger): ``running_here`` when
+    either manager runs the job."""
+    async def status(request: MigrationStatusRequest) -> MigrationStatus:
+        found = await migrations.status(request)
+        if storage is not None and storage.runs(request.migration_id, request.vm):
+            return msgspec.structs.replace(found, running_here=True)
+        return found
+    return status
+
+
 async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hypervisor,
                         migrations: MigrationManager, tasks: asyncio.TaskGroup,
                         storage: StorageMoveManager | None = None) -> Service:
@@ -80,7 +94,7 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, migrations.speed),
         (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
         (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
-        (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, migrations.status),
+        (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, job_status(migrations, storage)),
     ]
     if storage is not None:
         routes += [

@@ -28,6 +28,7 @@ from baton.coordinator.registry import Job, JobRecord, Registry
 from baton.coordinator.runner import MigrationRunner, new_record
 from baton.coordinator.storage_runner import StorageMoveRunner
 from baton.coordinator.storage_runner import new_record as new_storage_record
+from baton.coordinator.storage_takeover import StorageTakeover
 from baton.coordinator.takeover import Takeover
 from baton.schemas import timeouts
 from baton.schemas.agent import DomainInfo
@@ -61,16 +62,18 @@ class Coordinator:
 
     async def restore(self) -> int:
         """List the records the job store kept from before this coordinator started, and settle
-        each migration an earlier coordinator left running (coordinator/takeover.py)."""
+        each migration or disk move an earlier coordinator left running from libvirt's facts
+        (coordinator/takeover.py, coordinator/storage_takeover.py)."""
         records = await self._deps.store.load()
         self.registry.restore(records)
         for record in records:
-            if isinstance(record, MigrationRecord) and not is_terminal(record.phase):
-                takeover = Takeover(record, self._deps)
-                self.registry.take_over(takeover)
-                self._track(record.migration_id, self._spawn(takeover.run()))
-                log.info("migration_taken_over", migration_id=record.migration_id,
-                         phase=record.phase)
+            if is_terminal(record.phase):
+                continue
+            takeover = (Takeover(record, self._deps) if isinstance(record, MigrationRecord)
+                        else StorageTakeover(record, self._deps))
+            self.registry.take_over(takeover)
+            self._track(record.migration_id, self._spawn(takeover.run()))
+            log.info("job_taken_over", migration_id=record.migration_id, phase=record.phase)
         return len(records)
 
     # --- endpoints -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
+from baton.coordinator.lease import Lease
 from baton.coordinator.service import start_service
 from baton.coordinator.store import JobStore, KvStore, MemoryStore
 from baton.mesh import access, logsetup
@@ -58,7 +59,9 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
     parser = argparse.ArgumentParser(
         prog="baton-coordinator",
         description="Baton's coordinator: checks, negotiates and runs VM migrations between "
-        "baton-agent hosts over NATS. Run one per NATS mesh.")
+        "baton-agent hosts over NATS. Start one or more per NATS mesh: with --store jetstream "
+        "one leads (a lease in the <prefix>-leader KV bucket) and the others stand by, taking "
+        "over within seconds if it dies and settling what it left running.")
     access.add_arguments(parser)
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix")
     parser.add_argument("--grace", type=float, default=timeouts.SHUTDOWN_GRACE, metavar="SECONDS",
@@ -90,9 +93,16 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     """Serve until ``stop`` is set; ``started`` gets the coordinator once requests are served."""
     subjects = Subjects(config.prefix)
     nc = await connect_nats(config.nats, "baton-coordinator")
+    lease: Lease | None = None
     try:
         store = await open_store(nc, config.store, subjects.jobs_bucket)
+        if config.store == "jetstream":  # records shared through NATS: one leader at a time
+            lease = await Lease.open(nc, subjects.leader_bucket)
+            if not await _lead_or_stop(lease, stop):
+                return
         async with asyncio.TaskGroup() as tasks:
+            if lease is not None:
+                tasks.create_task(_stop_when_lost(lease, stop))
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects,
                               store=store)
             coordinator = Coordinator(deps, tasks.create_task)
@@ -107,9 +117,34 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             await service.stop()
             await coordinator.wind_down(config.grace_s, config.rollback_s)
     finally:
+        if lease is not None:
+            await lease.release()
         with contextlib.suppress(Exception):
             await nc.drain()
         log.info("coordinator_stopped")
+
+
+async def _lead_or_stop(lease: Lease, stop: asyncio.Event) -> bool:
+    """Wait for the lease as a standby; False if told to stop first."""
+    acquiring = asyncio.ensure_future(lease.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if acquiring in done:
+        acquiring.result()  # its error, if NATS refused
+        return True
+    acquiring.cancel()
+    return False
+
+
+async def _stop_when_lost(lease: Lease, stop: asyncio.Event) -> None:
+    """Renew the lease until it is lost or the coordinator stops; a lost lease stops it."""
+    keeping = asyncio.ensure_future(lease.keep())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({keeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    keeping.cancel()
+    stopping.cancel()
+    stop.set()
 
 
 async def open_store(nc: Client, kind: str, bucket: str) -> JobStore:

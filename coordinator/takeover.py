@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic
 
 import structlog
 
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.completion import confirmation_problems
 from baton.coordinator.job_runner import RunnerDeps
-from baton.coordinator.phases import PhaseTracker
+from baton.coordinator.phases import PhaseTracker, Record
 from baton.coordinator.verdict import Verdict, decide
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import (
@@ -88,29 +89,30 @@ def facts_text(status: MigrationStatus) -> str:
     return f"{held}; {job}; ledger {'knows' if status.known else 'does not know'} it"
 
 
-class Takeover:
-    """One record left in a running phase, settled from libvirt's facts (a registry Job)."""
+class Settler(Generic[Record]):
+    """A record left in a running phase, settled from libvirt's facts (a registry Job); the
+    subclass reads the facts and acts (``_settle``)."""
 
-    def __init__(self, record: MigrationRecord, deps: RunnerDeps, poll_s: float = POLL_S) -> None:
-        self.tracker: PhaseTracker[MigrationRecord] = PhaseTracker(
+    def __init__(self, record: Record, deps: RunnerDeps, poll_s: float = POLL_S) -> None:
+        self.tracker: PhaseTracker[Record] = PhaseTracker(
             record, deps.subjects, deps.nc.publish, store=deps.store)
         self._agents: AgentClient = deps.agents
         self._poll_s = poll_s
         self.done = asyncio.Event()
 
     @property
-    def record(self) -> MigrationRecord:
+    def record(self) -> Record:
         return self.tracker.record
 
     def request_abort(self, reason: str) -> None:
         raise self._busy()
 
-    async def set_bandwidth(self, mib_s: int) -> MigrationRecord:
+    async def set_bandwidth(self, mib_s: int) -> Record:
         raise self._busy()
 
     def _busy(self) -> BatonError:
         return BatonError(ErrorCode.CONFLICT, f"{self.record.migration_id} is being settled "
-                          "from both hosts' facts after a coordinator restart; wait for its "
+                          "from libvirt's facts after a coordinator restart; wait for its "
                           "outcome (baton watch)")
 
     async def run(self) -> None:
@@ -123,6 +125,17 @@ class Takeover:
                 log.exception("takeover_crashed")
             finally:
                 self.done.set()
+
+    async def _settle(self) -> None:
+        raise NotImplementedError
+
+    async def _fail(self, message: str, **details: str) -> None:
+        error = BatonError(ErrorCode.UNAVAILABLE, message, **details).to_reply()
+        await self.tracker.transition(Phase.FAILED, message, error=error)
+
+
+class Takeover(Settler[MigrationRecord]):
+    """A migration: both hosts' facts, :func:`judge`."""
 
     async def _settle(self) -> None:
         record = self.record
@@ -194,6 +207,3 @@ class Takeover:
         return f"{host} kept {', '.join(reply.kept_paths)}: {reply.detail}" if reply.kept_paths \
             else reply.detail
 
-    async def _fail(self, message: str, **details: str) -> None:
-        error = BatonError(ErrorCode.UNAVAILABLE, message, **details).to_reply()
-        await self.tracker.transition(Phase.FAILED, message, error=error)

@@ -65,9 +65,10 @@ def _discovery_served(service: str) -> list[str]:
             + [f"$SRV.{verb}.{service}.>" for verb in verbs])
 
 
-def _jobs_bucket(bucket: str) -> list[str]:
-    """The JetStream API calls (and the KV subjects) the coordinator's record store makes, on
-    its own bucket only: bind or create it, put, get, and list keys (an ordered consumer)."""
+def _kv_bucket(bucket: str) -> list[str]:
+    """The JetStream API calls (and the KV subjects) the coordinator makes on one of its own
+    buckets (the records, the leadership lease) only: bind or create it, put, get, and list keys
+    (an ordered consumer)."""
     stream = f"KV_{bucket}"
     return ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}",
             f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
@@ -101,7 +102,8 @@ def permissions(role: Role, public_key: str, *, prefix: str = "baton",
                    + [f"{p}.migrations.*.{event.value}"
                       for event in (MigrationEvent.PHASE, MigrationEvent.PROGRESS)]
                    + _discovery_asked(AGENT_SERVICE)
-                   + _jobs_bucket(Subjects(prefix).jobs_bucket))
+                   + _kv_bucket(Subjects(prefix).jobs_bucket)
+                   + _kv_bucket(Subjects(prefix).leader_bucket))
         subscribe = [f"{p}.coordinator.>", f"{p}.events.>", f"{p}.hosts.>", inbox,
                      *_discovery_served(COORDINATOR_SERVICE)]
     elif role is Role.OPERATOR:

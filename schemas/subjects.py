@@ -138,6 +138,11 @@ class Subjects:
         so meshes with their own prefix on one NATS keep their own records)."""
         return self.prefix.replace(".", "-") + "-jobs"
 
+    @property
+    def leader_bucket(self) -> str:
+        """The JetStream KV bucket of the coordinators' leadership lease (``baton-leader``)."""
+        return self.prefix.replace(".", "-") + "-leader"
+
     def migrations_filter(self, migration_id: str = "*", event: str = ">") -> str:
         return f"{self.prefix}.migrations.{migration_id}.{event}"
 

@@ -374,8 +374,8 @@ class FakeAgent:
 
     async def migration_status(self, request: MigrationStatusRequest) -> MigrationStatus:
         """As the real agent: the domain here (no libvirt job in a fake) and the ledger."""
-        job = self.migrations.get(request.migration_id)
-        status = MigrationStatus(
+        job = self.migrations.get(request.migration_id) or self.moves.get(request.migration_id)
+        status = MigrationStatus(  # a storage move's too (agent/service.py job_status)
             host_id=self.host, migration_id=request.migration_id, vm=request.vm,
             domain=self.domains.get(request.vm),
             running_here=job is not None and job.vm == request.vm)

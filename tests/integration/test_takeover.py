@@ -15,14 +15,17 @@ from baton.agent.ledger import Entry
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
+from baton.coordinator.storage_takeover import StorageTakeover
 from baton.coordinator.store import MemoryStore
 from baton.coordinator.takeover import Takeover
 from baton.schemas.agent import DomainState
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import MigrateRequest, MigrationRecord, Phase, StorageMode
+from baton.schemas.storage import DiskMove, StorageMoveRecord, StorageMoveRequest
+from baton.schemas.subjects import AgentEndpoint as A
 from baton.schemas.subjects import Subjects
-from tests.integration.fake_agents import IMAGES, Mesh, domain, fake_uuid
+from tests.integration.fake_agents import FAST, IMAGES, Mesh, domain, fake_uuid
 
 pytestmark = pytest.mark.integration
 DISK = f"{IMAGES}/vm1.qcow2"
@@ -44,7 +47,8 @@ async def mesh(nats_server) -> AsyncIterator[Mesh]:
         yield mesh
 
 
-async def settle(nats_server, record: MigrationRecord) -> MigrationRecord:
+async def settle(nats_server, record: MigrationRecord | StorageMoveRecord,
+                 ) -> MigrationRecord | StorageMoveRecord:
     """Start a coordinator on a store holding ``record`` and wait until it is settled."""
     store = MemoryStore()
     await store.put(record)
@@ -56,7 +60,7 @@ async def settle(nats_server, record: MigrationRecord) -> MigrationRecord:
                                       tasks.create_task)
             assert 1 == await coordinator.restore()
             job = coordinator.registry.get("m1")
-            assert isinstance(job, Takeover)
+            assert isinstance(job, Takeover | StorageTakeover)
             async with asyncio.timeout(10):
                 await job.done.wait()
     finally:
@@ -157,7 +161,7 @@ async def test_a_record_being_settled_refuses_an_abort_and_a_bandwidth_change(na
     finally:
         await nc.drain()
     assert (ErrorCode.CONFLICT, ErrorCode.CONFLICT) == (abort.value.code, bandwidth.value.code)
-    assert "being settled from both hosts' facts" in abort.value.message
+    assert "being settled from libvirt's facts" in abort.value.message
 
 
 async def test_an_agent_that_answers_only_later_is_waited_for(nats_server):
@@ -184,3 +188,42 @@ async def test_an_agent_that_answers_only_later_is_waited_for(nats_server):
     finally:
         await nc.drain()
     assert Phase.SUCCEEDED == job.record.phase
+
+
+# --- disk moves -----------------------------------------------------------------------------
+
+COPY = f"{FAST}/vm1.qcow2"
+
+
+def left_moving() -> StorageMoveRecord:
+    now = utc_now()
+    return StorageMoveRecord(
+        migration_id="m1", vm="vm1", host="h1", destination_pool="fast", phase=Phase.MIGRATING,
+        request=StorageMoveRequest(vm="vm1", destination_pool="fast"), created_at=now,
+        updated_at=now, disks=[DiskMove(target="vda", source_path=DISK, destination_path=COPY,
+                                        format="qcow2")])
+
+
+def copied(mesh: Mesh, on_copy: bool) -> None:
+    """h1's agent started the move (its ledger has the copy); vm1 uses the copy or the old file."""
+    h1 = mesh.agents["h1"]
+    mesh.storage.add("h1", COPY)
+    h1.ledger["m1"] = Entry(migration_id="m1", vm="vm1", created_paths=[COPY])
+    vm1 = domain("vm1", directory=FAST if on_copy else IMAGES)
+    h1.add_domain(vm1)
+
+
+async def test_a_disk_move_found_on_its_copies_is_completed(nats_server, mesh):
+    copied(mesh, on_copy=True)
+    settled = await settle(nats_server, left_moving())
+    assert (Phase.SUCCEEDED, None) == (settled.phase, settled.error)
+    assert mesh.storage.exists("h1", COPY)
+    assert [] == mesh.agents["h1"].asked(A.STORAGE_ABORT)
+
+
+async def test_a_disk_move_found_on_its_old_files_is_rolled_back_by_the_agent(nats_server, mesh):
+    copied(mesh, on_copy=False)
+    settled = await settle(nats_server, left_moving())
+    assert Phase.FAILED == settled.phase
+    assert settled.error is not None and "rolled back" in settled.error.message
+    assert (True, False) == (mesh.storage.exists("h1", DISK), mesh.storage.exists("h1", COPY))

@@ -39,6 +39,7 @@ class BatonStack:
     nats: SecuredNats | None = None  # auth and TLS on, as in `deploy/lab up`
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator: subprocess.Popen[bytes] | None = None
+    standbys: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -141,7 +142,16 @@ class BatonStack:
                                  f"{proc.stderr}")
         return proc
 
+    def start_standby(self) -> subprocess.Popen[bytes]:
+        """A second coordinator on the same NATS: it waits for the leadership lease."""
+        proc = self._spawn("coordinator-2", [str(BIN / "baton-coordinator"),
+                                             *self._nats().flags("coordinator")])
+        self.standbys.append(proc)
+        return proc
+
     def stop(self) -> None:
+        for proc in self.standbys:
+            _stop(proc)
         if self.coordinator is not None:
             _stop(self.coordinator)
         for proc in self.agents.values():

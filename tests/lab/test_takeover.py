@@ -6,6 +6,7 @@ process killed writes and says nothing on its way out.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -76,6 +77,46 @@ def test_a_source_agent_killed_mid_copy_still_ends_in_a_finished_record_and_no_l
     assert_runs_only_on(lab, vm, "h2", "h1", seq_before)
     assert not lab.disk_path(vm, "local", "h1").exists()
     assert lab.disk_path(vm, "local", "h2").exists()
+
+
+def test_a_standby_coordinator_takes_over_a_killed_leaders_migration(stack, lab, guest):
+    standby = stack.start_standby()
+    log = stack.log_dir / "coordinator-2.log"
+    lab._poll(lambda: "coordinator_standby" in log.read_text(), 30, "the standby to wait")
+    vm = guest("h1", storage="local")
+    seq_before = lab.alive_seq(vm)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
+    wait_phase(stack, migration_id, {"migrating"})
+    assert stack.coordinator is not None
+    killed_at = time.monotonic()
+    stack.coordinator.kill()
+    stack.coordinator.wait()
+    stack.coordinator = standby  # it serves from now on (and the stack stops it at the end)
+    stack.standbys.remove(standby)
+    stack.wait_for_coordinator()
+    print(f"the standby answered {time.monotonic() - killed_at:.1f} s after the leader's death")
+    rec = final(stack, migration_id)
+    assert "succeeded" == rec["phase"]
+    assert "coordinator_leads" in log.read_text()
+    assert_runs_only_on(lab, vm, "h2", "h1", seq_before)
+    assert not lab.disk_path(vm, "local", "h1").exists()
+
+
+def test_a_disk_move_that_finished_while_no_coordinator_ran_is_recorded_by_the_next_one(
+        stack, lab, guest):
+    """The agent moves the disk to its end alone; its report is lost with the coordinator."""
+    vm = guest("h1", pool="slow")
+    old, new = f"/var/lib/libvirt/pools/slow/{vm}.qcow2", f"/var/lib/libvirt/pools/fast/{vm}.qcow2"
+    accepted = json.loads(stack.baton("move-disk", vm, "--to-pool", "fast", "--bandwidth", "16",
+                                      "--detach", "-o", "json").stdout)
+    wait_phase(stack, accepted["migration_id"], {"migrating"})
+    stack.restart_coordinator(crash=True)
+    rec = final(stack, accepted["migration_id"])
+    assert ("succeeded", None) == (rec["phase"], rec["error"])
+    blocks = [line.split() for line in lab.virsh("h1", "domblklist", vm).splitlines()[2:]]
+    assert [["vda", new]] == [b for b in blocks if b]
+    assert (False, True) == (lab.host_path("h1", old).exists(), lab.host_path("h1", new).exists())
+    assert "No current block job" in lab.virsh("h1", "blockjob", vm, "vda", "--info")
 
 
 async def _abort_on_the_source(stack, migration_id: str, vm: str) -> None:

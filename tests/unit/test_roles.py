@@ -47,7 +47,9 @@ def test_a_prefix_moves_every_subject():
     jetstream = [s for s in subjects if s.startswith(("$JS.", "$KV."))]
     assert all(s.startswith(("dc1.baton.", "$SRV.", "_INBOX.")) for s in subjects
                if s not in jetstream)
-    assert all("dc1-baton-jobs" in s for s in jetstream if s != "$JS.API.INFO")
+    assert all("dc1-baton-jobs" in s or "dc1-baton-leader" in s
+               for s in jetstream if s != "$JS.API.INFO")
+    assert {"$KV.dc1-baton-jobs.>", "$KV.dc1-baton-leader.>"} <= set(jetstream)
 
 
 def test_user_names_say_the_role_and_host():

@@ -1,0 +1,106 @@
+"""Leadership: one coordinator serves at a time, a standby takes over when it dies.
+
+The lease is the key ``leader`` in a JetStream KV bucket (``<prefix>-leader``) whose entries
+expire after :data:`TTL_S` (the bucket's max age). A coordinator becomes the leader by creating
+the key (a create fails while it exists), then renews it every :data:`RENEW_S` with an update on
+the revision it last wrote. A standby tries to create it every :data:`RETRY_S`: once the leader
+stops renewing (killed, cut off) the entry expires and the standby gets in, within
+``TTL_S + RETRY_S``; a leader that stops cleanly deletes the key, so its standby starts at once.
+
+A renewal that fails (another coordinator wrote the key, or NATS was away past the TTL) means the
+lease may belong to someone else now: :meth:`Lease.keep` returns and the coordinator stops before
+it could act beside a new leader. The records' compare-and-set (coordinator/store.py) catches a
+late write of the old leader all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+
+import structlog
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+log = structlog.get_logger(__name__)
+KEY = "leader"
+TTL_S = 6.0
+RENEW_S = 2.0
+RETRY_S = 1.0
+
+
+class Lease:
+    def __init__(self, kv: KeyValue, holder: str | None = None) -> None:
+        self._kv = kv
+        self.holder = holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._revision: int | None = None
+        self._renewed_at = time.monotonic()
+
+    @classmethod
+    async def open(cls, nc: Client, bucket: str, holder: str | None = None,
+                   ttl_s: float = TTL_S) -> Lease:
+        js = nc.jetstream()
+        try:
+            kv = await js.key_value(bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(KeyValueConfig(
+                bucket=bucket, history=1, ttl=ttl_s,
+                description="which Baton coordinator leads (a lease renewed every few seconds)"))
+        return cls(kv, holder)
+
+    async def try_acquire(self) -> bool:
+        """Become the leader if nobody holds the lease now."""
+        try:
+            self._revision = await self._kv.create(KEY, self.holder.encode())
+        except KeyWrongLastSequenceError:
+            return False
+        self._renewed_at = time.monotonic()
+        return True
+
+    async def leader(self) -> str | None:
+        """Who holds the lease now (None: nobody)."""
+        with contextlib.suppress(Exception):
+            entry = await self._kv.get(KEY)
+            return entry.value.decode() if entry.value else None
+        return None
+
+    async def acquire(self) -> None:
+        """Wait until this coordinator holds the lease."""
+        waiting_logged = False
+        while not await self.try_acquire():
+            if not waiting_logged:
+                log.info("coordinator_standby", leader=await self.leader(), holder=self.holder)
+                waiting_logged = True
+            await asyncio.sleep(RETRY_S)
+        log.info("coordinator_leads", holder=self.holder)
+
+    async def renew(self) -> bool:
+        """Renew the lease; False when it may belong to someone else now: another holder wrote
+        it, or no renewal made it for TTL_S (the entry may have expired meanwhile)."""
+        try:
+            self._revision = await self._kv.update(KEY, self.holder.encode(), last=self._revision)
+        except KeyWrongLastSequenceError:
+            return False
+        except Exception as exc:  # NATS away for a moment: the next renewal may still make it
+            log.warning("lease_not_renewed", error=str(exc) or type(exc).__name__)
+            return time.monotonic() - self._renewed_at < TTL_S
+        self._renewed_at = time.monotonic()
+        return True
+
+    async def keep(self) -> None:
+        """Renew until the lease is lost (then return: the caller stops) or the task is cancelled."""
+        while True:
+            await asyncio.sleep(RENEW_S)
+            if not await self.renew():
+                log.error("lease_lost", holder=self.holder)
+                return
+
+    async def release(self) -> None:
+        """Give the lease up at once (a clean stop): a standby need not wait for the TTL."""
+        with contextlib.suppress(Exception):
+            await self._kv.delete(KEY, last=self._revision)
