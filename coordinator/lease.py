@@ -40,6 +40,7 @@ class Lease:
         self.holder = holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._revision: int | None = None
         self._renewed_at = time.monotonic()
+        self.lost = False  # set by whoever saw keep() return: the lease is not ours to release
 
     @classmethod
     async def open(cls, nc: Client, bucket: str, holder: str | None = None,

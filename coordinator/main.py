@@ -32,6 +32,11 @@ from baton.schemas.subjects import DEFAULT_PREFIX, JOBS_BUCKET, Subjects
 
 log = structlog.get_logger(__name__)
 EXIT_NO_STORE = 3  # the record store asked for cannot be opened: nothing was started
+EXIT_LEASE_LOST = 4  # another coordinator may lead now: this one stopped (restart it: a standby)
+
+
+class LeaseLost(BatonError):
+    """The leadership lease went to someone else (or expired) while this coordinator led."""
 
 
 class StoreUnavailable(BatonError):
@@ -116,8 +121,11 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             log.info("coordinator_stopping", active=len(coordinator.registry.active()))
             await service.stop()
             await coordinator.wind_down(config.grace_s, config.rollback_s)
+        if lease is not None and lease.lost:
+            raise LeaseLost(ErrorCode.CONFLICT, "the leadership lease was lost (another "
+                            "coordinator may lead now); this one stopped")
     finally:
-        if lease is not None:
+        if lease is not None and not lease.lost:
             await lease.release()
         with contextlib.suppress(Exception):
             await nc.drain()
@@ -142,6 +150,8 @@ async def _stop_when_lost(lease: Lease, stop: asyncio.Event) -> None:
     keeping = asyncio.ensure_future(lease.keep())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({keeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if keeping.done() and not stopping.done():
+        lease.lost = True
     keeping.cancel()
     stopping.cancel()
     stop.set()
@@ -169,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("coordinator_refused", reason=exc.message)
         print(f"baton-coordinator: {exc.message}", file=sys.stderr)
         return EXIT_NO_STORE
+    except LeaseLost as exc:
+        log.error("coordinator_stopped_leaderless", reason=exc.message)
+        print(f"baton-coordinator: {exc.message}; start it again to stand by", file=sys.stderr)
+        return EXIT_LEASE_LOST
 
 
 if __name__ == "__main__":

@@ -80,13 +80,52 @@ ensure_agent() {
     STACK_STARTED+=("agent-h$n")
 }
 
+# ensure_coordinator [NAME]: coordinator (the one `up` starts) or coordinator-2, a standby
+# that waits for the leadership lease (see README, "standby").
 ensure_coordinator() {
-    local exe=$VENV_BIN/baton-coordinator pidfile=$RUNDIR/coordinator.pid
+    local name=${1:-coordinator} exe=$VENV_BIN/baton-coordinator
+    local pidfile=$RUNDIR/$name.pid
     [[ -x $exe ]] || { STACK_SKIPPED+=("baton-coordinator (no $exe)"); return 0; }
     pidfile_alive "$pidfile" >/dev/null && return 0
     # shellcheck disable=SC2046 # nats_flags prints words without spaces
-    start_daemon "$pidfile" "$LOGDIR/coordinator.log" "$exe" $(nats_flags coordinator)
-    STACK_STARTED+=(coordinator)
+    start_daemon "$pidfile" "$LOGDIR/$name.log" "$exe" $(nats_flags coordinator)
+    STACK_STARTED+=("$name")
+}
+
+# --- `lab kill NAME` / `lab start NAME`: fault tests on Baton's own processes ----
+# NAME: nats, coordinator, coordinator-2, agent-hN. kill is SIGKILL (a crash: nothing is
+# written or said on the way out); start brings it back (coordinator-2 the first time too)
+# and waits until it serves, or for a standby, until it runs.
+stack_process() { # NAME -> its pid file, or dies naming the choices
+    [[ $1 =~ ^(nats|coordinator|coordinator-2|agent-h[0-9]+)$ ]] ||
+        die "unknown process $1: one of nats, coordinator, coordinator-2, agent-hN"
+    echo "$RUNDIR/$1.pid"
+}
+
+cmd_kill() {
+    local pidfile pid
+    pidfile=$(stack_process "${1:?usage: kill nats|coordinator|coordinator-2|agent-hN}")
+    pid=$(pidfile_alive "$pidfile") || die "$1 is not running (deploy/lab status)"
+    kill -KILL "$pid"
+    wait_for 10 "$1 (pid $pid) to die" test ! -d "/proc/$pid"
+    log "killed $1 (pid $pid, SIGKILL)"
+}
+
+cmd_start() {
+    local name=${1:?usage: start nats|coordinator|coordinator-2|agent-hN} n hosts=()
+    stack_process "$name" >/dev/null
+    mapfile -t hosts < <(known_hosts)
+    case $name in
+        nats) ensure_nats "${hosts[@]}" ;;
+        coordinator | coordinator-2) ensure_coordinator "$name" ;;
+        agent-h*)
+            n=${name#agent-h}
+            host_ns_ready "$n" || die "host h$n is not up"
+            ensure_agent "$n"
+            wait_for "$STACK_READY_TIMEOUT_S" "the agent on h$n to answer" agent_serving "$n" ;;
+    esac
+    pidfile_alive "$RUNDIR/$name.pid" >/dev/null || die "$name did not start (log: $LOGDIR/$name.log)"
+    log "$name runs (pid $(pidfile_alive "$RUNDIR/$name.pid"), log $LOGDIR/$name.log)"
 }
 
 ensure_stack() {
@@ -139,16 +178,16 @@ report_stack_deaths() {
 
 stop_stack() {
     local f pid pids=()
-    for f in "$RUNDIR"/coordinator.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats.pid; do
+    for f in "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats.pid; do
         pid=$(pidfile_alive "$f") && pids+=("$pid")
     done
     kill_pids "${pids[@]}"
-    rm -f "$RUNDIR"/coordinator.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats.pid
+    rm -f "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats.pid
 }
 
 stack_status() {
     local f name
-    for f in "$RUNDIR"/nats.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/coordinator.pid; do
+    for f in "$RUNDIR"/nats.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/coordinator*.pid; do
         [[ -e $f ]] || continue
         name=$(basename "$f" .pid)
         if pidfile_alive "$f" >/dev/null; then echo "  $name: running (pid $(cut -d' ' -f1 "$f"))"

@@ -4,6 +4,8 @@ nats-server with JetStream and the coordinator role's own permissions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 
 import nats
@@ -12,7 +14,7 @@ import pytest
 from baton.coordinator import lease as leasing
 from baton.coordinator.core import Coordinator
 from baton.coordinator.lease import Lease
-from baton.coordinator.main import CoordinatorConfig, run_coordinator
+from baton.coordinator.main import EXIT_LEASE_LOST, CoordinatorConfig, main, run_coordinator
 from baton.mesh import client
 from baton.schemas.subjects import Subjects
 from tests.support.natsserver import NatsServer
@@ -119,3 +121,30 @@ async def test_a_standby_told_to_stop_never_serves(js_server):
     stop_1.set()
     await asyncio.wait_for(task_1, 15)
     assert not started_2.done()
+
+
+def test_a_leader_whose_lease_is_taken_stops_with_exit_code_4(js_server, monkeypatch):
+    """Split brain is not an option: once another holder wrote the lease, the old leader stops
+    (exit 4, so systemd restarts it as a standby) instead of acting beside the new one."""
+    monkeypatch.setattr(leasing, "RENEW_S", 0.1)
+
+    async def usurp() -> None:
+        nc = await nats.connect(js_server.url)
+        try:
+            async with asyncio.timeout(10):
+                while True:  # wait until the coordinator holds it, then take it
+                    with contextlib.suppress(Exception):
+                        kv = await nc.jetstream().key_value(BUCKET)
+                        if (await kv.get(leasing.KEY)).value:
+                            break
+                    await asyncio.sleep(0.05)
+            await kv.put(leasing.KEY, b"usurper")
+        finally:
+            await nc.drain()
+
+    thread = threading.Thread(target=asyncio.run, args=(usurp(),))
+    thread.start()
+    code = main(["--nats", js_server.url, "--store", "jetstream", "--grace", "0",
+                 "--log-level", "critical"])
+    thread.join()
+    assert EXIT_LEASE_LOST == code
