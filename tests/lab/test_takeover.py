@@ -79,6 +79,21 @@ def test_a_source_agent_killed_mid_copy_still_ends_in_a_finished_record_and_no_l
     assert lab.disk_path(vm, "local", "h2").exists()
 
 
+def test_a_destination_agent_killed_mid_copy_loses_nothing(stack, lab, guest):
+    """libvirt on h2 goes on receiving without its agent; the restarted agent answers the
+    confirmation from libvirt's facts."""
+    vm = guest("h1", storage="local")
+    seq_before = lab.alive_seq(vm)
+    migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
+    wait_phase(stack, migration_id, {"migrating"})
+    time.sleep(1)
+    stack.restart_agent("h2", crash=True)
+    rec = final(stack, migration_id, timeout=400)
+    assert ("succeeded", None) == (rec["phase"], rec["error"])
+    assert_runs_only_on(lab, vm, "h2", "h1", seq_before)
+    assert not lab.disk_path(vm, "local", "h1").exists()
+
+
 def test_a_standby_coordinator_takes_over_a_killed_leaders_migration(stack, lab, guest):
     standby = stack.start_standby()
     log = stack.log_dir / "coordinator-2.log"
