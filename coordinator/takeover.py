@@ -93,11 +93,11 @@ class Settler(Generic[Record]):
     """A record left in a running phase, settled from libvirt's facts (a registry Job); the
     subclass reads the facts and acts (``_settle``)."""
 
-    def __init__(self, record: Record, deps: RunnerDeps, poll_s: float = POLL_S) -> None:
+    def __init__(self, record: Record, deps: RunnerDeps) -> None:
         self.tracker: PhaseTracker[Record] = PhaseTracker(
             record, deps.subjects, deps.nc.publish, store=deps.store)
         self._agents: AgentClient = deps.agents
-        self._poll_s = poll_s
+        self._poll_s = POLL_S  # read when made: tests shorten it
         self.done = asyncio.Event()
 
     @property

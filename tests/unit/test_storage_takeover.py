@@ -60,3 +60,13 @@ def test_the_reasons_name_the_disks():
     mixed = judge_move(record(), status({"vda": NEW["vda"], "vdb": OLD["vdb"]}))
     assert "vm1 uses the copies of vda but not of the other disks of the move" == mixed.reason
     assert "vm1 is not on h1 any more" == judge_move(record(), status(None)).reason
+
+
+def test_the_reasons_of_waiting_untouched_and_nothing_moved():
+    assert "the agent of h1 still runs the move" == judge_move(record(),
+                                                               status(OLD, running=True)).reason
+    assert "the agent of h1 never started the move: nothing was touched" == judge_move(
+        record(), status(OLD, known=False)).reason
+    elsewhere = status({"vda": "/other/x.qcow2", "vdb": OLD["vdb"]})
+    assert "vm1 uses the copies of no disk but not of the other disks of the move" == \
+        judge_move(record(), elsewhere).reason

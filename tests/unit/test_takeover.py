@@ -100,3 +100,28 @@ def test_facts_text_says_what_each_host_holds():
     assert f"running (UUID {UUID}); a job runs; ledger knows it" == facts_text(
         status("h1", domain(RUNNING), job=True))
     assert "no domain; no job; ledger does not know it" == facts_text(status("h2", known=False))
+
+
+def test_an_offline_move_is_done_though_the_source_kept_no_definition_it_was_not_asked_to():
+    """A transient source leaves nothing behind whatever undefine_source says: the source's
+    definition is not demanded (judge cannot know whether it was persistent)."""
+    judgement = judge(record(live=False, undefine_source=False), status("h1"),
+                      status("h2", domain(OFF), incoming=UUID))
+    assert Step.ROLL_FORWARD == judgement.step
+
+
+def test_an_offline_move_whose_source_is_still_defined_against_the_request_needs_attention():
+    judgement = judge(record(live=False), status("h1", domain(OFF)),
+                      status("h2", domain(OFF), incoming=UUID))
+    assert (Step.NEEDS_ATTENTION, "vm1 is still defined on the source; expected it undefined") \
+        == (judgement.step, judgement.reason)
+
+
+def test_the_reasons_of_judgements_without_a_verdict():
+    assert "h1 knows the migration but h2 never prepared to receive vm1" == judge(
+        record(), status("h1", domain(RUNNING)), status("h2", known=False)).reason
+    assert "the offline move still runs on h1" == judge(
+        record(live=False), status("h1", domain(OFF), job=True), status("h2", incoming=UUID)).reason
+    two = judge(record(live=False), status("h1", domain(OFF)), status("h2", incoming=UUID))
+    assert ("vm1 is not defined on h2; vm1 is still defined on the source; expected it "
+            "undefined") == two.reason

@@ -110,3 +110,27 @@ def test_every_combination_keeps_the_invariants():
         assert not (source_runs and destination_runs and not busy
                     and verdict != Verdict.NEEDS_ATTENTION)
     assert set(Verdict) == seen
+
+
+REASONS = [
+    (src(dom(RUNNING), job_error=True), dst(None),
+     "the libvirt job on the source (h1) cannot be read: libvirt connection lost"),
+    (src(dom(RUNNING)), dst(dom(PAUSED), job_error=True),
+     "the libvirt job on the destination (h2) cannot be read: libvirt connection lost"),
+    (src(dom(RUNNING)), dst(dom(PAUSED), job=True),
+     "a libvirt job of vm1 still runs on the destination (h2)"),
+    (src(dom(RUNNING)), dst(dom(PAUSED, OTHER)),
+     f"vm1 on the destination (h2) is another domain (UUID {OTHER}, not {UUID})"),
+    (src(dom(RUNNING)), dst(dom(RUNNING)), "vm1 runs on both h1 and h2"),
+    (src(None), dst(dom(RUNNING)), "vm1 runs on h2 only: the move happened"),
+    (src(dom(PAUSED)), dst(dom(PAUSED)), "vm1 runs on neither h1 nor h2"),
+    (src(dom(RUNNING)), dst(dom(PAUSED), incoming=OTHER),
+     "h2 holds vm1 but did not prepare to receive it"),
+    (src(dom(RUNNING)), dst(None), "vm1 runs on h1; h2 holds at most the copy it prepared"),
+]
+
+
+@pytest.mark.parametrize(("source", "destination", "reason"), REASONS)
+def test_each_decision_says_why_in_words_an_operator_reads(source, destination, reason):
+    """The reason goes into the record's error (baton jobs) and the logs."""
+    assert reason == decide(UUID, source, destination).reason
