@@ -12,12 +12,12 @@ import nats
 import pytest
 
 from baton.agent.ledger import Entry
+from baton.coordinator import takeover
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
 from baton.coordinator.storage_takeover import StorageTakeover
 from baton.coordinator.store import MemoryStore
-from baton.coordinator import takeover
 from baton.coordinator.takeover import Takeover
 from baton.schemas.agent import DomainState
 from baton.schemas.base import utc_now
