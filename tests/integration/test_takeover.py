@@ -315,14 +315,17 @@ async def test_a_disk_move_whose_agent_answers_only_later_is_waited_for(nats_ser
     mesh.add("h1")
     copied(mesh, on_copy=True)
 
+    settled_event = asyncio.Event()
+
     async def serve_later() -> None:
         await asyncio.sleep(0.3)
         async with mesh.serving(nats_server.url):
-            await asyncio.sleep(2)
+            await settled_event.wait()
 
     serving = asyncio.ensure_future(serve_later())
     settled = await settle(nats_server, left_moving())
-    serving.cancel()
+    settled_event.set()
+    await serving  # the agent's connections close before the test ends
     assert Phase.SUCCEEDED == settled.phase
 
 
