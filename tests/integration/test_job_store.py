@@ -17,7 +17,7 @@ import pytest
 from baton.coordinator.core import Coordinator
 from baton.coordinator.main import EXIT_NO_STORE, CoordinatorConfig, main, run_coordinator
 from baton.coordinator.store import KvStore
-from baton.mesh import client
+from baton.mesh import client, logsetup
 from baton.schemas.base import utc_now
 from baton.schemas.codec import decode_any, encode
 from baton.schemas.errors import BatonError, ErrorCode
@@ -146,7 +146,10 @@ async def test_each_phase_is_stored_before_its_event_and_a_restart_lists_the_rec
 
 
 def test_a_coordinator_asked_for_jetstream_on_a_server_without_it_exits_3_and_says_why(
-        nats_server, capsys):
+        nats_server, capsys, monkeypatch):
+    # main() configures structlog for the whole process (loggers cached at "critical" would
+    # hide later tests' log lines): keep the suite's configuration.
+    monkeypatch.setattr(logsetup, "configure", lambda *args, **kwargs: None)
     code = main(["--nats", nats_server.url, "--store", "jetstream", "--log-level", "critical"])
     assert (EXIT_NO_STORE, True) == (code, "run nats-server with JetStream (-js)"
                                      in capsys.readouterr().err)

@@ -15,7 +15,7 @@ from baton.coordinator import lease as leasing
 from baton.coordinator.core import Coordinator
 from baton.coordinator.lease import Lease
 from baton.coordinator.main import EXIT_LEASE_LOST, CoordinatorConfig, main, run_coordinator
-from baton.mesh import client
+from baton.mesh import client, logsetup
 from baton.schemas.subjects import Subjects
 from tests.support.natsserver import NatsServer
 from tests.support.secured import start_secured_nats
@@ -144,6 +144,9 @@ def test_a_leader_whose_lease_is_taken_stops_with_exit_code_4(js_server, monkeyp
 
     thread = threading.Thread(target=asyncio.run, args=(usurp(),))
     thread.start()
+    # main() configures structlog for the whole process (loggers cached at "critical" would
+    # hide later tests' log lines): keep the suite's configuration.
+    monkeypatch.setattr(logsetup, "configure", lambda *args, **kwargs: None)
     code = main(["--nats", js_server.url, "--store", "jetstream", "--grace", "0",
                  "--log-level", "critical"])
     thread.join()
