@@ -80,7 +80,6 @@ class StorageTakeover(Settler[StorageMoveRecord]):
             await self.tracker.transition(Phase.SUCCEEDED,
                                           f"settled after a coordinator restart: {reason}")
         elif judgement.step is Step.ROLL_BACK:
-            notes = ""
             try:
                 ack = await self._agents.storage_abort(record.host, AgentStorageAbortRequest(
                     migration_id=record.migration_id, vm=record.vm, disks=record.disks))

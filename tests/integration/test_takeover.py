@@ -134,8 +134,36 @@ async def test_a_migration_that_landed_keeps_the_source_disk_when_asked(nats_ser
     landed(mesh)
     record = msgspec.structs.replace(left_running(), request=MigrateRequest(
         vm="vm1", destination="h2", undefine_source=False))
-    assert Phase.SUCCEEDED == (await settle(nats_server, record)).phase
+    reasons: list[tuple[Phase, str]] = []
+    assert Phase.SUCCEEDED == (await settle(nats_server, record, reasons)).phase
     assert mesh.storage.exists("h1", DISK)
+    assert (Phase.SUCCEEDED, f"settled after a coordinator restart: {LANDED}") == reasons[-1]
+
+
+async def test_a_landed_migration_whose_source_keeps_two_disks_names_both(nats_server, mesh):
+    landed(mesh)
+    other = f"{IMAGES}/vm1-data.qcow2"
+    mesh.storage.add("h1", other)
+    mesh.agents["h1"].ledger["m1"] = Entry(migration_id="m1", vm="vm1", sent_paths=[DISK, other])
+    reasons: list[tuple[Phase, str]] = []
+    await settle(nats_server, left_running(), reasons)
+    assert reasons[-1][1].startswith(f"settled after a coordinator restart: {LANDED}; h1 kept "
+                                     f"{DISK}, {other}: ")
+
+
+async def test_a_migration_whose_libvirt_job_still_runs_is_waited_for(nats_server, mesh):
+    landed(mesh)
+    h1 = mesh.agents["h1"]
+    h1.migrations["m1"] = Job(vm="vm1")  # the source still migrates
+
+    async def finish() -> None:
+        await asyncio.sleep(0.3)
+        del h1.migrations["m1"]
+
+    finishing = asyncio.ensure_future(finish())
+    settled = await settle(nats_server, left_running())
+    await finishing
+    assert Phase.SUCCEEDED == settled.phase
 
 
 async def test_a_landed_migration_left_in_preparing_passes_through_migrating(nats_server, mesh):
@@ -327,6 +355,18 @@ async def test_a_disk_move_whose_agent_answers_only_later_is_waited_for(nats_ser
     settled_event.set()
     await serving  # the agent's connections close before the test ends
     assert Phase.SUCCEEDED == settled.phase
+
+
+async def test_a_disk_move_whose_clean_up_is_refused_says_so(nats_server, mesh):
+    copied(mesh, on_copy=False)
+    mesh.agents["h1"].ledger["m1"] = Entry(migration_id="m1", vm="vm1",
+                                           created_paths=[f"{FAST}/another.qcow2"])
+    settled = await settle(nats_server, left_moving())
+    assert settled.error is not None
+    assert settled.error.message.startswith(
+        "the coordinator stopped during the disk move; vm1 still uses the old files of vda; "
+        "rolled back: clean-up on h1 failed: ")
+    assert mesh.storage.exists("h1", COPY)  # not this agent's copy by its ledger: kept
 
 
 async def test_a_disk_move_never_started_fails_and_touches_nothing(nats_server, mesh):

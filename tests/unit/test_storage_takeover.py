@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from baton.coordinator.storage_takeover import judge_move
@@ -70,3 +71,12 @@ def test_the_reasons_of_waiting_untouched_and_nothing_moved():
     elsewhere = status({"vda": "/other/x.qcow2", "vdb": OLD["vdb"]})
     assert "vm1 uses the copies of no disk but not of the other disks of the move" == \
         judge_move(record(), elsewhere).reason
+
+
+def test_a_mixed_move_names_every_disk_on_its_copy():
+    three = msgspec.structs.replace(record(), disks=[*record().disks, DiskMove(
+        target="vdc", source_path="/slow/vm1-vdc.qcow2", destination_path="/fast/vm1-vdc.qcow2",
+        format="qcow2")])
+    facts = status({**NEW, "vdc": "/slow/vm1-vdc.qcow2"})
+    assert "vm1 uses the copies of vda, vdb but not of the other disks of the move" == \
+        judge_move(three, facts).reason
