@@ -13,15 +13,23 @@ from baton.coordinator.storage_checks import (
     check_disk,
     check_pool,
     failure_summary,
+    gather,
     in_pool,
     locate,
     pick_host,
     report,
 )
-from baton.schemas.agent import DomainInfo, DomainState, StoragePool
+from baton.schemas.agent import (
+    DiskInfo,
+    DomainInfo,
+    DomainState,
+    PathProbe,
+    StoragePool,
+    StorageProbeReply,
+)
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import CheckStatus
-from baton.schemas.storage import StorageCheckName
+from baton.schemas.storage import StorageCheckName, StorageMoveRequest
 from tests.integration.fake_agents import FAST, GIB, IMAGES, domain
 from tests.unit.test_storage_checks import disk, facts, with_disks
 
@@ -173,3 +181,63 @@ class Agents:
 
 async def test_locate_finds_the_vm_though_another_host_cannot_answer():
     assert "h3" == await locate(Agents(), "vm1")  # type: ignore[arg-type]
+
+
+# --- the last survivors of the mutation run (tests/README.md) ----------------------------------
+
+
+def test_a_pool_directory_ending_in_x_is_still_that_directory():
+    """rstrip('/') strips slashes only: a directory whose name ends in another character the
+    mutation might strip is still matched exactly."""
+    pool = StoragePool(name="px", type="dir", target_path="/srv/poolX", active=True)
+    assert in_pool(disk(directory="/srv/poolX"), pool)
+    assert not in_pool(disk(directory="/srv/pool"), pool)
+    root = StoragePool(name="root", type="dir", target_path="/", active=True)
+    assert in_pool(DiskInfo(target="vda", device="disk", source_path="/vm1.qcow2"), root)
+
+
+def test_the_plan_carries_each_disks_sizes_and_a_sourceless_disk_plainly():
+    f = with_disks(facts(), disk(capacity_bytes=10 * GIB, allocation_bytes=3 * GIB),
+                   disk("vdb", source_type="network", source_path=None, format=None))
+    vda, vdb = report(f).disks
+    assert (10 * GIB, 3 * GIB) == (vda.capacity_bytes, vda.allocation_bytes)
+    assert ("", f"{FAST}/", "") == (vdb.source_path, vdb.destination_path, vdb.format)
+
+
+def test_a_named_disk_already_in_the_pool_and_a_pool_without_a_directory_say_what_to_do():
+    f = with_disks(facts(disk="vda"), disk(directory=FAST))
+    assert (FAIL, f"vda is already in pool fast ({FAST}/vda.qcow2): choose another pool") == \
+        reason(check_pool(f))
+    rbd = facts(destination_pool="ceph")
+    rbd = replace(rbd, caps=msgspec.structs.replace(rbd.caps, pools=[StoragePool(
+        name="ceph", type="rbd", target_path=None, active=True, available_bytes=100 * GIB)]))
+    assert "pool ceph (rbd) has no directory; Baton copies into directory-backed pools only" \
+        in check_pool(rbd).reason
+
+
+class Probing(Agents):
+    """The host's agent for gather: vm1, its pools, and a probe whose pool directory is gone."""
+
+    def __init__(self, pool_exists: bool) -> None:
+        self.pool_exists = pool_exists
+
+    async def domain(self, host: str, vm: str) -> DomainInfo:
+        return domain(vm)
+
+    async def caps(self, host: str):
+        return facts().caps
+
+    async def all_domains(self, host: str) -> list[DomainInfo]:
+        return [domain("vm1")]
+
+    async def storage_probe(self, host: str, request):
+        return StorageProbeReply(host_id=host, paths=[
+            PathProbe(path=p, exists=self.pool_exists if i == 0 else False, fs_free_bytes=GIB)
+            for i, p in enumerate(request.paths)])
+
+
+@pytest.mark.parametrize(("pool_exists", "free"), [(True, GIB), (False, None)])
+async def test_free_space_counts_only_when_the_pool_directory_exists(pool_exists, free):
+    got = await gather(Probing(pool_exists), StorageMoveRequest(vm="vm1", destination_pool="fast"),
+                       "h1")  # type: ignore[arg-type]
+    assert free == got.free_bytes
