@@ -193,7 +193,8 @@ def test_a_pool_directory_ending_in_x_is_still_that_directory():
     assert in_pool(disk(directory="/srv/poolX"), pool)
     assert not in_pool(disk(directory="/srv/pool"), pool)
     root = StoragePool(name="root", type="dir", target_path="/", active=True)
-    assert in_pool(DiskInfo(target="vda", device="disk", source_path="/vm1.qcow2"), root)
+    assert in_pool(DiskInfo(target="vda", device="disk", source_type="file",
+                            source_path="/vm1.qcow2"), root)
 
 
 def test_the_plan_carries_each_disks_sizes_and_a_sourceless_disk_plainly():
