@@ -711,6 +711,37 @@ async def test_a_restarted_source_keeps_sent_disks_without_proof(tmp_path, here,
     assert ([], [str(disk)], True) == (reply.deleted_paths, reply.kept_paths, disk.exists())
 
 
+async def test_a_restarted_source_asks_no_peer_without_knowing_where_the_vm_went(tmp_path):
+    """Ledger entries written before sent_to/sent_uuid existed, or a start without
+    destination_host: no proof can be had, so nothing is asked and the disk stays."""
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"])  # no destination_host
+        await a.outcome(HYPERVISOR)
+    hv.vms = {}
+    fetch = peer(domain("vm1"))
+    restarted = Ledger(a.ledger.directory)
+    restarted.open()
+    async with agent(hv, ledger=restarted, peer_domains=fetch) as b:
+        reply = await b.manager.cleanup(cleanup(disk))
+    assert ([], True, []) == (reply.deleted_paths, disk.exists(), fetch.asked)  # type: ignore[attr-defined]
+
+
+async def test_a_restarted_source_without_a_way_to_ask_peers_keeps_the_sent_disks(tmp_path):
+    [disk] = files(tmp_path, "vm1.qcow2")
+    hv = host(domain("vm1", (str(disk),)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"], destination_host="h2")
+        await a.outcome(HYPERVISOR)
+    hv.vms = {}
+    restarted = Ledger(a.ledger.directory)
+    restarted.open()
+    async with agent(hv, ledger=restarted) as b:  # no peer_domains
+        reply = await b.manager.cleanup(cleanup(disk))
+    assert ([], [str(disk)], True) == (reply.deleted_paths, reply.kept_paths, disk.exists())
+
+
 async def test_the_source_keeps_the_disks_of_a_migration_that_failed(tmp_path):
     [disk] = files(tmp_path, "vm1.qcow2")
     hv = host(domain("vm1", (str(disk),)))
