@@ -37,6 +37,8 @@ from baton.schemas.migration import (
     MigrateAccepted,
     MigrateRequest,
     MigrationRecord,
+    MigrationStatus,
+    MigrationStatusRequest,
     Phase,
     PrepareReply,
     PrepareRequest,
@@ -66,6 +68,7 @@ from tests.integration.fake_agents import (
     LIBVIRT_FAILURE,
     SHARED,
     FakeAgent,
+    Job,
     Mesh,
     Script,
     domain,
@@ -95,6 +98,7 @@ class Agent(FakeAgent):
         self.cleanup_silent = False
         self.ignore_abort = False
         self.prepare_error: BatonError | None = None
+        self.status_error: BatonError | None = None  # migration.status answers this
         self._scenarios: asyncio.TaskGroup | None = None
 
     async def serve(self, url: str, tasks: asyncio.TaskGroup) -> None:
@@ -129,6 +133,11 @@ class Agent(FakeAgent):
             return Ack(detail="abort requested")  # ... and libvirt never ends the job
         return await super().abort(request)
 
+    async def migration_status(self, request: MigrationStatusRequest) -> MigrationStatus:
+        if self.status_error is not None:
+            raise self.status_error
+        return await super().migration_status(request)
+
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
         if self.cleanup_silent:
             await asyncio.Event().wait()
@@ -154,7 +163,8 @@ class Agent(FakeAgent):
         scenarios = {"resume_then_fail": self._resume_then_fail,
                      "fail_then_hide": self._fail_then_hide,
                      "resume_paused": self._resume_paused,
-                     "land_then_die": self._land_then_die}
+                     "land_then_die": self._land_then_die,
+                     "land_late_then_die": self._land_late_then_die}
         error = await scenarios[self.plan](request)
         await self._emit(request.migration_id, MigrationEvent.SOURCE_FINISHED, SourceFinished(
             migration_id=request.migration_id, host_id=self.host, at=utc_now(), error=error,
@@ -190,6 +200,14 @@ class Agent(FakeAgent):
             del self.domains[request.vm]
         await destination.lifecycle(request.vm, LifecycleKind.RESUMED, "migrated")
         await asyncio.Event().wait()
+
+    async def _land_late_then_die(self, request: StartRequest) -> None:
+        """libvirt's job runs on for a while after this agent fell silent, then the guest lands
+        on the destination; no outcome is ever reported."""
+        self.migrations[request.migration_id] = Job(vm=request.vm)
+        await asyncio.sleep(1.5)
+        del self.migrations[request.migration_id]
+        await self._land_then_die(request)
 
     async def _resume_paused(self, request: StartRequest) -> None:
         """libvirt's call returns success, but the destination holds the guest paused."""
@@ -473,6 +491,7 @@ async def test_a_source_that_dies_after_the_guest_landed_is_finished_from_the_fa
     assert (Phase.SUCCEEDED, None) == (record.phase, record.error)
     assert [[DISK]] == [c.delete_paths for c in cleanups(mesh, "h1")]  # the copied source disk
     assert ([], DomainState.RUNNING) == (cleanups(mesh, "h2"), mesh["h2"].domains["vm1"].state)
+    assert [] == mesh["h1"].asked(A.MIGRATION_ABORT)  # libvirt said the job had ended
 
 
 async def test_a_source_that_dies_while_both_hosts_run_the_guest_touches_nothing(
@@ -484,6 +503,7 @@ async def test_a_source_that_dies_while_both_hosts_run_the_guest_touches_nothing
     assert (Phase.FAILED, ErrorCode.TIMEOUT) == (record.phase, record.error.code)
     assert record.error.message.endswith("; vm1 runs on both h1 and h2")
     assert ([], []) == (cleanups(mesh, "h1"), cleanups(mesh, "h2"))
+    assert [] == mesh["h1"].asked(A.MIGRATION_ABORT)  # no job runs: nothing to abort
 
 
 async def test_a_source_that_dies_while_libvirt_still_migrates_is_waited_for_then_reported(
@@ -498,6 +518,36 @@ async def test_a_source_that_dies_while_libvirt_still_migrates_is_waited_for_the
     assert (Phase.FAILED, ErrorCode.TIMEOUT) == (record.phase, record.error.code)
     assert record.error.message.endswith("; a libvirt job of vm1 still runs on the source (h1)")
     assert [] == cleanups(mesh, "h2")
+    assert 1 == len(mesh["h1"].asked(A.MIGRATION_ABORT))  # the job runs: it is asked to stop
+    assert record.error.details["rollback"] == (
+        "not rolled back (wait): a libvirt job of vm1 still runs on the source (h1); check both "
+        "hosts")
+
+
+async def test_a_source_that_dies_before_the_guest_lands_is_waited_for_and_finished(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 0.5)
+    mesh["h1"].plan, mesh["h1"].source_after = "land_late_then_die", None
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, None) == (record.phase, record.error)
+    [completing] = [e for e in watcher.phases
+                    if e.migration_id == accepted.migration_id and e.phase == Phase.COMPLETING]
+    assert completing.reason in ("guest resumed on the destination",
+                                 "the source agent fell silent; vm1 runs on h2 only: the move "
+                                 "happened")
+
+
+async def test_a_silent_source_whose_facts_cannot_be_read_fails_saying_so(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 0.5)
+    monkeypatch.setattr(timeouts, "ABORT_SETTLE", 0.3)
+    mesh["h1"].plan, mesh["h1"].source_after = "land_then_die", None
+    mesh["h2"].status_error = BatonError(ErrorCode.UNAVAILABLE, "libvirt connection lost")
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.TIMEOUT) == (record.phase, record.error.code)
+    assert record.error.message.endswith("; its facts cannot be read (libvirt connection lost)")
 
 
 # --- the coordinator stopping (its job tasks cancelled) --------------------------------------
