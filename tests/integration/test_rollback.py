@@ -32,6 +32,8 @@ from baton.schemas.migration import (
     AbortRequest,
     Ack,
     AgentAbortRequest,
+    CheckName,
+    CheckStatus,
     CleanupReply,
     CleanupRequest,
     MigrateAccepted,
@@ -477,6 +479,14 @@ async def test_an_abort_the_source_never_confirms_does_not_clean_the_destination
     assert [] == cleanups(mesh, "h2")
     assert record.error.details["rollback"].startswith("not rolled back (wait): a libvirt job of "
                                                        "vm1 still runs on the source (h1)")
+
+
+async def test_a_migration_without_tls_records_the_warning_the_operator_asked_for(
+        coordinator, mesh, watcher, nats_client):
+    accepted = await migrate(nats_client, tls=False)
+    record = await watcher.final(accepted.migration_id)
+    [encryption] = [c for c in record.checks if c.name == CheckName.ENCRYPTION]
+    assert (Phase.SUCCEEDED, CheckStatus.WARN) == (record.phase, encryption.status)
 
 
 # --- a source agent that dies during the migration (its outcome never comes) ----------------
