@@ -204,13 +204,13 @@ async def test_an_abort_is_acted_on_at_once_not_at_the_next_tick(monkeypatch):
 
 
 async def test_the_silence_is_counted_from_when_the_agent_accepted_the_job(quick):
-    quick(silence=0.1)
+    quick(silence=0.3)
 
     class SlowStart(Agent):
         async def _start_agent_job(self) -> str:
-            await asyncio.sleep(0.15)  # longer than the silence limit: the agent was busy
+            await asyncio.sleep(0.4)  # longer than the silence limit: the agent was busy
             return await super()._start_agent_job()
-    job = SlowStart(outcome_after=0.03)
+    job = SlowStart(outcome_after=0.05)
     await run(job)
     assert Phase.SUCCEEDED == job.record.phase
 
