@@ -26,7 +26,7 @@ from baton.coordinator import preflight
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
 from baton.coordinator.progress import ProgressPump
-from baton.coordinator.verdict import Verdict, decide
+from baton.coordinator.verdict import Decision, Verdict, decide
 from baton.schemas import timeouts
 from baton.schemas.agent import DomainInfo
 from baton.schemas.base import utc_now
@@ -103,14 +103,10 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
                 or self.tracker.phase not in (Phase.MIGRATING, Phase.COMPLETING) \
                 or not self.record.request.live or self._source_before is None:
             raise silence
-        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
         deadline = time.monotonic() + timeouts.FACTS_SETTLE
         while True:
             try:
-                decision = decide(self._source_before.uuid,
-                                  await self._agents.migration_status(self.record.source, asked),
-                                  await self._agents.migration_status(self.record.destination,
-                                                                      asked))
+                decision = await self._decide_from_facts(self._source_before.uuid)
             except BatonError as exc:
                 raise BatonError(silence.code, f"{silence.message}; its facts cannot be read "
                                  f"({exc.message})") from None
@@ -137,14 +133,17 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
                 return
             await self._wait_for_wake()
 
+    async def _decide_from_facts(self, uuid: str) -> Decision:
+        """verdict.decide on both agents' migration.status, read now (raises if unreadable)."""
+        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
+        return decide(uuid, await self._agents.migration_status(self.record.source, asked),
+                      await self._agents.migration_status(self.record.destination, asked))
+
     async def _no_job_left(self) -> bool:
         if self._source_before is None:
             return False
-        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
         try:
-            decision = decide(self._source_before.uuid,
-                              await self._agents.migration_status(self.record.source, asked),
-                              await self._agents.migration_status(self.record.destination, asked))
+            decision = await self._decide_from_facts(self._source_before.uuid)
         except BatonError:
             return False
         return decision.verdict is not Verdict.WAIT
@@ -276,14 +275,10 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         """Both hosts' libvirt facts must say "roll back" (coordinator/verdict.py); while a job
         still runs on either, ask again until ABORT_SETTLE passes. Empty when they do."""
         assert self._source_before is not None  # source_intact() held
-        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
         deadline = time.monotonic() + timeouts.ABORT_SETTLE
         while True:
             try:
-                decision = decide(self._source_before.uuid,
-                                  await self._agents.migration_status(self.record.source, asked),
-                                  await self._agents.migration_status(self.record.destination,
-                                                                      asked))
+                decision = await self._decide_from_facts(self._source_before.uuid)
             except BatonError as exc:
                 log.error("rollback_skipped", why="facts unreadable", error=str(exc))
                 return (f"not rolled back: cannot read the migration's facts ({exc.message}); "
