@@ -112,17 +112,24 @@ def _domain_info(conn: libvirt.virConnect, dom: Any, include_cpu_xml: bool) -> D
         state=libvirt_values.domain_state(state),
         state_reason=reason, active=active, persistent=bool(dom.isPersistent()),
         memory_kib=mem_kib, max_memory_kib=max_kib, vcpus=vcpus, virt_type=facts.virt_type,
-        disks=[_sized_disk(conn, dom, disk, active and not _incoming(state, reason))
+        disks=[_sized_disk(conn, dom, disk, active and not _job_holds(dom))
                for disk in facts.disks],
         interfaces=facts.interfaces, cpu_xml=facts.cpu_xml if include_cpu_xml else None,
         migration_blockers=facts.migration_blockers,
     )
 
 
-def _incoming(state: int, reason: int) -> bool:
-    """The destination's domain of a running migration: libvirt holds its job until the end,
-    and blockInfo would wait for it (found in the lab: a status read hung for the whole copy)."""
-    return (state, reason) == (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+def _job_holds(dom: Any) -> bool:
+    """Whether a job holds the domain's control interface (libvirt's own answer, read without
+    taking the job). blockInfo has to take a query job, and the job of a domain that is starting
+    or receiving a migration admits none: blockInfo would wait for the job's end, so a status read
+    hung for the whole copy. Found in the lab twice: first while the destination was paused for
+    the migration, then in the moment before that, while its QEMU was still starting."""
+    try:
+        state, _details, _since_ms = dom.controlInfo()
+    except libvirt.libvirtError:
+        return True  # cannot tell: the pool's figures are safe, a wait is not
+    return bool(state != libvirt.VIR_DOMAIN_CONTROL_OK)
 
 
 def _sized_disk(conn: libvirt.virConnect, dom: Any, disk: DiskInfo, active: bool) -> DiskInfo:
