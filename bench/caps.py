@@ -96,7 +96,7 @@ def run(nats_url: str, quick: bool) -> Record:
             samples, info = _measured(secured.url, rounds, block,
                                       Keys(secured.keys, secured.ca))
         finally:
-            secured.server.stop()
+            secured.stop()
     plain, _ = _measured(nats_url, rounds, block, None)
     p50 = percentile(samples["baton"], 50) / percentile(samples["raw"], 50)
     p99 = percentile(samples["baton"], 99) / percentile(samples["raw"], 99)

@@ -21,11 +21,18 @@ import socket
 import time
 import uuid
 
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
+
+from baton.coordinator.buckets import open_bucket
 
 log = structlog.get_logger(__name__)
 KEY = "leader"
@@ -44,14 +51,10 @@ class Lease:
 
     @classmethod
     async def open(cls, nc: Client, bucket: str, holder: str | None = None,
-                   ttl_s: float = TTL_S) -> Lease:
-        js = nc.jetstream()
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(KeyValueConfig(
-                bucket=bucket, history=1, ttl=ttl_s,
-                description="which Baton coordinator leads (a lease renewed every few seconds)"))
+                   ttl_s: float = TTL_S, replicas: int = 1) -> Lease:
+        kv = await open_bucket(nc, KeyValueConfig(
+            bucket=bucket, history=1, ttl=ttl_s, replicas=replicas,
+            description="which Baton coordinator leads (a lease renewed every few seconds)"))
         return cls(kv, holder)
 
     async def try_acquire(self) -> bool:
@@ -73,12 +76,21 @@ class Lease:
     async def acquire(self) -> None:
         """Wait until this coordinator holds the lease."""
         waiting_logged = False
-        while not await self.try_acquire():
+        while not await self._try_acquire_quietly():
             if not waiting_logged:
                 log.info("coordinator_standby", leader=await self.leader(), holder=self.holder)
                 waiting_logged = True
             await asyncio.sleep(RETRY_S)
         log.info("coordinator_leads", holder=self.holder)
+
+    async def _try_acquire_quietly(self) -> bool:
+        """try_acquire, with a JetStream briefly unanswering (a cluster electing a stream leader
+        after a node died) counted as "not yet", not as a reason for the standby to die."""
+        try:
+            return await self.try_acquire()
+        except (NoStreamResponseError, ServiceUnavailableError, nats.errors.TimeoutError) as exc:
+            log.warning("lease_not_acquired", error=type(exc).__name__)
+            return False
 
     async def renew(self) -> bool:
         """Renew the lease; False when it may belong to someone else now: another holder wrote

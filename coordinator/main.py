@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class CoordinatorConfig:
     nats_creds: str | None = None
     nats_ca: str | None = None
     store: str = "memory"  # "jetstream": records in the KV bucket (the command's default)
+    kv_replicas: int = 1  # copies of each bucket in a NATS cluster (3 on a 3-node cluster)
 
     @property
     def nats(self) -> NatsAccess:
@@ -77,6 +79,11 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
                         f"{JOBS_BUCKET} (<prefix>-jobs; survives restarts; needs nats-server -js) "
                         "or this "
                         "process's memory (default: %(default)s)")
+    parser.add_argument("--kv-replicas", type=int, metavar="N",
+                        default=os.environ.get("BATON_KV_REPLICAS", "1"),
+                        help="copies JetStream keeps of the records and the lease: 3 on a "
+                        "3-node NATS cluster, so losing one node loses nothing; a bucket made "
+                        "with fewer is scaled up (env BATON_KV_REPLICAS; default: %(default)s)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
                         help="JSON log lines (default: when stderr is not a terminal)")
@@ -87,9 +94,13 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         parser.error(str(exc))
     if args.grace < 0:
         parser.error("--grace must not be negative")
+    if not 1 <= args.kv_replicas <= 5:
+        parser.error("--kv-replicas must be 1 to 5 (JetStream's limit), at most the cluster's "
+                     "node count")
     config = CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace,
                                nats_nkey=args.nats_nkey, nats_creds=args.nats_creds,
-                               nats_ca=args.nats_ca, store=args.store)
+                               nats_ca=args.nats_ca, store=args.store,
+                               kv_replicas=args.kv_replicas)
     return config, args
 
 
@@ -100,9 +111,9 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     nc = await connect_nats(config.nats, "baton-coordinator")
     lease: Lease | None = None
     try:
-        store = await open_store(nc, config.store, subjects.jobs_bucket)
+        store = await open_store(nc, config.store, subjects.jobs_bucket, config.kv_replicas)
         if config.store == "jetstream":  # records shared through NATS: one leader at a time
-            lease = await Lease.open(nc, subjects.leader_bucket)
+            lease = await Lease.open(nc, subjects.leader_bucket, replicas=config.kv_replicas)
             if not await _lead_or_stop(lease, stop):
                 return
         async with asyncio.TaskGroup() as tasks:
@@ -157,11 +168,11 @@ async def _stop_when_lost(lease: Lease, stop: asyncio.Event) -> None:
     stop.set()
 
 
-async def open_store(nc: Client, kind: str, bucket: str) -> JobStore:
+async def open_store(nc: Client, kind: str, bucket: str, replicas: int = 1) -> JobStore:
     if kind == "memory":
         return MemoryStore()
     try:
-        return await KvStore.open(nc, bucket)
+        return await KvStore.open(nc, bucket, replicas)
     except Exception as exc:
         raise StoreUnavailable(
             ErrorCode.UNAVAILABLE, f"cannot open the JetStream bucket {bucket} "

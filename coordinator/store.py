@@ -9,14 +9,23 @@ in this process only (``--store memory``: tests, or a NATS without JetStream).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.api import KeyValueConfig
+from nats.js.errors import (
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
+from baton.coordinator.buckets import open_bucket
 from baton.schemas.codec import encode
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import MigrationRecord
@@ -26,6 +35,10 @@ from baton.schemas.subjects import JOBS_BUCKET
 log = structlog.get_logger(__name__)
 JobRecord = MigrationRecord | StorageMoveRecord
 _decoder = msgspec.json.Decoder(JobRecord)
+WRITE_WAIT_S = 15.0
+WRITE_RETRY_S = 0.5
+# No stream leader yet (a cluster node died, a stream was just made): the write is not answered.
+_UNANSWERED = (NoStreamResponseError, ServiceUnavailableError, nats.errors.TimeoutError)
 
 
 class JobStore(Protocol):
@@ -54,26 +67,53 @@ class KvStore:
 
     @classmethod
     async def open(cls, nc: Client, bucket: str = JOBS_BUCKET, replicas: int = 1) -> KvStore:
-        js = nc.jetstream()
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(bucket=bucket, history=1, replicas=replicas,
-                                           description="Baton's migration and disk-move records")
+        kv = await open_bucket(nc, KeyValueConfig(
+            bucket=bucket, history=1, replicas=replicas,
+            description="Baton's migration and disk-move records"))
         return cls(kv)
 
     async def put(self, record: JobRecord) -> None:
+        """Write ``record`` on the revision this coordinator last wrote (CONFLICT if another
+        writer came between). A JetStream briefly without a stream leader (a cluster node just
+        died) is waited for up to :data:`WRITE_WAIT_S`, then ``unavailable``."""
         key, value = record.migration_id, encode(record)
-        last = self._revisions.get(key)
-        try:
-            if last is None:
-                revision = await self._kv.create(key, value)
-            else:
-                revision = await self._kv.update(key, value, last=last)
-        except KeyWrongLastSequenceError:
-            raise BatonError(ErrorCode.CONFLICT, f"the stored record of {key} was changed by "
-                             "another writer; this coordinator no longer owns it") from None
+        loop = asyncio.get_running_loop()
+        deadline, retried = loop.time() + WRITE_WAIT_S, False
+        while True:
+            try:
+                revision = await self._write(key, value)
+                break
+            except KeyWrongLastSequenceError:
+                # A write that timed out may have landed all the same: then this is it.
+                landed = await self._landed(key, value) if retried else None
+                if landed is not None:
+                    revision = landed
+                    break
+                raise BatonError(ErrorCode.CONFLICT, f"the stored record of {key} was changed by "
+                                 "another writer; this coordinator no longer owns it") from None
+            except _UNANSWERED as exc:
+                if loop.time() >= deadline:
+                    raise BatonError(ErrorCode.UNAVAILABLE, f"the record of {key} was not "
+                                     f"stored: JetStream did not answer within {WRITE_WAIT_S:g} s "
+                                     f"({type(exc).__name__})") from None
+                retried = True
+                log.warning("record_write_retried", key=key, error=type(exc).__name__)
+                await asyncio.sleep(WRITE_RETRY_S)
         self._revisions[key] = revision
+
+    async def _write(self, key: str, value: bytes) -> int:
+        last = self._revisions.get(key)
+        if last is None:
+            return await self._kv.create(key, value)
+        return await self._kv.update(key, value, last=last)
+
+    async def _landed(self, key: str, value: bytes) -> int | None:
+        """The revision of ``key`` if it holds exactly ``value`` now, else None."""
+        try:
+            entry = await self._kv.get(key)
+        except Exception:  # cannot tell: a conflict it stays
+            return None
+        return entry.revision if entry.value == value else None
 
     async def load(self) -> list[JobRecord]:
         try:

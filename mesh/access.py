@@ -3,7 +3,8 @@
 Every Baton process (agent, coordinator, CLI) takes the same four settings, as flags and as
 environment variables:
 
-- ``BATON_NATS``        the server URL (``tls://`` for TLS);
+- ``BATON_NATS``        the server URL (``tls://`` for TLS), or several, comma-separated, for a
+  NATS cluster: the client picks one and moves to another when it goes down;
 - ``BATON_NATS_NKEY``   a file holding this client's nkey seed (``baton-keys`` makes one per role);
 - ``BATON_NATS_CREDS``  a NATS credentials file (JWT + seed) instead, for decentralized auth;
 - ``BATON_NATS_CA``     the CA that signed the server's certificate (verification stays on).
@@ -51,6 +52,15 @@ class NatsAccess:
             raise BatonError(ErrorCode.BAD_REQUEST,
                              f"give either an nkey seed file ({ENV_NKEY}) or a credentials file "
                              f"({ENV_CREDS}), not both")
+
+    @property
+    def servers(self) -> list[str]:
+        """Every server URL in ``url`` (one, or a comma-separated list of a cluster's nodes)."""
+        found = [part.strip() for part in self.url.split(",") if part.strip()]
+        if not found:
+            raise BatonError(ErrorCode.BAD_REQUEST, f"no NATS server URL in {self.url!r} "
+                             f"(set --nats / {ENV_URL}, e.g. tls://10.0.0.1:4222)")
+        return found
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword arguments for ``nats.connect`` (besides the URL)."""
@@ -101,8 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The daemons' NATS flags, each defaulting to its environment variable."""
     env = os.environ.get
     parser.add_argument("--nats", default=env(ENV_URL, DEFAULT_NATS_URL), metavar="URL",
-                        help=f"NATS server URL, tls:// for TLS (env {ENV_URL}; "
-                        "default: %(default)s)")
+                        help=f"NATS server URL, tls:// for TLS; comma-separated URLs for a "
+                        f"cluster's nodes (env {ENV_URL}; default: %(default)s)")
     parser.add_argument("--nats-nkey", default=env(ENV_NKEY), metavar="FILE",
                         help=f"nkey seed file this daemon's role signs in with (env {ENV_NKEY})")
     parser.add_argument("--nats-creds", default=env(ENV_CREDS), metavar="FILE",

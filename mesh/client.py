@@ -71,7 +71,9 @@ class NoReply(BatonError):
 
 async def connect(access: NatsAccess | str, *, name: str = "baton",
                   timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
-    """Connect once (two quick tries, no reconnect loop); ``unavailable`` names the cause.
+    """Connect (two quick tries per server URL); ``unavailable`` names the cause. A dropped
+    connection is tried again once on each server, then closed: a CLI follows a migration across
+    the loss of one cluster node, and never hangs on a dead NATS.
 
     A refused key or a failed TLS handshake is ``forbidden`` / ``unavailable`` with the server's
     words. Requests on this connection that the server denies fail at once with ``forbidden``
@@ -90,18 +92,23 @@ async def connect(access: NatsAccess | str, *, name: str = "baton",
 
     nc = Client()
     try:
-        async with asyncio.timeout(timeout_s * 2 + 1):  # two tries, each bounded by connect_timeout
+        servers = access.servers
+        # Two tries per server, each bounded by connect_timeout. allow_reconnect is what makes
+        # nats-py move on to a cluster's next node when the one it picked is down (without it,
+        # the first failure ends the connect); it gives up once every server had its tries.
+        async with asyncio.timeout(timeout_s * 2 * len(servers) + 1):
             # nats-py annotates both durations as int but waits on them as float seconds.
             await nc.connect(
-                access.url, name=name, connect_timeout=timeout_s,  # type: ignore[arg-type]
-                allow_reconnect=False, max_reconnect_attempts=1,
+                servers, name=name, connect_timeout=timeout_s,  # type: ignore[arg-type]
+                allow_reconnect=True, max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,  # type: ignore[arg-type]
                 error_cb=remember, **options,
             )  # fmt: skip
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         cause = causes[-1] if causes else exc
         await close_quietly(nc)  # a refused TLS session would otherwise leak its transport
-        if "authorization violation" in _describe(cause).lower():
+        # A refusal is what matters, even when the tries after it only saw a broken pipe.
+        if any("authorization violation" in _describe(c).lower() for c in [*causes, exc]):
             raise BatonError(ErrorCode.FORBIDDEN,
                              f"NATS at {access.url} refused this client: authorization violation "
                              "(set --nats-nkey / BATON_NATS_NKEY to a key the server knows)") from None

@@ -36,7 +36,7 @@ async def connect_nats(access: NatsAccess, name: str) -> nats.NATS:
     while True:
         nc = nats.NATS()
         try:
-            await nc.connect(access.url, name=name, max_reconnect_attempts=-1,
+            await nc.connect(access.servers, name=name, max_reconnect_attempts=-1,
                              reconnect_time_wait=1, connect_timeout=2, error_cb=on_error,
                              **options)
             return nc

@@ -68,9 +68,10 @@ def _discovery_served(service: str) -> list[str]:
 def _kv_bucket(bucket: str) -> list[str]:
     """The JetStream API calls (and the KV subjects) the coordinator makes on one of its own
     buckets (the records, the leadership lease) only: bind or create it, put, get, and list keys
-    (an ordered consumer)."""
+    (an ordered consumer), and scale its replicas up."""
     stream = f"KV_{bucket}"
     return ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}",
+            f"$JS.API.STREAM.UPDATE.{stream}",
             f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
             f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>",
             f"$JS.API.CONSUMER.INFO.{stream}.>", f"$JS.API.CONSUMER.DELETE.{stream}.>",

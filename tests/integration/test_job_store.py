@@ -66,7 +66,7 @@ async def test_the_coordinator_role_keeps_records_in_its_bucket_with_compare_and
         for nc in (first, second):
             await nc.drain()
     finally:
-        secured.server.stop()
+        secured.stop()
     assert (ErrorCode.CONFLICT, ErrorCode.CONFLICT) == (stale.value.code, overtaken.value.code)
     assert [("m1", Phase.CHECKING)] == [(r.migration_id, r.phase) for r in loaded]
 
@@ -83,7 +83,7 @@ async def test_an_operator_cannot_touch_the_bucket(tmp_path):
                 phase=Phase.FAILED)), MigrationRecord, 2)
         await operator.drain()
     finally:
-        secured.server.stop()
+        secured.stop()
     assert ErrorCode.FORBIDDEN == caught.value.code
 
 

@@ -44,7 +44,7 @@ async def test_one_coordinator_holds_the_lease_and_the_next_gets_it_once_release
         await first_nc.drain()
         await second_nc.drain()
     finally:
-        secured.server.stop()
+        secured.stop()
     assert ([True, False, True], "first") == (took, leader)
 
 

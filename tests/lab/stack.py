@@ -157,4 +157,4 @@ class BatonStack:
         for proc in self.agents.values():
             _stop(proc)
         if self.nats is not None:
-            self.nats.server.stop()
+            self.nats.stop()

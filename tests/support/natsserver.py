@@ -98,6 +98,16 @@ class NatsServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
+    def kill(self) -> None:
+        """SIGKILL (a crash: the server says goodbye to nobody); ``stop()`` still cleans up."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def __enter__(self) -> NatsServer:
         return self.start()
 
