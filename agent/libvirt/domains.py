@@ -107,29 +107,38 @@ def _domain_info(conn: libvirt.virConnect, dom: Any, include_cpu_xml: bool) -> D
     flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE if include_cpu_xml else 0
     facts = xmlparse.domain_facts(dom.XMLDesc(flags))
     active = bool(dom.isActive())
+    live_sizes = active and not _blockinfo_may_wait(dom, state, reason)
     return DomainInfo(
         name=dom.name(), uuid=dom.UUIDString(),
         state=libvirt_values.domain_state(state),
         state_reason=reason, active=active, persistent=bool(dom.isPersistent()),
         memory_kib=mem_kib, max_memory_kib=max_kib, vcpus=vcpus, virt_type=facts.virt_type,
-        disks=[_sized_disk(conn, dom, disk, active and not _job_holds(dom))
-               for disk in facts.disks],
+        disks=[_sized_disk(conn, dom, disk, live_sizes) for disk in facts.disks],
         interfaces=facts.interfaces, cpu_xml=facts.cpu_xml if include_cpu_xml else None,
         migration_blockers=facts.migration_blockers,
     )
 
 
-def _job_holds(dom: Any) -> bool:
-    """Whether a job holds the domain's control interface (libvirt's own answer, read without
-    taking the job). blockInfo has to take a query job, and the job of a domain that is starting
-    or receiving a migration admits none: blockInfo would wait for the job's end, so a status read
-    hung for the whole copy. Found in the lab twice: first while the destination was paused for
-    the migration, then in the moment before that, while its QEMU was still starting."""
+# A domain paused in these states is being started or receiving a migration: its job admits no
+# query, and blockInfo would wait for the job's end (found in the lab: a status read hung for
+# the whole copy, the destination paused with reason "migration" — libvirt's controlInfo says
+# "ok" there all the same — or, in the moment before, "starting up").
+_JOB_PAUSES = frozenset({libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
+                         libvirt.VIR_DOMAIN_PAUSED_POSTCOPY,
+                         libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED})
+
+
+def _blockinfo_may_wait(dom: Any, state: int, reason: int) -> bool:
+    """Whether a job may hold the domain so that blockInfo (which takes a query job) would wait:
+    paused by a start or an incoming migration, or a job holding its control interface
+    (controlInfo, read without taking the job)."""
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason in _JOB_PAUSES:
+        return True
     try:
-        state, _details, _since_ms = dom.controlInfo()
+        control, _details, _since_ms = dom.controlInfo()
     except libvirt.libvirtError:
         return True  # cannot tell: the pool's figures are safe, a wait is not
-    return bool(state != libvirt.VIR_DOMAIN_CONTROL_OK)
+    return bool(control != libvirt.VIR_DOMAIN_CONTROL_OK)
 
 
 def _sized_disk(conn: libvirt.virConnect, dom: Any, disk: DiskInfo, active: bool) -> DiskInfo:
