@@ -2,9 +2,10 @@
 
 A bucket is bound if it exists, created with the asked replicas if not. On a cluster, a bucket made
 with fewer replicas than asked (it was made on one node, before the cluster grew) is scaled up:
-JetStream copies it to the new peers itself. A JetStream that is still electing its leaders (a
-cluster whose nodes have just started) answers "temporarily unavailable" or not at all for a few
-seconds; binding waits for it, up to ``within_s``, instead of failing the coordinator's start.
+JetStream copies it to the new peers itself. A bucket's TTL (the lease's) is set to the one asked.
+A JetStream that is still electing its leaders (a cluster whose nodes have just started) answers
+"temporarily unavailable" or not at all for a few seconds; binding waits for it, up to
+``within_s``, instead of failing the coordinator's start.
 (A request the role may not make also goes unanswered: that costs the same wait, then the error.)
 """
 
@@ -50,10 +51,13 @@ async def _bind_or_create(nc: Client, config: KeyValueConfig) -> KeyValue:
         return await js.create_key_value(config)
     stream = f"KV_{config.bucket}"
     info = await js.stream_info(stream)
-    have = info.config.num_replicas or 1
-    if have < config.replicas:
-        await js.update_stream(dataclasses.replace(info.config, num_replicas=config.replicas))
-        log.info("bucket_scaled", bucket=config.bucket, replicas=config.replicas, previous=have)
+    have, kept_s = info.config.num_replicas or 1, info.config.max_age
+    wanted = dataclasses.replace(info.config, num_replicas=max(have, config.replicas),
+                                 max_age=config.ttl if config.ttl is not None else kept_s)
+    if wanted != info.config:
+        await js.update_stream(wanted)
+        log.info("bucket_updated", bucket=config.bucket, replicas=wanted.num_replicas,
+                 previous_replicas=have, max_age_s=wanted.max_age, previous_max_age_s=kept_s)
     return kv
 
 

@@ -10,7 +10,14 @@ stops renewing (killed, cut off) the entry expires and the standby gets in, with
 A renewal that fails (another coordinator wrote the key, or NATS was away past the TTL) means the
 lease may belong to someone else now: :meth:`Lease.keep` returns and the coordinator stops before
 it could act beside a new leader. The records' compare-and-set (coordinator/store.py) catches a
-late write of the old leader all the same.
+late write of the old leader all the same. One exception, proven rather than assumed: when the
+entry expired but the bucket's stream holds no write since this holder's last one, nobody took
+the lease in between, and the holder takes it again.
+
+On a NATS cluster (``--kv-replicas`` > 1) the lease lasts :data:`CLUSTER_TTL_S`: when a node dies,
+the streams it led elect a new leader in 4 to 9 s (nats-server's raft election timeout), and no
+renewal lands meanwhile. A 6 s lease would cost the coordinator its leadership at every such
+election; 12 s outlasts it, at the price of a standby taking over in up to 13 s instead of 7.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import contextlib
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 import structlog
@@ -37,13 +45,17 @@ from baton.coordinator.buckets import open_bucket
 log = structlog.get_logger(__name__)
 KEY = "leader"
 TTL_S = 6.0
+CLUSTER_TTL_S = 12.0
 RENEW_S = 2.0
 RETRY_S = 1.0
 
 
 class Lease:
-    def __init__(self, kv: KeyValue, holder: str | None = None) -> None:
+    def __init__(self, kv: KeyValue, holder: str | None = None, ttl_s: float = TTL_S,
+                 stream_last_seq: Callable[[], Awaitable[int]] | None = None) -> None:
         self._kv = kv
+        self._ttl_s = ttl_s
+        self._stream_last_seq = stream_last_seq  # the bucket's newest write, for reclaiming
         self.holder = holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._revision: int | None = None
         self._renewed_at = time.monotonic()
@@ -55,7 +67,10 @@ class Lease:
         kv = await open_bucket(nc, KeyValueConfig(
             bucket=bucket, history=1, ttl=ttl_s, replicas=replicas,
             description="which Baton coordinator leads (a lease renewed every few seconds)"))
-        return cls(kv, holder)
+
+        async def stream_last_seq() -> int:
+            return int((await nc.jetstream().stream_info(f"KV_{bucket}")).state.last_seq)
+        return cls(kv, holder, ttl_s, stream_last_seq)
 
     async def try_acquire(self) -> bool:
         """Become the leader if nobody holds the lease now."""
@@ -98,11 +113,28 @@ class Lease:
         try:
             self._revision = await self._kv.update(KEY, self.holder.encode(), last=self._revision)
         except KeyWrongLastSequenceError:
-            return False
+            return await self._reclaim_if_untouched()
         except Exception as exc:  # NATS away for a moment: the next renewal may still make it
             log.warning("lease_not_renewed", error=str(exc) or type(exc).__name__)
-            return time.monotonic() - self._renewed_at < TTL_S
+            return time.monotonic() - self._renewed_at < self._ttl_s
         self._renewed_at = time.monotonic()
+        return True
+
+    async def _reclaim_if_untouched(self) -> bool:
+        """After a renewal found the key changed: take the lease again only if the stream's newest
+        write is still this holder's (the entry expired, nobody wrote since); else it is lost."""
+        if self._stream_last_seq is None:
+            return False
+        try:
+            if await self._stream_last_seq() != self._revision:
+                return False  # someone wrote the key after us: theirs now
+            self._revision = await self._kv.create(KEY, self.holder.encode())
+        except Exception as exc:  # a create that lost a race, or NATS away: not ours
+            log.warning("lease_not_reclaimed", error=str(exc) or type(exc).__name__)
+            return False
+        self._renewed_at = time.monotonic()
+        log.warning("lease_reclaimed", holder=self.holder,
+                    why="it expired while NATS could not take renewals; nobody took it since")
         return True
 
     async def keep(self) -> None:

@@ -116,6 +116,20 @@ class KvStore:
         return entry.revision if entry.value == value else None
 
     async def load(self) -> list[JobRecord]:
+        """Every record in the bucket; a stream electing its leader is waited for, as in put."""
+        deadline = asyncio.get_running_loop().time() + WRITE_WAIT_S
+        while True:
+            try:
+                return await self._load_once()
+            except _UNANSWERED as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise BatonError(ErrorCode.UNAVAILABLE, "the records could not be read: "
+                                     f"JetStream did not answer within {WRITE_WAIT_S:g} s "
+                                     f"({type(exc).__name__})") from None
+                log.warning("records_read_retried", error=type(exc).__name__)
+                await asyncio.sleep(WRITE_RETRY_S)
+
+    async def _load_once(self) -> list[JobRecord]:
         try:
             keys = await self._kv.keys()
         except NoKeysError:

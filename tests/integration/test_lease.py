@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator
 
 import nats
+import nats.js.errors
 import pytest
 
 from baton.coordinator import lease as leasing
@@ -52,7 +53,7 @@ async def test_a_lease_nobody_renews_expires_and_a_standby_takes_it(js_server):
     nc = await nats.connect(js_server.url)
     try:
         first = await Lease.open(nc, BUCKET, holder="first", ttl_s=1.0)
-        second = await Lease.open(nc, BUCKET, holder="second")
+        second = await Lease.open(nc, BUCKET, holder="second", ttl_s=1.0)
         assert await first.try_acquire()
         async with asyncio.timeout(10):  # the leader is gone: it renews no more
             await second.acquire()
@@ -67,7 +68,7 @@ async def test_renewing_keeps_the_lease_past_its_ttl(js_server, monkeypatch):
     nc = await nats.connect(js_server.url)
     try:
         first = await Lease.open(nc, BUCKET, holder="first", ttl_s=1.0)
-        second = await Lease.open(nc, BUCKET, holder="second")
+        second = await Lease.open(nc, BUCKET, holder="second", ttl_s=1.0)
         assert await first.try_acquire()
         keeping = asyncio.ensure_future(first.keep())
         await asyncio.sleep(2.5)
@@ -88,6 +89,46 @@ async def test_keep_returns_once_another_holder_wrote_the_lease(js_server, monke
             await first.keep()
     finally:
         await nc.drain()
+
+
+async def test_a_lease_that_expired_untouched_is_reclaimed_by_its_holder(js_server):
+    """NATS took no renewal for longer than the TTL (a cluster electing), and nobody else wrote
+    the key meanwhile: the holder proves it from the stream and keeps leading."""
+    nc = await nats.connect(js_server.url)
+    try:
+        first = await Lease.open(nc, BUCKET, holder="first", ttl_s=1.0)
+        assert await first.try_acquire()
+        await until_expired(nc)
+        renewed = await first.renew()
+        assert (True, "first") == (renewed, await first.leader())
+    finally:
+        await nc.drain()
+
+
+async def test_a_lease_that_expired_and_was_taken_is_not_reclaimed(js_server):
+    nc = await nats.connect(js_server.url)
+    try:
+        first = await Lease.open(nc, BUCKET, holder="first", ttl_s=1.0)
+        second = await Lease.open(nc, BUCKET, holder="second", ttl_s=1.0)
+        assert await first.try_acquire()
+        await until_expired(nc)
+        assert await second.try_acquire()
+        await until_expired(nc)  # and the second's expired too: still, someone else wrote
+        renewed = await first.renew()
+        assert (False, None) == (renewed, await first.leader())
+    finally:
+        await nc.drain()
+
+
+async def until_expired(nc, within_s: float = 10) -> None:
+    kv = await nc.jetstream().key_value(BUCKET)
+    async with asyncio.timeout(within_s):
+        while True:
+            try:
+                await kv.get(leasing.KEY)
+            except nats.js.errors.KeyNotFoundError:
+                return
+            await asyncio.sleep(0.1)
 
 
 async def start(url: str) -> tuple[asyncio.Event, asyncio.Future[Coordinator], asyncio.Task[None]]:

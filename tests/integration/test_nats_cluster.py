@@ -11,7 +11,7 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from baton.coordinator.buckets import open_bucket
-from baton.coordinator.lease import TTL_S, Lease
+from baton.coordinator.lease import CLUSTER_TTL_S, Lease
 from baton.coordinator.store import KvStore
 from baton.mesh import client
 from baton.mesh.access import NatsAccess
@@ -41,7 +41,7 @@ async def replicas(nc, bucket: str) -> int:
 async def test_records_and_the_lease_survive_the_loss_of_the_node_the_coordinator_uses(cluster):
     nc = await client.connect(cluster.access("coordinator"))
     store = await KvStore.open(nc, S.jobs_bucket, replicas=3)
-    lease = await Lease.open(nc, S.leader_bucket, replicas=3)
+    lease = await Lease.open(nc, S.leader_bucket, replicas=3, ttl_s=CLUSTER_TTL_S)
     await lease.acquire()
     keeping = asyncio.ensure_future(lease.keep())  # returns only if the lease is lost
     await store.put(record())
@@ -54,7 +54,7 @@ async def test_records_and_the_lease_survive_the_loss_of_the_node_the_coordinato
             await asyncio.sleep(0.1)
     await store.put(record(phase=Phase.CHECKING))  # waits out the stream's new election
     loaded = await (await KvStore.open(nc, S.jobs_bucket, replicas=3)).load()
-    await asyncio.sleep(TTL_S)  # long enough for an unrenewed lease to expire
+    await asyncio.sleep(CLUSTER_TTL_S)  # long enough for an unrenewed lease to expire
     leader, lost = await lease.leader(), keeping.done()
     keeping.cancel()
     await nc.drain()
