@@ -21,8 +21,8 @@ import time
 import structlog
 from nats.aio.msg import Msg
 
+from baton.coordinator import holds, preflight
 from baton.coordinator import plan as planning
-from baton.coordinator import preflight
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
 from baton.coordinator.progress import ProgressPump
@@ -81,12 +81,14 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
 
     async def _run(self) -> None:
         await self.tracker.transition(Phase.CHECKING)
+        await holds.hold_at("checking")
         facts = await self._check()
         self._raise_if_aborted()
         plan = planning.make_plan(facts)
         self._plan = plan
         await self.tracker.transition(Phase.PREPARING, f"storage {plan.storage}")
         await self._prepare(plan)
+        await holds.hold_at("prepared")
         self._raise_if_aborted()
         try:
             finished = await self._follow_agent_job()
@@ -204,6 +206,7 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
             raise BatonError.from_reply(finished.error)
         self.tracker.update(result=finished.stats)
         await self._enter_completing("the source's migrate call returned")
+        await holds.hold_at("completing")
         await self._confirm()
         await self._delete_copied_source_disks()
         await self.tracker.transition(Phase.SUCCEEDED, "confirmed on both hosts")

@@ -40,6 +40,7 @@ class BatonStack:
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator: subprocess.Popen[bytes] | None = None
     standbys: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    nats_nodes: int = 1  # 3: a NATS cluster, the coordinator's buckets with three copies
 
     @property
     def url(self) -> str:
@@ -53,12 +54,12 @@ class BatonStack:
 
     def start(self, coordinator: bool = True) -> None:
         self.nats = start_secured_nats(self.log_dir / "nats", self.hosts, host=self.lab.bridge_ip,
-                                       jetstream=True)  # the coordinator's record store
+                                       jetstream=True,  # the coordinator's record store
+                                       nodes=self.nats_nodes)
         for host in self.hosts:
             self.start_agent(host)
         if coordinator and (BIN / "baton-coordinator").exists():
-            self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
-                                                           *self.nats.flags("coordinator")])
+            self.coordinator = self._spawn("coordinator", self._coordinator_argv())
         self.wait_for_agents(self.hosts)
         if self.coordinator is not None:
             self.wait_for_coordinator()
@@ -81,17 +82,22 @@ class BatonStack:
         self.start_agent(host, *extra)
         self.wait_for_agents((host,))
 
-    def restart_coordinator(self, crash: bool = False) -> None:
+    def restart_coordinator(self, crash: bool = False, hold_at: str | None = None) -> None:
         """Stop the coordinator (SIGTERM, or SIGKILL for ``crash``: no clean-up of any kind)
-        and start a new one on the same NATS."""
+        and start a new one on the same NATS (``hold_at``: one that holds its migrations at that
+        point, see coordinator/holds.py)."""
         assert self.coordinator is not None and self.nats is not None
         if crash:
             self.coordinator.kill()
             self.coordinator.wait()
         _stop(self.coordinator)
-        self.coordinator = self._spawn("coordinator", [str(BIN / "baton-coordinator"),
-                                                       *self.nats.flags("coordinator")])
+        self.coordinator = self._spawn("coordinator", self._coordinator_argv(),
+                                       {"BATON_HOLD_AT": hold_at} if hold_at else {})
         self.wait_for_coordinator()
+
+    def _coordinator_argv(self) -> list[str]:
+        return [str(BIN / "baton-coordinator"), *self._nats().flags("coordinator"),
+                "--kv-replicas", str(self.nats_nodes)]
 
     def agents_alive(self) -> bool:
         return all(proc.poll() is None for proc in self.agents.values())
@@ -99,10 +105,11 @@ class BatonStack:
     def coordinator_alive(self) -> bool:
         return self.coordinator is not None and self.coordinator.poll() is None
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str],
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own copy
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                    env=self.lab.popen_env())
+                                    env={**self.lab.popen_env(), **(env or {})})
 
     def wait_for_agents(self, hosts: tuple[str, ...], timeout: float = 60) -> None:
         """Poll each agent's status endpoint until it answers with libvirt connected."""
@@ -144,8 +151,7 @@ class BatonStack:
 
     def start_standby(self) -> subprocess.Popen[bytes]:
         """A second coordinator on the same NATS: it waits for the leadership lease."""
-        proc = self._spawn("coordinator-2", [str(BIN / "baton-coordinator"),
-                                             *self._nats().flags("coordinator")])
+        proc = self._spawn("coordinator-2", self._coordinator_argv())
         self.standbys.append(proc)
         return proc
 
