@@ -48,6 +48,7 @@ from baton.schemas.migration import (
 from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
 
 log = structlog.get_logger(__name__)
+RECONCILE_S = 30.0  # between two passes of the periodic reconcile
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
@@ -67,14 +68,43 @@ class Coordinator:
         records = await self._deps.store.load()
         self.registry.restore(records)
         for record in records:
-            if is_terminal(record.phase):
-                continue
-            takeover = (Takeover(record, self._deps) if isinstance(record, MigrationRecord)
-                        else StorageTakeover(record, self._deps))
-            self.registry.take_over(takeover)
-            self._track(record.migration_id, self._spawn(takeover.run()))
-            log.info("job_taken_over", migration_id=record.migration_id, phase=record.phase)
+            if not is_terminal(record.phase):
+                self._settle(record)
         return len(records)
+
+    async def reconcile(self) -> int:
+        """What the periodic reconcile does (every :data:`RECONCILE_S`): write again each record
+        whose latest version did not reach the store, and settle from libvirt's facts any
+        unfinished record that nothing in this process drives any more (a runner that ended
+        without reaching a final phase). How many records it acted on."""
+        acted = 0
+        for job in list(self.registry.all()):
+            record = job.record
+            tracker = getattr(job, "tracker", None)
+            if tracker is not None and tracker.unsaved:
+                saved = await tracker.save()
+                log.info("record_saved_again" if saved else "record_still_unsaved",
+                         migration_id=record.migration_id, phase=record.phase)
+                acted += 1
+            if not is_terminal(record.phase) and record.migration_id not in self._tasks:
+                self._settle(record)
+                acted += 1
+        return acted
+
+    async def reconcile_forever(self, every_s: float | None = None) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_S if every_s is None else every_s)
+            try:
+                await self.reconcile()
+            except Exception as exc:  # one bad pass must not end the loop
+                log.error("reconcile_failed", error=str(exc) or type(exc).__name__)
+
+    def _settle(self, record: JobRecord) -> None:
+        takeover = (Takeover(record, self._deps) if isinstance(record, MigrationRecord)
+                    else StorageTakeover(record, self._deps))
+        self.registry.take_over(takeover)
+        self._track(record.migration_id, self._spawn(takeover.run()))
+        log.info("job_taken_over", migration_id=record.migration_id, phase=record.phase)
 
     # --- endpoints -------------------------------------------------------------------------
 

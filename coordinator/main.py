@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
-from baton.coordinator.lease import Lease
+from baton.coordinator.lease import CLUSTER_TTL_S, TTL_S, Lease
 from baton.coordinator.service import start_service
 from baton.coordinator.store import JobStore, KvStore, MemoryStore
 from baton.mesh import access, logsetup
@@ -113,7 +113,8 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     try:
         store = await open_store(nc, config.store, subjects.jobs_bucket, config.kv_replicas)
         if config.store == "jetstream":  # records shared through NATS: one leader at a time
-            lease = await Lease.open(nc, subjects.leader_bucket, replicas=config.kv_replicas)
+            lease = await Lease.open(nc, subjects.leader_bucket, replicas=config.kv_replicas,
+                                     ttl_s=TTL_S if config.kv_replicas == 1 else CLUSTER_TTL_S)
             if not await _lead_or_stop(lease, stop):
                 return
         async with asyncio.TaskGroup() as tasks:
@@ -123,6 +124,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
                               store=store)
             coordinator = Coordinator(deps, tasks.create_task)
             log.info("records_restored", count=await coordinator.restore(), store=config.store)
+            reconciling = tasks.create_task(coordinator.reconcile_forever())
             service = await start_service(nc, subjects, coordinator, tasks)
             await announce_ready(nc)  # the server knows every endpoint before we say we serve
             log.info("coordinator_started", version=PROTOCOL_VERSION, nats=config.nats_url)
@@ -131,6 +133,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             await stop.wait()
             log.info("coordinator_stopping", active=len(coordinator.registry.active()))
             await service.stop()
+            reconciling.cancel()
             await coordinator.wind_down(config.grace_s, config.rollback_s)
         if lease is not None and lease.lost:
             raise LeaseLost(ErrorCode.CONFLICT, "the leadership lease was lost (another "

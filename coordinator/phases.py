@@ -23,6 +23,7 @@ import structlog
 from baton.coordinator.store import JobStore
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
+from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent
 from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
 from baton.schemas.subjects import MigrationEvent, Subjects
@@ -82,6 +83,9 @@ class PhaseTracker(Generic[Record]):
         self._publish = publish
         self._clock = clock
         self._store = store
+        # The latest version did not reach the store (NATS away too long): the periodic
+        # reconcile writes it again (Coordinator.reconcile), so a restart does not go back.
+        self.unsaved = False
 
     @property
     def record(self) -> Record:
@@ -113,14 +117,26 @@ class PhaseTracker(Generic[Record]):
         await self._emit(previous, reason)
         return True
 
+    async def save(self) -> bool:
+        """Write the current version to the store again; True once it is there."""
+        await self._keep()
+        return not self.unsaved
+
     async def _keep(self) -> None:
         if self._store is None:
             return
         try:
             await self._store.put(self._record)
+        except BatonError as exc:
+            # Another coordinator wrote the record: it is not ours to write again.
+            self.unsaved = exc.code != ErrorCode.CONFLICT
+            log.error("record_not_stored", phase=self._record.phase, error=exc.message)
         except Exception as exc:  # the migration goes on; its record is not durable now
+            self.unsaved = True
             log.error("record_not_stored", phase=self._record.phase, error=str(exc) or
                       type(exc).__name__)
+        else:
+            self.unsaved = False
 
     async def _emit(self, previous: Phase | None, reason: str) -> None:
         record = self._record

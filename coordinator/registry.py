@@ -97,6 +97,9 @@ class Registry:
             raise BatonError(ErrorCode.NOT_FOUND, f"no migration {migration_id!r}")
         return runner
 
+    def all(self) -> list[Job]:
+        return list(self._runners.values())
+
     def active(self) -> list[Job]:
         return [r for r in self._runners.values() if not r.done.is_set()]
 
