@@ -50,7 +50,7 @@ CONF
     ((NATS_NODES == 1)) || nats_cluster_configs
     if [[ $before != "$after" ]]; then
         while read -r name; do
-            pid=$(pidfile_alive "$RUNDIR/$name.pid") && kill -HUP "$pid" # the new agent may sign in
+            if pid=$(pidfile_alive "$RUNDIR/$name.pid"); then kill -HUP "$pid"; fi # the new agent may sign in
         done < <(nats_names)
     fi
 }
@@ -164,7 +164,11 @@ cmd_start() {
     stack_process "$name" >/dev/null
     mapfile -t hosts < <(known_hosts)
     case $name in
-        nats | nats-*) ensure_nats "${hosts[@]}" ;;
+        nats) ensure_nats "${hosts[@]}" ;;
+        nats-*) # only this node: the others stay as the drill left them
+            n=${name#nats-}
+            ensure_nats_node "$(nats_server_bin)" "$n"
+            wait_for 15 "$name to listen on $BRIDGE_IP:$(nats_node_port "$n")" nats_up "$n" ;;
         coordinator | coordinator-2) ensure_coordinator "$name" ;;
         agent-h*)
             n=${name#agent-h}
