@@ -32,33 +32,33 @@ class Dom:
     def info(self) -> list[int]:
         return [self._state, 131072, 131072, 1, 0]
 
-    def XMLDesc(self, _flags: int) -> str:  # noqa: N802 (libvirt's name)
+    def XMLDesc(self, _flags: int) -> str:
         return XML
 
-    def isActive(self) -> int:  # noqa: N802
+    def isActive(self) -> int:
         return 1
 
-    def isPersistent(self) -> int:  # noqa: N802
+    def isPersistent(self) -> int:
         return 1
 
     def name(self) -> str:
         return "vm1"
 
-    def UUIDString(self) -> str:  # noqa: N802
+    def UUIDString(self) -> str:
         return "00000000-0000-4000-8000-000000000001"
 
-    def controlInfo(self) -> list[int]:  # noqa: N802
+    def controlInfo(self) -> list[int]:
         if isinstance(self._control, Exception):
             raise self._control
         return [self._control, 0, 0]
 
-    def blockInfo(self, _target: str) -> list[int]:  # noqa: N802
+    def blockInfo(self, _target: str) -> list[int]:
         self.block_info_asked = True
         return [1 << 30, 1 << 20, 1 << 20]
 
 
 class Conn:
-    def storageVolLookupByPath(self, path: str) -> None:  # noqa: N802
+    def storageVolLookupByPath(self, path: str) -> None:
         raise libvirt.libvirtError(f"no volume at {path}")
 
 
