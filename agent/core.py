@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+import structlog
+
 from baton.agent import AGENT_VERSION, hostfacts, ownership, storage_probe
 from baton.agent.hypervisor import Hypervisor
 from baton.schemas.agent import (
@@ -37,6 +39,8 @@ from baton.schemas.errors import BatonError, ErrorCode
 
 CAPS_TTL_S = 2.0
 FetchRemoteDomain = Callable[[str, str], Awaitable[DomainInfo]]
+
+log = structlog.get_logger(__name__)
 
 
 class AgentCore:
@@ -110,6 +114,21 @@ class AgentCore:
             paths = [storage_probe.probe_path(p) for p in request.paths]
             return StorageProbeReply(host_id=self.host_id, paths=paths, token=token)
         return await asyncio.to_thread(probe)
+
+    async def sweep_probe_tokens(self) -> list[str]:
+        """Remove stale probe token files (a coordinator died mid-probe) from the directories a
+        token may be written to: the active pools' and those of this host's domains' disks."""
+        dirs = await self._token_dirs()
+        removed = await asyncio.to_thread(storage_probe.sweep_stale_tokens, dirs, time.time())
+        if removed:
+            log.info("probe_tokens_swept", removed=removed)
+        return removed
+
+    async def _token_dirs(self) -> list[str]:
+        pool_dirs = ownership.pool_dirs((await self.caps(CapsRequest())).pools)
+        disks = [d.source_path for dom in await self._hv.domains(None, include_cpu_xml=False)
+                 for d in dom.disks if d.source_path]
+        return pool_dirs + [os.path.dirname(p) for p in disks]
 
     async def _refuse_outside_storage(self, request: StorageProbeRequest) -> None:
         """The probe is no way to learn about, make or delete files elsewhere: a path probed is

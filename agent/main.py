@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from baton.agent import AGENT_VERSION
+from baton.agent import AGENT_VERSION, storage_probe
 from baton.agent.core import AgentCore
 from baton.agent.identity import EXIT_HOST_TAKEN, HostTaken, refuse_if_served
 from baton.agent.ledger import Ledger
@@ -136,6 +136,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
                              reserved_memory_bytes=config.reserved_memory_mib << 20)
             service = await start_service(nc, subjects, core, hv, migrations, tasks, storage)
             long_lived.append(tasks.create_task(heartbeat_loop(nc, subjects, core, hv)))
+            long_lived.append(tasks.create_task(sweep_loop(core)))
             await announce_ready(nc)  # the server knows every endpoint before we say we serve
             log.info("agent_started", version=AGENT_VERSION, libvirt_uri=config.libvirt_uri,
                      nats=config.nats_url)
@@ -149,6 +150,16 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+async def sweep_loop(core: AgentCore, every_s: float = storage_probe.SWEEP_EVERY_S) -> None:
+    """Probe tokens a dead coordinator left behind: swept at start, then every ``every_s``."""
+    while True:
+        try:
+            await core.sweep_probe_tokens()
+        except Exception as exc:  # libvirt away (no pool list): the next round sweeps
+            log.warning("probe_token_sweep_failed", error=str(exc) or type(exc).__name__)
+        await asyncio.sleep(every_s)
 
 
 def main(argv: list[str] | None = None) -> int:

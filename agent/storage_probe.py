@@ -4,16 +4,28 @@ Two hosts prove they see the same storage like this: the source's agent writes a
 into ``.baton-probe-<token>`` beside a disk, the destination's agent reads that file back and
 compares, and the source removes it. Only that file name pattern is ever written or removed,
 a write never replaces a file and no token operation follows a symlink.
+
+A coordinator that dies between the write and the removal leaves the token file behind.
+:func:`sweep_stale_tokens` removes such leftovers (at agent start, then every
+:data:`SWEEP_EVERY_S`): only regular files whose whole name is a token file's, and only once
+they are older than :data:`STALE_TOKEN_S` (a probe takes seconds), so a probe in flight, on this
+host or another one seeing the same storage, is never disturbed.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from baton.schemas.agent import PathProbe, TokenAction, TokenOp, TokenResult
 
 TOKEN_PREFIX = ".baton-probe-"
+_TOKEN_NAME = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{8,64}")  # schemas ProbeToken
+STALE_TOKEN_S = 600.0
+SWEEP_EVERY_S = 600.0
 
 
 def probe_path(path: str) -> PathProbe:
@@ -105,3 +117,27 @@ def filesystem_type(p: Path, mounts: Path = Path("/proc/self/mounts")) -> str | 
         if inside and len(mount_point) >= len(best):
             best, best_type = mount_point, fields[2]
     return best_type
+
+
+def sweep_stale_tokens(dirs: Iterable[str], now: float,
+                       older_than_s: float = STALE_TOKEN_S) -> list[str]:
+    """Remove token files left in ``dirs`` (not below them) older than ``older_than_s``; the
+    paths removed. Anything else, a symlink or a directory with a token's name included, stays."""
+    removed = []
+    for directory in sorted(set(dirs)):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # a pool directory that went away: nothing to sweep there
+        for entry in entries:
+            if not _TOKEN_NAME.fullmatch(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < older_than_s:
+                    continue
+                os.unlink(entry.path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove: the next sweep sees again
+            removed.append(entry.path)
+    return removed
