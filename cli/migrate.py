@@ -83,6 +83,9 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
               help="Bandwidth cap in MiB/s (change it later with baton bandwidth).")
 @click.option("--max-downtime", type=click.IntRange(1, 3_600_000), metavar="MS",
               help="Longest acceptable pause at the switch-over.")
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 7 * 24 * 3600), metavar="SECONDS",
+              help="Abort the migration if it has not completed this long after it started "
+              "copying (the VM keeps running on the source; the record says how far it got).")
 @click.option("--no-tls", is_flag=True, help="Send guest memory and disks unencrypted even "
               "when both hosts could use TLS (pre-flight warns).")
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
@@ -91,7 +94,7 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 def migrate(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
             transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
             ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
-            no_tls: bool, dry_run: bool, detach: bool, nats_url: str, prefix: str,
+            timeout_s: int | None, no_tls: bool, dry_run: bool, detach: bool, nats_url: str, prefix: str,
             output: str) -> None:
     """Move VM to another host, live by default, and follow it to the end.
 
@@ -107,6 +110,7 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
       baton migrate web1 --to node2
       baton migrate web1 --to node3 --copy-storage --bandwidth 200
       baton migrate web1 --to node2 --auto-converge --max-downtime 500 -o json
+      baton migrate web1 --to node2 --bandwidth 100 --timeout 600
       baton migrate db1 --to node2 --offline
       baton migrate web1 --to node2 --dry-run
     """
@@ -115,7 +119,8 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
         storage=StorageMode(storage or StorageMode.AUTO), persistent=not transient,
         undefine_source=not keep_source, auto_converge=auto_converge,
         auto_converge_initial_pct=ac_initial, auto_converge_increment_pct=ac_increment,
-        bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, dry_run=dry_run, tls=not no_tls)
+        bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, timeout_s=timeout_s,
+        dry_run=dry_run, tls=not no_tls)
     settings = Settings(nats_url, prefix, output)
     run(settings, lambda nc, s: _migrate(nc, s, request, detach))
 

@@ -32,6 +32,7 @@ from baton.coordinator.store import JobStore, MemoryStore
 from baton.schemas import timeouts
 from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
+from baton.schemas.events import JobStats
 from baton.schemas.job import Phase
 from baton.schemas.migration import MigrationRecord, SourceProgress
 from baton.schemas.storage import StorageMoveRecord
@@ -77,6 +78,7 @@ class JobRunner(Generic[RecordT, FinishedT]):
         self._wake = asyncio.Event()
         self._finished: FinishedT | None = None
         self._started = False  # the agent accepted the job
+        self._timed_out: BatonError | None = None  # the completion timeout stopped the job
 
     @property
     def record(self) -> RecordT:
@@ -100,6 +102,10 @@ class JobRunner(Generic[RecordT, FinishedT]):
 
     def _abort_error(self) -> BatonError:
         raise NotImplementedError
+
+    def _completion_timeout_s(self) -> int | None:
+        """How long the agent's job may run before it is aborted as timed out (None: no limit)."""
+        return None
 
     async def _after_stop(self, error: BatonError) -> ErrorReply:
         """Once the agent's job has stopped: roll back; returns the error to record."""
@@ -173,9 +179,16 @@ class JobRunner(Generic[RecordT, FinishedT]):
     async def _drive(self, pump: ProgressPump) -> FinishedT:
         """Wait for the agent's outcome, reacting to its reports, aborts and silence."""
         abort_sent_at: float | None = None
+        limit_s = self._completion_timeout_s()
+        deadline = None if limit_s is None else time.monotonic() + limit_s
         while self._finished is None:
             await self._wait_for_wake()
             await self._on_wake()
+            if deadline is not None and time.monotonic() >= deadline and limit_s is not None \
+                    and self._abort_reason is None and self.tracker.phase == Phase.MIGRATING:
+                self._timed_out = timed_out(self.KIND, limit_s, pump.latest)
+                self._abort_reason = self._timed_out.message
+                log.warning("completion_timeout", limit_s=limit_s, **self._timed_out.details)
             if self._abort_reason is not None and abort_sent_at is None \
                     and self.tracker.phase == Phase.MIGRATING:
                 await self._ask_agent_to_abort()
@@ -201,6 +214,8 @@ class JobRunner(Generic[RecordT, FinishedT]):
     # --- failure and abort -----------------------------------------------------------------
 
     async def _finish_unsuccessfully(self, error: BatonError | None) -> None:
+        if error is None and self._timed_out is not None:
+            error = self._timed_out  # stopped by its timeout: a failure, not an operator's abort
         aborted = error is None
         if error is None:
             error = self._abort_error()
@@ -255,6 +270,33 @@ class JobRunner(Generic[RecordT, FinishedT]):
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+
+def timed_out(kind: str, limit_s: int, latest: JobStats) -> BatonError:
+    """The error of a job stopped by its completion timeout, with the figures it had reached."""
+    mib = 1 << 20
+    figures: dict[str, int | float] = {name: value for name, value in (
+        ("processed_mib", _mib(latest.data_processed_bytes)),
+        ("remaining_mib", _mib(latest.data_remaining_bytes)),
+        ("total_mib", _mib(latest.data_total_bytes)),
+        ("memory_iteration", latest.memory_iteration),
+        ("memory_dirty_rate_pages_s", latest.memory_dirty_rate_pages_s),
+        ("transfer_mib_s", None if latest.memory_bps is None
+         else round(latest.memory_bps / mib, 1)),
+        ("auto_converge_throttle_pct", latest.auto_converge_throttle_pct)) if value is not None}
+    reached = (f"{figures['processed_mib']} MiB sent, {figures['remaining_mib']} MiB left"
+               if {"processed_mib", "remaining_mib"} <= figures.keys() else "no figures yet")
+    details = {name: str(value) for name, value in figures.items()} | {
+        "timeout_s": str(limit_s)}
+    return BatonError(ErrorCode.TIMEOUT, f"the {kind} did not complete within its {limit_s} s "
+                      f"timeout ({reached}); it was aborted and the VM stays where it ran. A "
+                      "guest that dirties memory faster than the link copies it never "
+                      "converges: raise --bandwidth, add --auto-converge, or allow a longer "
+                      "--timeout", **details)
+
+
+def _mib(value: int | None) -> int | None:
+    return None if value is None else value >> 20
 
 
 def decoded(msg: Msg, type_: Any) -> Any:

@@ -75,6 +75,9 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
 
     # --- the run ---------------------------------------------------------------------------
 
+    def _completion_timeout_s(self) -> int | None:
+        return self.record.request.timeout_s
+
     async def _fail_cancelled(self) -> None:
         log.warning("migration_cancelled", phase=self.tracker.phase)
         await super()._fail_cancelled()

@@ -43,6 +43,7 @@ from baton.schemas.storage import StorageMoveRecord
 
 Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
 DowntimeMs = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
+CompletionTimeoutS = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)]
 DOMAIN_UUID_PATTERN = r"^[0-9A-Fa-f]{8}(-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}$"
 DomainUuid = Annotated[str, msgspec.Meta(pattern=DOMAIN_UUID_PATTERN)]
 
@@ -69,6 +70,10 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
     auto_converge_increment_pct: Percent | None = None
     bandwidth_mib_s: BandwidthMiBs | None = None
     max_downtime_ms: DowntimeMs | None = None
+    # Completion timeout: a migration still copying this many seconds after it started is
+    # aborted (the guest keeps running on the source) and fails with code "timeout" and the
+    # figures it had reached. None: no limit.
+    timeout_s: CompletionTimeoutS | None = None
     dry_run: bool = False  # run the checks only and answer with the report
     # Encrypt the migration stream (VIR_MIGRATE_TLS) when both hosts have QEMU TLS
     # certificates; false (`--no-tls`) sends it in the clear, which pre-flight warns about.

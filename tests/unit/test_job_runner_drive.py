@@ -357,3 +357,63 @@ async def test_every_subscription_is_ended_even_when_one_cannot_be(quick):
     await run(job)
     assert ["progress", "finished"] == sorted(job.wire.callbacks, reverse=True)
     assert ["progress", "finished"] == job.wire.unsubscribed
+
+
+# --- the completion timeout ------------------------------------------------------------------
+
+
+class Limited(Agent):
+    """A job with a completion timeout; the agent reports figures once, then nothing changes."""
+
+    def __init__(self, limit_s: float | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limit_s = limit_s
+
+    def _completion_timeout_s(self) -> Any:
+        return self.limit_s
+
+    async def _start_agent_job(self) -> str:
+        stats = JobStats(data_processed_bytes=600 << 20, data_remaining_bytes=90 << 20,
+                         data_total_bytes=690 << 20, memory_iteration=7)
+        report = SourceProgress(migration_id="m1", host_id="h1", stats=stats, at=utc_now())
+        await self.wire.callbacks["progress"](msg(encode(report), "progress"))
+        return await super()._start_agent_job()
+
+
+async def test_a_job_past_its_timeout_is_aborted_and_fails_as_timed_out_with_its_figures(quick):
+    quick()
+    job = Limited(0.05, confirms=0.0)
+    await run(job)
+    error = job.record.error
+    assert (Phase.FAILED, 1) == (job.record.phase, job.aborts_asked)
+    assert error is not None and ErrorCode.TIMEOUT == error.code
+    assert "within its 0.05 s timeout (600 MiB sent, 90 MiB left)" in error.message
+    assert {"processed_mib": "600", "remaining_mib": "90", "total_mib": "690",
+            "memory_iteration": "7"}.items() <= error.details.items()
+    assert [Phase.FAILED] == [Phase(p) for p, _ in job.wire.phases[-1:]]
+
+
+async def test_a_job_that_ends_within_its_timeout_is_not_stopped(quick):
+    quick()
+    job = Limited(SLOW, outcome_after=0.05)
+    await run(job)
+    assert (Phase.SUCCEEDED, 0) == (job.record.phase, job.aborts_asked)
+
+
+async def test_without_a_timeout_a_long_job_is_left_to_run(quick):
+    quick()
+    job = Limited(None, outcome_after=0.3)
+    await run(job)
+    assert (Phase.SUCCEEDED, 0) == (job.record.phase, job.aborts_asked)
+
+
+async def test_an_operators_abort_stays_an_abort_even_with_a_timeout(quick):
+    quick()
+
+    class AbortedEarly(Limited):
+        async def _start_agent_job(self) -> str:
+            self.request_abort("operator")
+            return await super()._start_agent_job()
+    job = AbortedEarly(SLOW, confirms=0.0)
+    await run(job)
+    assert Phase.ABORTED == job.record.phase
