@@ -63,9 +63,11 @@ class RunningJobs(Generic[JobT]):
         await self._publish(self._subjects.agent_report(self._host_id, migration_id, event),
                             encode(message))
 
-    async def _send_progress(self, migration_id: str, stats: JobStats) -> None:
+    async def _send_progress(self, migration_id: str, stats: JobStats,
+                             escalations: list[str] | None = None) -> None:
         await self._send(migration_id, MigrationEvent.SOURCE_PROGRESS, SourceProgress(
-            migration_id=migration_id, host_id=self._host_id, at=utc_now(), stats=stats))
+            migration_id=migration_id, host_id=self._host_id, at=utc_now(), stats=stats,
+            escalations=escalations or []))
 
 
 def _vm_of(job: Any) -> str:

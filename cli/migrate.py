@@ -53,6 +53,7 @@ from baton.schemas.migration import (
     PreflightReport,
     ProgressEvent,
     StorageMode,
+    Strategy,
 )
 from baton.schemas.storage import StorageMoveRecord
 from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEvent
@@ -86,6 +87,11 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 @click.option("--timeout", "timeout_s", type=click.IntRange(1, 7 * 24 * 3600), metavar="SECONDS",
               help="Abort the migration if it has not completed this long after it started "
               "copying (the VM keeps running on the source; the record says how far it got).")
+@click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
+              default=Strategy.PRECOPY.value, show_default=True,
+              help="auto: when the remaining memory stops shrinking for 10 s, raise the "
+              "downtime limit step by step (500, 1000, 2000 ms, or up to --max-downtime); "
+              "precopy: leave it as set.")
 @click.option("--no-tls", is_flag=True, help="Send guest memory and disks unencrypted even "
               "when both hosts could use TLS (pre-flight warns).")
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
@@ -94,8 +100,8 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 def migrate(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
             transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
             ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
-            timeout_s: int | None, no_tls: bool, dry_run: bool, detach: bool, nats_url: str, prefix: str,
-            output: str) -> None:
+            timeout_s: int | None, strategy: str, no_tls: bool, dry_run: bool, detach: bool,
+            nats_url: str, prefix: str, output: str) -> None:
     """Move VM to another host, live by default, and follow it to the end.
 
     The migration stream is encrypted (TLS) when QEMU on both hosts has its
@@ -120,7 +126,7 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
         undefine_source=not keep_source, auto_converge=auto_converge,
         auto_converge_initial_pct=ac_initial, auto_converge_increment_pct=ac_increment,
         bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, timeout_s=timeout_s,
-        dry_run=dry_run, tls=not no_tls)
+        strategy=Strategy(strategy), dry_run=dry_run, tls=not no_tls)
     settings = Settings(nats_url, prefix, output)
     run(settings, lambda nc, s: _migrate(nc, s, request, detach))
 

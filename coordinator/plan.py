@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from baton.coordinator.preflight import Facts, migration_tls, resolved_storage
-from baton.schemas.migration import DiskPlan, MigrateRequest, PrepareRequest, StartRequest, StorageMode
+from baton.schemas.migration import (
+    DiskPlan,
+    MigrateRequest,
+    PrepareRequest,
+    StartRequest,
+    StorageMode,
+    Strategy,
+)
 
 DEFAULT_FORMAT = "raw"
 PROGRESS_INTERVAL_MS = 500
@@ -66,4 +73,5 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         auto_converge_initial_pct=request.auto_converge_initial_pct,
         auto_converge_increment_pct=request.auto_converge_increment_pct,
         bandwidth_mib_s=bandwidth_mib_s, max_downtime_ms=request.max_downtime_ms,
+        downtime_ramp=request.strategy == Strategy.AUTO,
         progress_interval_ms=PROGRESS_INTERVAL_MS, tls=plan.tls)

@@ -21,7 +21,7 @@ from baton.schemas import timeouts
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
 from baton.schemas.events import JobStats
-from baton.schemas.migration import Phase, ProgressEvent, SourceProgress
+from baton.schemas.migration import MigrationRecord, Phase, ProgressEvent, SourceProgress
 from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
@@ -52,6 +52,11 @@ class ProgressPump:
             log.info("stale_progress_dropped", from_migration=progress.migration_id)
             return
         self.latest = progress.stats
+        record = self._tracker.record
+        if isinstance(record, MigrationRecord) and progress.escalations != record.escalations:
+            for step in progress.escalations[len(record.escalations):]:
+                log.info("source_escalated", step=step)
+            self._tracker.update(escalations=list(progress.escalations))
         self.heard()
         self._fresh.set()
 

@@ -48,6 +48,14 @@ DOMAIN_UUID_PATTERN = r"^[0-9A-Fa-f]{8}(-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}$"
 DomainUuid = Annotated[str, msgspec.Meta(pattern=DOMAIN_UUID_PATTERN)]
 
 
+class Strategy(StrEnum):
+    """What the source does when pre-copy stops converging (agent/convergence.py)."""
+
+    PRECOPY = "precopy"  # nothing: the downtime limit stays as set (the timeout may end it)
+    AUTO = "auto"  # raise the downtime limit step by step (500, 1000, 2000 ms, or up to
+    # max_downtime_ms) each time the remainder makes no progress for 10 s
+
+
 class StorageMode(StrEnum):
     AUTO = "auto"  # shared if the destination proves it sees the disk files, else copy
     SHARED = "shared"  # disks stay where they are; only CPU and memory state move
@@ -74,6 +82,7 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
     # aborted (the guest keeps running on the source) and fails with code "timeout" and the
     # figures it had reached. None: no limit.
     timeout_s: CompletionTimeoutS | None = None
+    strategy: Strategy = Strategy.PRECOPY
     dry_run: bool = False  # run the checks only and answer with the report
     # Encrypt the migration stream (VIR_MIGRATE_TLS) when both hosts have QEMU TLS
     # certificates; false (`--no-tls`) sends it in the clear, which pre-flight warns about.
@@ -142,6 +151,8 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     switchover_at: datetime | None = None  # when the destination resumed the guest
     result: JobStats | None = None  # the completed job's figures from the source
     error: ErrorReply | None = None
+    # What the source did to make it converge (strategy auto), oldest first, each with why.
+    escalations: list[str] = []
 
 
 class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):
@@ -215,6 +226,9 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     auto_converge_increment_pct: Percent | None = None
     bandwidth_mib_s: BandwidthMiBs | None = None
     max_downtime_ms: DowntimeMs | None = None
+    # Strategy.AUTO: when the remainder stalls, raise the downtime limit step by step, up to
+    # max_downtime_ms when set (agent/convergence.py); each step is reported in the progress.
+    downtime_ramp: bool = False
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
     tls: bool = False  # VIR_MIGRATE_TLS: encrypt the stream (both hosts' QEMU need certificates)
 
@@ -297,6 +311,7 @@ class SourceProgress(Message, frozen=True, kw_only=True, tag="agent.migration.pr
     host_id: HostId
     at: datetime
     stats: JobStats
+    escalations: list[str] = []  # every step the source took so far (downtime_ramp)
 
 
 class SourceFinished(Message, frozen=True, kw_only=True, tag="agent.migration.finished"):

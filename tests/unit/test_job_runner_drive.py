@@ -417,3 +417,19 @@ async def test_an_operators_abort_stays_an_abort_even_with_a_timeout(quick):
     job = AbortedEarly(SLOW, confirms=0.0)
     await run(job)
     assert Phase.ABORTED == job.record.phase
+
+
+async def test_the_sources_escalations_reach_the_record_and_the_store(quick):
+    quick()
+
+    class Escalating(Agent):
+        async def _start_agent_job(self) -> str:
+            for steps in (["a"], ["a"], ["a", "b"]):
+                report = SourceProgress(migration_id="m1", host_id="h1", stats=JobStats(),
+                                        at=utc_now(), escalations=steps)
+                await self.wire.callbacks["progress"](msg(encode(report), "progress"))
+            return await super()._start_agent_job()
+    job = Escalating(outcome_after=0.02)
+    await run(job)
+    assert (Phase.SUCCEEDED, ["a", "b"]) == (job.record.phase, job.record.escalations)
+    assert ["a", "b"] == job.store.records["m1"].escalations  # stored with the next phase

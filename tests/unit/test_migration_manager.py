@@ -968,3 +968,41 @@ async def test_cleanup_gives_every_kept_files_reason_separated_by_semicolons(tmp
         reply = await a.manager.cleanup(cleanup(shared, gone))
     assert (f"{shared} is still used by a domain on this host; {gone} was already gone"
             == reply.detail)
+
+
+@dataclass
+class Stalling(Hypervisor):
+    """libvirt's figures for a guest that dirties memory as fast as the link copies it: one
+    simulated second per reading, 20 MiB left pass after pass."""
+
+    readings: int = 0
+
+    async def job_stats(self, vm: str) -> JobStats | None:
+        self._call("job_stats", vm)
+        self.readings += 1
+        return JobStats(operation="migration_out", time_elapsed_ms=self.readings * 1000,
+                        memory_remaining_bytes=20 << 20, memory_iteration=2 + self.readings)
+
+
+async def test_a_stalled_migration_with_the_ramp_gets_its_downtime_raised_step_by_step():
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(downtime_ramp=True)
+        progress = await a.progress.get()
+        while len(progress.escalations) < 2:
+            progress = await a.progress.get()
+        await a.outcome(None)
+    assert [("vm1", 500), ("vm1", 1000)] == hv.called("set_max_downtime")[:2]
+    assert progress.escalations[0].startswith("no progress for 10 s at pass")
+    assert progress.escalations[1].endswith("downtime limit 500 -> 1000 ms")
+
+
+async def test_without_the_ramp_a_stalled_migration_keeps_its_downtime():
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start()
+        progress = await a.progress.get()
+        while hv.readings < 25:  # well past the point where the ramp would have stepped twice
+            progress = await a.progress.get()
+        await a.outcome(None)
+    assert ([], []) == (hv.called("set_max_downtime"), progress.escalations)

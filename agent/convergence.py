@@ -1,0 +1,85 @@
+"""What to do when a pre-copy migration stops converging (issue #12): pure, table-tested.
+
+Pre-copy sends memory in passes; each pass re-sends what the guest dirtied during the one before.
+It ends once what is left fits in the switch-over pause the downtime limit allows. A guest that
+dirties memory about as fast as the link copies it keeps a steady remainder, pass after pass,
+and never gets there: the migration stalls. Nova answers with downtime steps, KubeVirt with a
+progress timeout; Baton's source agent, which reads libvirt's job figures every progress
+interval, asks :func:`decide` after each reading:
+
+- no stall yet (the remainder reached a new low within ``stall_s``, or fewer than two passes are
+  done: the first pass, and a copy migration's disks, are not judged) -> :attr:`Kind.WAIT`;
+- stalled, and the ramp has a step above the current limit -> :attr:`Kind.RAISE_DOWNTIME` to it;
+  the stall clock restarts there;
+- stalled with the ramp spent -> wait: the completion timeout (coordinator) ends it.
+
+A longer pause is what "the migration ends" costs; ``steps_ms`` ends at what the operator allows
+(``--max-downtime``, or :data:`DEFAULT_STEPS_MS` ending at 2 s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+DEFAULT_STEPS_MS = (500, 1000, 2000)
+STALL_S = 10.0
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One reading of the migration job: seconds since it started, memory bytes still to send,
+    and which pass libvirt is on (1 = the first)."""
+
+    elapsed_s: float
+    remaining_bytes: int
+    iteration: int
+
+
+@dataclass(frozen=True)
+class Ramp:
+    steps_ms: tuple[int, ...] = DEFAULT_STEPS_MS
+    stall_s: float = STALL_S
+
+
+class Kind(StrEnum):
+    WAIT = "wait"
+    RAISE_DOWNTIME = "raise_downtime"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    downtime_ms: int | None = None
+    reason: str = ""
+
+
+WAIT = Action(Kind.WAIT)
+
+
+def ramp_up_to(ceiling_ms: int | None) -> Ramp:
+    """The default steps, ending at ``ceiling_ms`` when the operator set one."""
+    if ceiling_ms is None:
+        return Ramp()
+    return Ramp((*(s for s in DEFAULT_STEPS_MS if s < ceiling_ms), ceiling_ms))
+
+
+def decide(history: Sequence[Reading], ramp: Ramp, downtime_ms: int,
+           escalated_at_s: float = 0.0) -> Action:
+    """The next step, from every reading so far (oldest first), the downtime limit in force and
+    when it was last raised (seconds since the start)."""
+    judged = [r for r in history if r.iteration >= 2 and r.elapsed_s >= escalated_at_s]
+    if not judged or judged[-1].elapsed_s - judged[0].elapsed_s < ramp.stall_s:
+        return WAIT  # too early to tell: judged over a whole stall window, never less
+    now = judged[-1].elapsed_s
+    before = min(r.remaining_bytes for r in judged if r.elapsed_s <= now - ramp.stall_s)
+    lately = min(r.remaining_bytes for r in judged if r.elapsed_s > now - ramp.stall_s)
+    if lately < before:
+        return WAIT  # a new low within the window: still converging
+    step = next((s for s in ramp.steps_ms if s > downtime_ms), None)
+    if step is None:
+        return WAIT
+    return Action(Kind.RAISE_DOWNTIME, step,
+                  f"no progress for {ramp.stall_s:g} s at pass {judged[-1].iteration} "
+                  f"({lately >> 20} MiB left): downtime limit {downtime_ms} -> {step} ms")
