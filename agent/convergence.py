@@ -14,7 +14,8 @@ interval, asks :func:`decide` after each reading:
 - stalled with the ramp spent -> wait: the completion timeout (coordinator) ends it.
 
 A longer pause is what "the migration ends" costs; ``steps_ms`` ends at what the operator allows
-(``--max-downtime``, or :data:`DEFAULT_STEPS_MS` ending at 2 s).
+(``--max-downtime``, or :data:`DEFAULT_STEPS_MS` ending at 2 s). :class:`DowntimeRamp` keeps one
+migration's readings and steps for the source agent's progress loop (agent/migration.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from baton.schemas.events import JobStats
+from baton.schemas.migration import StartRequest
+
 DEFAULT_STEPS_MS = (500, 1000, 2000)
+QEMU_DEFAULT_DOWNTIME_MS = 300  # QEMU's downtime-limit when nobody set one
 STALL_S = 10.0
 
 
@@ -83,3 +88,30 @@ def decide(history: Sequence[Reading], ramp: Ramp, downtime_ms: int,
     return Action(Kind.RAISE_DOWNTIME, step,
                   f"no progress for {ramp.stall_s:g} s at pass {judged[-1].iteration} "
                   f"({lately >> 20} MiB left): downtime limit {downtime_ms} -> {step} ms")
+
+
+class DowntimeRamp:
+    """The downtime ramp of one migration: its readings and the steps taken (a strategy-auto
+    request), or nothing at all (``downtime_ramp`` off)."""
+
+    def __init__(self, request: StartRequest) -> None:
+        self.enabled = request.downtime_ramp
+        self._ramp = ramp_up_to(request.max_downtime_ms)
+        self._limit_ms = request.max_downtime_ms or QEMU_DEFAULT_DOWNTIME_MS
+        self._history: list[Reading] = []
+        self._raised_at_s = 0.0
+        self.escalations: list[str] = []
+
+    def next_step(self, stats: JobStats) -> Action | None:
+        if not self.enabled or stats.memory_remaining_bytes is None \
+                or stats.time_elapsed_ms is None:
+            return None
+        self._history.append(Reading(stats.time_elapsed_ms / 1000,
+                                     stats.memory_remaining_bytes, stats.memory_iteration or 0))
+        action = decide(self._history, self._ramp, self._limit_ms, self._raised_at_s)
+        return action if action.kind is Kind.RAISE_DOWNTIME else None
+
+    def applied(self, step: Action) -> None:
+        self._limit_ms = step.downtime_ms or self._limit_ms
+        self._raised_at_s = self._history[-1].elapsed_s
+        self.escalations.append(step.reason)

@@ -49,7 +49,6 @@ from baton.schemas.migration import (
 from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
-QEMU_DEFAULT_DOWNTIME_MS = 300  # QEMU's downtime-limit when nobody set one
 COMPLETED_EVENT_WAIT_S = 3.0
 
 
@@ -148,7 +147,7 @@ class MigrationManager(RunningJobs[_Running]):
         """Publish the job's figures every interval; apply the max downtime once a job runs;
         with ``downtime_ramp``, raise it when the remainder stalls (agent/convergence.py)."""
         downtime_pending = plan.max_downtime_ms
-        ramp = DowntimeRamp(request)
+        ramp = convergence.DowntimeRamp(request)
         while True:
             await asyncio.sleep(request.progress_interval_ms / 1000)
             try:
@@ -322,34 +321,6 @@ class MigrationManager(RunningJobs[_Running]):
     async def _paths_in_use(self) -> set[str]:
         domains = await self._hv.domains(None, include_cpu_xml=False)
         return {d.source_path for dom in domains for d in dom.disks if d.source_path}
-
-
-class DowntimeRamp:
-    """The downtime ramp of one migration: its readings and the steps taken (a strategy-auto
-    request), or nothing at all (``downtime_ramp`` off)."""
-
-    def __init__(self, request: StartRequest) -> None:
-        self.enabled = request.downtime_ramp
-        self._ramp = convergence.ramp_up_to(request.max_downtime_ms)
-        self._limit_ms = request.max_downtime_ms or QEMU_DEFAULT_DOWNTIME_MS
-        self._history: list[convergence.Reading] = []
-        self._raised_at_s = 0.0
-        self.escalations: list[str] = []
-
-    def next_step(self, stats: JobStats) -> convergence.Action | None:
-        if not self.enabled or stats.memory_remaining_bytes is None \
-                or stats.time_elapsed_ms is None:
-            return None
-        self._history.append(convergence.Reading(stats.time_elapsed_ms / 1000,
-                                                 stats.memory_remaining_bytes,
-                                                 stats.memory_iteration or 0))
-        action = convergence.decide(self._history, self._ramp, self._limit_ms, self._raised_at_s)
-        return action if action.kind is convergence.Kind.RAISE_DOWNTIME else None
-
-    def applied(self, step: convergence.Action) -> None:
-        self._limit_ms = step.downtime_ms or self._limit_ms
-        self._raised_at_s = self._history[-1].elapsed_s
-        self.escalations.append(step.reason)
 
 
 def _fact(path: str) -> PathFact:
