@@ -433,3 +433,17 @@ async def test_the_sources_escalations_reach_the_record_and_the_store(quick):
     await run(job)
     assert (Phase.SUCCEEDED, ["a", "b"]) == (job.record.phase, job.record.escalations)
     assert ["a", "b"] == job.store.records["m1"].escalations  # stored with the next phase
+
+
+async def test_a_job_already_completing_is_not_aborted_by_its_timeout(quick):
+    quick()
+
+    class SwitchedOver(Limited):
+        async def _on_wake(self) -> None:  # the destination resumed the guest: too late to abort
+            await super()._on_wake()
+            await self._enter_completing("guest resumed on the destination")
+    job = SwitchedOver(0.01, outcome_after=0.2)
+    with structlog.testing.capture_logs() as logged:
+        await run(job)
+    assert (Phase.SUCCEEDED, 0) == (job.record.phase, job.aborts_asked)
+    assert "completion_timeout" not in [entry["event"] for entry in logged]
