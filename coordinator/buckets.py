@@ -18,15 +18,17 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, ServiceUnavailableError
+from nats.js.errors import BucketNotFoundError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 log = structlog.get_logger(__name__)
 WAIT_S = 30.0
 RETRY_S = 0.5
-# What a JetStream that is not ready yet answers: a 503, nothing in time, or (a cluster whose
-# JetStream has not formed yet) no responders at all.
-_NOT_READY = (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError)
+# What a request to a stream that has no leader right now gets (a cluster node died, or the
+# stream was just made): no answer in time, a 503, or no stream response. Waited out, not failed.
+UNANSWERED = (NoStreamResponseError, ServiceUnavailableError, nats.errors.TimeoutError)
+# Binding also waits for a cluster whose JetStream has not formed yet: no responders at all.
+_NOT_READY = (*UNANSWERED, nats.errors.NoRespondersError)
 
 
 async def open_bucket(nc: Client, config: KeyValueConfig, within_s: float = WAIT_S) -> KeyValue:

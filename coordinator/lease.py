@@ -29,18 +29,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 from nats.js.errors import (
     KeyWrongLastSequenceError,
-    NoStreamResponseError,
-    ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
 
-from baton.coordinator.buckets import open_bucket
+from baton.coordinator.buckets import UNANSWERED, open_bucket
 
 log = structlog.get_logger(__name__)
 KEY = "leader"
@@ -103,7 +100,7 @@ class Lease:
         after a node died) counted as "not yet", not as a reason for the standby to die."""
         try:
             return await self.try_acquire()
-        except (NoStreamResponseError, ServiceUnavailableError, nats.errors.TimeoutError) as exc:
+        except UNANSWERED as exc:
             log.warning("lease_not_acquired", error=type(exc).__name__)
             return False
 

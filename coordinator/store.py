@@ -13,19 +13,13 @@ import asyncio
 from typing import Protocol
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.errors import (
-    KeyWrongLastSequenceError,
-    NoKeysError,
-    NoStreamResponseError,
-    ServiceUnavailableError,
-)
+from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from baton.coordinator.buckets import open_bucket
+from baton.coordinator.buckets import UNANSWERED, open_bucket
 from baton.schemas.codec import encode
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import MigrationRecord
@@ -37,8 +31,6 @@ JobRecord = MigrationRecord | StorageMoveRecord
 _decoder = msgspec.json.Decoder(JobRecord)
 WRITE_WAIT_S = 15.0
 WRITE_RETRY_S = 0.5
-# No stream leader yet (a cluster node died, a stream was just made): the write is not answered.
-_UNANSWERED = (NoStreamResponseError, ServiceUnavailableError, nats.errors.TimeoutError)
 
 
 class JobStore(Protocol):
@@ -91,7 +83,7 @@ class KvStore:
                     break
                 raise BatonError(ErrorCode.CONFLICT, f"the stored record of {key} was changed by "
                                  "another writer; this coordinator no longer owns it") from None
-            except _UNANSWERED as exc:
+            except UNANSWERED as exc:
                 if loop.time() >= deadline:
                     raise BatonError(ErrorCode.UNAVAILABLE, f"the record of {key} was not "
                                      f"stored: JetStream did not answer within {WRITE_WAIT_S:g} s "
@@ -121,7 +113,7 @@ class KvStore:
         while True:
             try:
                 return await self._load_once()
-            except _UNANSWERED as exc:
+            except UNANSWERED as exc:
                 if asyncio.get_running_loop().time() >= deadline:
                     raise BatonError(ErrorCode.UNAVAILABLE, "the records could not be read: "
                                      f"JetStream did not answer within {WRITE_WAIT_S:g} s "
