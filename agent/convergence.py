@@ -11,10 +11,17 @@ interval, asks :func:`decide` after each reading:
   done: the first pass, and a copy migration's disks, are not judged) -> :attr:`Kind.WAIT`;
 - stalled, and the ramp has a step above the current limit -> :attr:`Kind.RAISE_DOWNTIME` to it;
   the stall clock restarts there;
-- stalled with the ramp spent -> wait: the completion timeout (coordinator) ends it.
+- stalled with the ramp spent -> :attr:`Kind.START_POSTCOPY` when the policy switches "when
+  stalled" (strategy auto with ``allow_postcopy``), else wait: the completion timeout
+  (coordinator) ends it;
+- a policy that switches "after the first pass" (strategy postcopy) -> :attr:`Kind.START_POSTCOPY`
+  as soon as libvirt is on pass 2, whatever the remainder does.
+
+After the post-copy switch nothing is decided any more: the destination runs the guest and pulls
+the rest; :class:`Escalator` stops asking.
 
 A longer pause is what "the migration ends" costs; ``steps_ms`` ends at what the operator allows
-(``--max-downtime``, or :data:`DEFAULT_STEPS_MS` ending at 2 s). :class:`DowntimeRamp` keeps one
+(``--max-downtime``, or :data:`DEFAULT_STEPS_MS` ending at 2 s). :class:`Escalator` keeps one
 migration's readings and steps for the source agent's progress loop (agent/migration.py).
 """
 
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from baton.schemas.events import JobStats
-from baton.schemas.migration import StartRequest
+from baton.schemas.migration import PostcopySwitch, StartRequest
 
 DEFAULT_STEPS_MS = (500, 1000, 2000)
 QEMU_DEFAULT_DOWNTIME_MS = 300  # QEMU's downtime-limit when nobody set one
@@ -46,11 +53,13 @@ class Reading:
 class Ramp:
     steps_ms: tuple[int, ...] = DEFAULT_STEPS_MS
     stall_s: float = STALL_S
+    postcopy: PostcopySwitch = PostcopySwitch.OFF
 
 
 class Kind(StrEnum):
     WAIT = "wait"
     RAISE_DOWNTIME = "raise_downtime"
+    START_POSTCOPY = "start_postcopy"
 
 
 @dataclass(frozen=True)
@@ -63,17 +72,24 @@ class Action:
 WAIT = Action(Kind.WAIT)
 
 
-def ramp_up_to(ceiling_ms: int | None) -> Ramp:
+def ramp_up_to(ceiling_ms: int | None,
+               postcopy: PostcopySwitch = PostcopySwitch.OFF) -> Ramp:
     """The default steps, ending at ``ceiling_ms`` when the operator set one."""
     if ceiling_ms is None:
-        return Ramp()
-    return Ramp((*(s for s in DEFAULT_STEPS_MS if s < ceiling_ms), ceiling_ms))
+        return Ramp(postcopy=postcopy)
+    return Ramp((*(s for s in DEFAULT_STEPS_MS if s < ceiling_ms), ceiling_ms),
+                postcopy=postcopy)
 
 
 def decide(history: Sequence[Reading], ramp: Ramp, downtime_ms: int,
            escalated_at_s: float = 0.0) -> Action:
     """The next step, from every reading so far (oldest first), the downtime limit in force and
     when it was last raised (seconds since the start)."""
+    latest = history[-1] if history else None
+    if ramp.postcopy is PostcopySwitch.AFTER_FIRST_PASS and latest and latest.iteration >= 2:
+        return Action(Kind.START_POSTCOPY,
+                      reason=f"first pass sent ({latest.remaining_bytes >> 20} MiB left at pass "
+                      f"{latest.iteration}): switched to post-copy")
     judged = [r for r in history if r.iteration >= 2 and r.elapsed_s >= escalated_at_s]
     if not judged or judged[-1].elapsed_s - judged[0].elapsed_s < ramp.stall_s:
         return WAIT  # too early to tell: judged over a whole stall window, never less
@@ -82,36 +98,47 @@ def decide(history: Sequence[Reading], ramp: Ramp, downtime_ms: int,
     lately = min(r.remaining_bytes for r in judged if r.elapsed_s > now - ramp.stall_s)
     if lately < before:
         return WAIT  # a new low within the window: still converging
+    stalled = f"no progress for {ramp.stall_s:g} s at pass {judged[-1].iteration} " \
+        f"({lately >> 20} MiB left)"
     step = next((s for s in ramp.steps_ms if s > downtime_ms), None)
-    if step is None:
-        return WAIT
-    return Action(Kind.RAISE_DOWNTIME, step,
-                  f"no progress for {ramp.stall_s:g} s at pass {judged[-1].iteration} "
-                  f"({lately >> 20} MiB left): downtime limit {downtime_ms} -> {step} ms")
+    if step is not None:
+        return Action(Kind.RAISE_DOWNTIME, step,
+                      f"{stalled}: downtime limit {downtime_ms} -> {step} ms")
+    if ramp.postcopy is PostcopySwitch.WHEN_STALLED:
+        return Action(Kind.START_POSTCOPY,
+                      reason=f"{stalled} at a downtime limit of {downtime_ms} ms: switched to "
+                      "post-copy")
+    return WAIT
 
 
-class DowntimeRamp:
-    """The downtime ramp of one migration: its readings and the steps taken (a strategy-auto
-    request), or nothing at all (``downtime_ramp`` off)."""
+class Escalator:
+    """The escalations of one migration: its readings and the steps taken, for the source
+    agent's progress loop. Idle when the request asks for none (no ramp, no post-copy switch),
+    and for good once the migration is in post-copy."""
 
     def __init__(self, request: StartRequest) -> None:
-        self.enabled = request.downtime_ramp
-        self._ramp = ramp_up_to(request.max_downtime_ms)
+        self.enabled = request.downtime_ramp or request.postcopy is not PostcopySwitch.OFF
+        ramp = ramp_up_to(request.max_downtime_ms, request.postcopy)
+        self._ramp = ramp if request.downtime_ramp else Ramp((), ramp.stall_s, ramp.postcopy)
         self._limit_ms = request.max_downtime_ms or QEMU_DEFAULT_DOWNTIME_MS
         self._history: list[Reading] = []
         self._raised_at_s = 0.0
         self.escalations: list[str] = []
+        self.postcopy = False  # switched
 
     def next_step(self, stats: JobStats) -> Action | None:
-        if not self.enabled or stats.memory_remaining_bytes is None \
+        if not self.enabled or self.postcopy or stats.memory_remaining_bytes is None \
                 or stats.time_elapsed_ms is None:
             return None
         self._history.append(Reading(stats.time_elapsed_ms / 1000,
                                      stats.memory_remaining_bytes, stats.memory_iteration or 0))
         action = decide(self._history, self._ramp, self._limit_ms, self._raised_at_s)
-        return action if action.kind is Kind.RAISE_DOWNTIME else None
+        return None if action.kind is Kind.WAIT else action
 
     def applied(self, step: Action) -> None:
-        self._limit_ms = step.downtime_ms or self._limit_ms
-        self._raised_at_s = self._history[-1].elapsed_s
+        if step.kind is Kind.START_POSTCOPY:
+            self.postcopy = True
+        else:
+            self._limit_ms = step.downtime_ms or self._limit_ms
+            self._raised_at_s = self._history[-1].elapsed_s
         self.escalations.append(step.reason)

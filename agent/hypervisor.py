@@ -87,6 +87,8 @@ class Hypervisor(Protocol):
 
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None: ...
 
+    async def start_postcopy(self, vm: str) -> None: ...
+
     async def remove_domain(self, vm: str, uuid: str) -> bool:
         """Destroy (if paused) and undefine the domain with this UUID, only if it is called
         ``vm``; False when no domain has that UUID; ``conflict`` if the guest runs."""

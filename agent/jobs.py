@@ -64,10 +64,11 @@ class RunningJobs(Generic[JobT]):
                             encode(message))
 
     async def _send_progress(self, migration_id: str, stats: JobStats,
-                             escalations: list[str] | None = None) -> None:
+                             escalations: list[str] | None = None,
+                             postcopy: bool = False) -> None:
         await self._send(migration_id, MigrationEvent.SOURCE_PROGRESS, SourceProgress(
             migration_id=migration_id, host_id=self._host_id, at=utc_now(), stats=stats,
-            escalations=escalations or []))
+            escalations=escalations or [], postcopy=postcopy))
 
 
 def _vm_of(job: Any) -> str:

@@ -145,9 +145,10 @@ class MigrationManager(RunningJobs[_Running]):
 
     async def _report_progress(self, request: StartRequest, plan: MigrationPlan) -> None:
         """Publish the job's figures every interval; apply the max downtime once a job runs;
-        with ``downtime_ramp``, raise it when the remainder stalls (agent/convergence.py)."""
+        with ``downtime_ramp``, raise it when the remainder stalls, and switch to post-copy
+        when the request says when (agent/convergence.py)."""
         downtime_pending = plan.max_downtime_ms
-        ramp = convergence.DowntimeRamp(request)
+        ramp = convergence.Escalator(request)
         while True:
             await asyncio.sleep(request.progress_interval_ms / 1000)
             try:
@@ -155,16 +156,29 @@ class MigrationManager(RunningJobs[_Running]):
                 if stats is not None and downtime_pending is not None:
                     await self._hv.set_max_downtime(request.vm, downtime_pending)
                     downtime_pending = None
-                if stats is not None and (step := ramp.next_step(stats)) is not None:
-                    await self._hv.set_max_downtime(request.vm, step.downtime_ms or 0)
-                    ramp.applied(step)
-                    log.warning("downtime_raised", migration_id=request.migration_id,
-                                vm=request.vm, reason=step.reason)
             except BatonError as exc:  # the domain vanishes from the source as the move ends
                 log.debug("migration_progress_unavailable", error=exc.message)
                 continue
+            if stats is not None and (step := ramp.next_step(stats)) is not None:
+                try:
+                    await self._escalate(request, step)
+                    ramp.applied(step)
+                except BatonError as exc:  # not taken: asked again at the next reading
+                    log.warning("escalation_failed", migration_id=request.migration_id,
+                                step=step.kind, error=exc.message)
             if stats is not None:
-                await self._send_progress(request.migration_id, stats, ramp.escalations)
+                await self._send_progress(request.migration_id, stats, ramp.escalations,
+                                          postcopy=ramp.postcopy)
+
+    async def _escalate(self, request: StartRequest, step: convergence.Action) -> None:
+        if step.kind is convergence.Kind.START_POSTCOPY:
+            await self._hv.start_postcopy(request.vm)
+            log.warning("postcopy_started", migration_id=request.migration_id, vm=request.vm,
+                        reason=step.reason)
+        else:
+            await self._hv.set_max_downtime(request.vm, step.downtime_ms or 0)
+            log.warning("downtime_raised", migration_id=request.migration_id, vm=request.vm,
+                        reason=step.reason)
 
     def observe(self, event: VmEvent) -> None:
         """Catch the job-completed event of a migrating domain (it carries the final figures)."""

@@ -6,7 +6,9 @@ live=false on a running or paused domain -> no LIVE flag (libvirt pauses it duri
 always PEER2PEER (the source daemon talks to the destination's); persistent -> PERSIST_DEST;
 undefine_source -> UNDEFINE_SOURCE; copy_disks -> NON_SHARED_DISK restricted to exactly those
 targets through ``migrate_disks`` (never a shared disk); auto_converge -> AUTO_CONVERGE with the
-optional initial/increment throttle; bandwidth (MiB/s) and the data address as parameters.
+optional initial/increment throttle; a post-copy switch (``postcopy`` not off) -> POSTCOPY, which
+only permits the switch (the source agent decides when; agent/convergence.py); bandwidth (MiB/s)
+and the data address as parameters.
 The maximum downtime has no migration parameter in libvirt 9.0: it is set on the running job.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import StartRequest
+from baton.schemas.migration import PostcopySwitch, StartRequest
 
 
 class MigrationFlag(StrEnum):
@@ -28,6 +30,7 @@ class MigrationFlag(StrEnum):
     AUTO_CONVERGE = "auto_converge"
     OFFLINE = "offline"
     TLS = "tls"
+    POSTCOPY = "postcopy"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ def plan_migration(request: StartRequest, domain_active: bool) -> MigrationPlan:
     if offline and not request.persistent:
         raise BatonError(ErrorCode.BAD_REQUEST, "an offline migration moves the definition only: "
                          "it must be persistent on the destination")
+    if offline and request.postcopy != PostcopySwitch.OFF:
+        raise BatonError(ErrorCode.BAD_REQUEST, "post-copy moves a running guest's memory; "
+                         "an offline migration has none to move")
     if offline and request.copy_disks:
         raise BatonError(ErrorCode.UNSUPPORTED, "libvirt cannot copy disks of a shut-off domain; "
                          "use shared storage, or start the VM and migrate it live with copy")
@@ -65,6 +71,7 @@ def _flags(request: StartRequest, offline: bool) -> frozenset[MigrationFlag]:
         MigrationFlag.NON_SHARED_DISK: bool(request.copy_disks),
         MigrationFlag.AUTO_CONVERGE: request.auto_converge and not offline,
         MigrationFlag.TLS: request.tls,
+        MigrationFlag.POSTCOPY: request.postcopy != PostcopySwitch.OFF and not offline,
     }
     return frozenset(flag for flag, on in wanted.items() if on)
 

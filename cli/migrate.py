@@ -89,9 +89,13 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
               "copying (the VM keeps running on the source; the record says how far it got).")
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
               default=Strategy.PRECOPY.value, show_default=True,
-              help="auto: when the remaining memory stops shrinking for 10 s, raise the "
-              "downtime limit step by step (500, 1000, 2000 ms, or up to --max-downtime); "
-              "precopy: leave it as set.")
+              help="precopy: leave the downtime limit as set; auto: when the remaining "
+              "memory stops shrinking for 10 s, raise the downtime limit step by step (500, "
+              "1000, 2000 ms, or up to --max-downtime); auto-converge: let QEMU throttle the "
+              "guest's vCPUs (as --auto-converge); postcopy: switch to post-copy after the "
+              "first pass (always ends, but cannot be rolled back; pre-flight warns).")
+@click.option("--allow-postcopy", is_flag=True, help="With --strategy auto: switch to "
+              "post-copy when the last downtime step stalls too.")
 @click.option("--no-tls", is_flag=True, help="Send guest memory and disks unencrypted even "
               "when both hosts could use TLS (pre-flight warns).")
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
@@ -100,8 +104,8 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 def migrate(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
             transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
             ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
-            timeout_s: int | None, strategy: str, no_tls: bool, dry_run: bool, detach: bool,
-            nats_url: str, prefix: str, output: str) -> None:
+            timeout_s: int | None, strategy: str, allow_postcopy: bool, no_tls: bool,
+            dry_run: bool, detach: bool, nats_url: str, prefix: str, output: str) -> None:
     """Move VM to another host, live by default, and follow it to the end.
 
     The migration stream is encrypted (TLS) when QEMU on both hosts has its
@@ -117,6 +121,7 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
       baton migrate web1 --to node3 --copy-storage --bandwidth 200
       baton migrate web1 --to node2 --auto-converge --max-downtime 500 -o json
       baton migrate web1 --to node2 --bandwidth 100 --timeout 600
+      baton migrate busy1 --to node2 --strategy auto --allow-postcopy
       baton migrate db1 --to node2 --offline
       baton migrate web1 --to node2 --dry-run
     """
@@ -126,7 +131,8 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
         undefine_source=not keep_source, auto_converge=auto_converge,
         auto_converge_initial_pct=ac_initial, auto_converge_increment_pct=ac_increment,
         bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, timeout_s=timeout_s,
-        strategy=Strategy(strategy), dry_run=dry_run, tls=not no_tls)
+        strategy=Strategy(strategy), allow_postcopy=allow_postcopy, dry_run=dry_run,
+        tls=not no_tls)
     settings = Settings(nats_url, prefix, output)
     run(settings, lambda nc, s: _migrate(nc, s, request, detach))
 
@@ -159,14 +165,21 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value)
 @click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value)
 @click.option("--no-tls", is_flag=True, help="Judge an unencrypted migration stream.")
+@click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
+              default=Strategy.PRECOPY.value, show_default=True,
+              help="Judge a migration with this strategy (see baton migrate --help).")
+@click.option("--allow-postcopy", is_flag=True, help="Judge strategy auto allowed to switch "
+              "to post-copy.")
 @common_options
 def check(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
-          no_tls: bool, nats_url: str, prefix: str, output: str) -> None:
+          no_tls: bool, strategy: str, allow_postcopy: bool, nats_url: str, prefix: str,
+          output: str) -> None:
     """Run the pre-flight checks for moving VM to a host; change nothing.
 
     Storage, network, CPU, memory, the VM's state on both hosts, devices
-    that block migration and the stream's encryption: each passes, warns or
-    fails with a reason. Exits 1 if any check fails.
+    that block migration, the stream's encryption and how the copy will end
+    (a post-copy switch warns: it cannot be rolled back): each passes, warns
+    or fails with a reason. Exits 1 if any check fails.
 
     \b
     Examples:
@@ -174,7 +187,8 @@ def check(vm: str, destination: str, source: str | None, offline: bool, storage:
       baton check web1 --to node3 --shared-storage -o json
     """
     request = CheckRequest(vm=vm, destination=destination, source=source, live=not offline,
-                           storage=StorageMode(storage or StorageMode.AUTO), tls=not no_tls)
+                           storage=StorageMode(storage or StorageMode.AUTO), tls=not no_tls,
+                           strategy=Strategy(strategy), allow_postcopy=allow_postcopy)
     run(Settings(nats_url, prefix, output), lambda nc, s: _check(nc, s, request))
 
 

@@ -81,7 +81,11 @@ def outcome_line(record: MigrationRecord) -> str:
         parts.append(f"downtime {stats.downtime_ms} ms")
     if stats.data_processed_bytes is not None:
         parts.append(f"{human_bytes(stats.data_processed_bytes)} moved")
-    return f"{route} {phase_text(record.phase)} ({', '.join(parts)}, storage {record.storage})"
+    if record.postcopy:
+        parts.append("post-copy")
+    steps = "".join(f"\n  escalated: {escape(step)}" for step in record.escalations)
+    return (f"{route} {phase_text(record.phase)} ({', '.join(parts)}, storage {record.storage})"
+            + steps)
 
 
 def phase_line(event: PhaseEvent | StoragePhaseEvent) -> str:

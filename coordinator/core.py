@@ -22,7 +22,7 @@ import structlog
 from baton.coordinator import preflight, storage_checks
 from baton.coordinator.agents import AgentClient, is_no_responders
 from baton.coordinator.job_runner import RunnerDeps
-from baton.coordinator.options import check_against_domain, validate_options
+from baton.coordinator.options import check_against_domain, postcopy_switch, validate_options
 from baton.coordinator.phases import is_terminal
 from baton.coordinator.registry import Job, JobRecord, Registry
 from baton.coordinator.runner import MigrationRunner, new_record
@@ -118,14 +118,12 @@ class Coordinator:
         with _host_errors(request.destination):
             await self._agents.caps(request.destination)
         if request.dry_run:
-            return await self._report(request.vm, source, request.destination, request.live,
-                                      request.storage, request.tls)
+            return await self._report(request, source)
         return await self._accept(request, source)
 
     async def check(self, request: CheckRequest) -> PreflightReport:
         source, _ = await self._locate(request.vm, request.source, request.destination)
-        return await self._report(request.vm, source, request.destination, request.live,
-                                  request.storage, request.tls)
+        return await self._report(request, source)
 
     async def move_storage(self, request: StorageMoveRequest,
                            ) -> StorageMoveAccepted | StorageCheckReport:
@@ -194,11 +192,13 @@ class Coordinator:
         self._tasks[migration_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(migration_id, None))
 
-    async def _report(self, vm: str, source: str, destination: str, live: bool,
-                      storage: Any, tls: bool) -> PreflightReport:
-        with _host_errors(destination):
-            facts = await preflight.gather(self._agents, vm, source, destination, live, storage,
-                                           tls)
+    async def _report(self, request: MigrateRequest | CheckRequest,
+                      source: str) -> PreflightReport:
+        with _host_errors(request.destination):
+            facts = await preflight.gather(
+                self._agents, request.vm, source, request.destination, request.live,
+                request.storage, request.tls,
+                postcopy_switch(request.strategy, request.allow_postcopy))
         return preflight.report(facts)
 
     async def _locate(self, vm: str, source: str | None,

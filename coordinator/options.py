@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from baton.schemas.agent import DomainInfo
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import MigrateRequest
+from baton.schemas.migration import MigrateRequest, PostcopySwitch, Strategy
 
 
 def option_problems(request: MigrateRequest) -> list[str]:
@@ -22,13 +22,30 @@ def option_problems(request: MigrateRequest) -> list[str]:
                         "transient: drop --transient (persistent=false) or migrate live")
     pct_given = (request.auto_converge_initial_pct is not None
                  or request.auto_converge_increment_pct is not None)
-    if pct_given and not request.auto_converge:
+    throttled = request.auto_converge or request.strategy == Strategy.AUTO_CONVERGE
+    if pct_given and not throttled:
         problems.append("auto-converge percentages need auto_converge=true (--auto-converge)")
     if not request.live and request.auto_converge:
         problems.append("auto-converge throttles a running guest; it means nothing offline")
     if not request.live and request.max_downtime_ms is not None:
         problems.append("max downtime applies to a live migration only")
+    if request.allow_postcopy and request.strategy != Strategy.AUTO:
+        problems.append(f"allow_postcopy (--allow-postcopy) lets strategy auto switch to "
+                        f"post-copy; with strategy {request.strategy} it means nothing (use "
+                        "--strategy auto, or --strategy postcopy to switch after the first pass)")
+    if not request.live and request.strategy != Strategy.PRECOPY:
+        problems.append(f"strategy {request.strategy} is about memory copied while the guest "
+                        "runs; an offline migration has none (drop --strategy)")
     return problems
+
+
+def postcopy_switch(strategy: Strategy, allow_postcopy: bool) -> PostcopySwitch:
+    """When the source switches to post-copy, for a request's strategy."""
+    if strategy == Strategy.POSTCOPY:
+        return PostcopySwitch.AFTER_FIRST_PASS
+    if strategy == Strategy.AUTO and allow_postcopy:
+        return PostcopySwitch.WHEN_STALLED
+    return PostcopySwitch.OFF
 
 
 def validate_options(request: MigrateRequest) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from baton.coordinator.options import postcopy_switch
 from baton.coordinator.preflight import Facts, migration_tls, resolved_storage
 from baton.schemas.migration import (
     DiskPlan,
@@ -69,9 +70,11 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         destination_host=request.destination, destination_address=host_of(plan.destination_uri),
         live=request.live,
         persistent=request.persistent, undefine_source=request.undefine_source,
-        copy_disks=plan.copy_targets, auto_converge=request.auto_converge,
+        copy_disks=plan.copy_targets,
+        auto_converge=request.auto_converge or request.strategy == Strategy.AUTO_CONVERGE,
         auto_converge_initial_pct=request.auto_converge_initial_pct,
         auto_converge_increment_pct=request.auto_converge_increment_pct,
         bandwidth_mib_s=bandwidth_mib_s, max_downtime_ms=request.max_downtime_ms,
         downtime_ramp=request.strategy == Strategy.AUTO,
+        postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
         progress_interval_ms=PROGRESS_INTERVAL_MS, tls=plan.tls)

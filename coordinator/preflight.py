@@ -31,7 +31,14 @@ from baton.schemas.agent import (
     TokenOp,
 )
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import CheckName, CheckResult, CheckStatus, PreflightReport, StorageMode
+from baton.schemas.migration import (
+    CheckName,
+    CheckResult,
+    CheckStatus,
+    PostcopySwitch,
+    PreflightReport,
+    StorageMode,
+)
 
 GIB = 1024**3
 
@@ -70,13 +77,15 @@ class Facts:
     cpu_error: BatonError | None = None
     tls: bool = True  # the request wants the stream encrypted when both hosts can
     source_caps: HostCaps | None = None  # None: the source's agent did not say (then no TLS)
+    postcopy: PostcopySwitch = PostcopySwitch.OFF  # when the strategy would switch to post-copy
 
 
 # --- gathering (I/O) --------------------------------------------------------------------------
 
 
 async def gather(agents: AgentClient, vm: str, source: str, destination: str, live: bool,
-                 storage: StorageMode, tls: bool = True) -> Facts:
+                 storage: StorageMode, tls: bool = True,
+                 postcopy: PostcopySwitch = PostcopySwitch.OFF) -> Facts:
     """Ask both agents everything the checks need. Raises for an unknown VM or host."""
     domain, caps, on_destination, source_caps = await asyncio.gather(
         agents.domain(source, vm, include_cpu_xml=True), agents.caps(destination),
@@ -86,7 +95,8 @@ async def gather(agents: AgentClient, vm: str, source: str, destination: str, li
     return Facts(vm=vm, source=source, destination=destination, live=live,
                  requested_storage=storage, domain=domain, destination_caps=caps,
                  on_destination=on_destination, disks=disks, probe_error=probe_error,
-                 cpu=cpu, cpu_error=cpu_error, tls=tls, source_caps=source_caps)
+                 cpu=cpu, cpu_error=cpu_error, tls=tls, source_caps=source_caps,
+                 postcopy=postcopy)
 
 
 async def probe_disks(agents: AgentClient, source: str, destination: str,
@@ -324,9 +334,30 @@ def check_encryption(facts: Facts) -> CheckResult:
         "unencrypted"])
 
 
+_POSTCOPY_WHEN = {
+    PostcopySwitch.AFTER_FIRST_PASS: "strategy postcopy switches after the first pass",
+    PostcopySwitch.WHEN_STALLED: "strategy auto with --allow-postcopy switches once raising the "
+    "downtime limit no longer helps",
+}
+
+
+def check_convergence(facts: Facts) -> CheckResult:
+    """How the copy ends: a post-copy switch is a warning, because it gives up the way back."""
+    if not facts.live:
+        return _result(CheckName.CONVERGENCE, [], "offline: no memory to copy")
+    if facts.postcopy is PostcopySwitch.OFF:
+        return _result(CheckName.CONVERGENCE, [], "pre-copy: the guest runs on the source until "
+                       "the switch-over, and a failure before it leaves it there")
+    return _result(CheckName.CONVERGENCE, [], "", [
+        f"post-copy ({_POSTCOPY_WHEN[facts.postcopy]}): from the switch on, the guest runs on "
+        "the destination, and the move can be neither aborted nor rolled back to the source; "
+        "if the link or either host fails before the last page arrives, the guest stays paused "
+        "on the destination until the migration is recovered"])
+
+
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
     check_hosts, check_vm, check_storage, check_network, check_cpu, check_memory, check_devices,
-    check_encryption)
+    check_encryption, check_convergence)
 
 
 def run_checks(facts: Facts) -> list[CheckResult]:

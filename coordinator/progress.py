@@ -57,6 +57,9 @@ class ProgressPump:
             for step in progress.escalations[len(record.escalations):]:
                 log.info("source_escalated", step=step)
             self._tracker.update(escalations=list(progress.escalations))
+        if isinstance(record, MigrationRecord) and progress.postcopy and not record.postcopy:
+            log.warning("source_in_postcopy", note="no abort or roll-back from here on")
+            self._tracker.update(postcopy=True)
         self.heard()
         self._fresh.set()
 

@@ -25,6 +25,7 @@ from baton.coordinator import holds, preflight
 from baton.coordinator import plan as planning
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
+from baton.coordinator.options import postcopy_switch
 from baton.coordinator.progress import ProgressPump
 from baton.coordinator.verdict import Decision, Verdict, decide
 from baton.schemas import timeouts
@@ -157,7 +158,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         request = self.record.request
         facts = await preflight.gather(self._agents, request.vm, self.record.source,
                                        self.record.destination, request.live, request.storage,
-                                       request.tls)
+                                       request.tls,
+                                       postcopy_switch(request.strategy, request.allow_postcopy))
         report = preflight.report(facts)
         self._source_before = facts.domain
         self.tracker.update(checks=report.checks, storage=report.storage)

@@ -48,6 +48,7 @@ class CheckName(StrEnum):
     MEMORY = "memory"
     DEVICES = "devices"  # no device that blocks migration
     ENCRYPTION = "encryption"  # the migration stream is TLS (a warning when it is not)
+    CONVERGENCE = "convergence"  # how the copy will end: pre-copy, or post-copy (a warning)
 
 
 class CheckResult(Message, frozen=True, kw_only=True, tag="coordinator.check_result"):

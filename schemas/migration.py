@@ -53,7 +53,23 @@ class Strategy(StrEnum):
 
     PRECOPY = "precopy"  # nothing: the downtime limit stays as set (the timeout may end it)
     AUTO = "auto"  # raise the downtime limit step by step (500, 1000, 2000 ms, or up to
-    # max_downtime_ms) each time the remainder makes no progress for 10 s
+    # max_downtime_ms) each time the remainder makes no progress for 10 s; with
+    # allow_postcopy, switch to post-copy once the last step stalls too
+    AUTO_CONVERGE = "auto-converge"  # QEMU throttles the guest's vCPUs until it converges
+    POSTCOPY = "postcopy"  # switch to post-copy as soon as the first pass is sent
+
+
+class PostcopySwitch(StrEnum):
+    """When the source switches a running migration to post-copy (``migrateStartPostCopy``).
+
+    After the switch the guest runs on the destination and fetches the pages not yet sent from
+    the source on demand: the move always ends, but it cannot be rolled back, and if the link
+    fails before the last page arrives the guest stays paused on the destination until the
+    migration is recovered."""
+
+    OFF = "off"
+    AFTER_FIRST_PASS = "after-first-pass"  # strategy postcopy
+    WHEN_STALLED = "when-stalled"  # strategy auto with allow_postcopy: once the ramp is spent
 
 
 class StorageMode(StrEnum):
@@ -83,6 +99,8 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
     # figures it had reached. None: no limit.
     timeout_s: CompletionTimeoutS | None = None
     strategy: Strategy = Strategy.PRECOPY
+    # Strategy auto may switch to post-copy once raising the downtime limit no longer helps.
+    allow_postcopy: bool = False
     dry_run: bool = False  # run the checks only and answer with the report
     # Encrypt the migration stream (VIR_MIGRATE_TLS) when both hosts have QEMU TLS
     # certificates; false (`--no-tls`) sends it in the clear, which pre-flight warns about.
@@ -96,6 +114,9 @@ class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.re
     live: bool = True
     storage: StorageMode = StorageMode.AUTO
     tls: bool = True
+    # The strategy the migration would run with: the report says what it risks.
+    strategy: Strategy = Strategy.PRECOPY
+    allow_postcopy: bool = False
 
 
 class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check.reply"):
@@ -153,6 +174,9 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     error: ErrorReply | None = None
     # What the source did to make it converge (strategy auto), oldest first, each with why.
     escalations: list[str] = []
+    # The source switched to post-copy: the guest runs on the destination from then on, and
+    # the migration can no longer be aborted or rolled back.
+    postcopy: bool = False
 
 
 class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):
@@ -229,6 +253,7 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     # Strategy.AUTO: when the remainder stalls, raise the downtime limit step by step, up to
     # max_downtime_ms when set (agent/convergence.py); each step is reported in the progress.
     downtime_ramp: bool = False
+    postcopy: PostcopySwitch = PostcopySwitch.OFF  # VIR_MIGRATE_POSTCOPY, and when to switch
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
     tls: bool = False  # VIR_MIGRATE_TLS: encrypt the stream (both hosts' QEMU need certificates)
 
@@ -312,6 +337,7 @@ class SourceProgress(Message, frozen=True, kw_only=True, tag="agent.migration.pr
     at: datetime
     stats: JobStats
     escalations: list[str] = []  # every step the source took so far (downtime_ramp)
+    postcopy: bool = False  # the source switched the migration to post-copy
 
 
 class SourceFinished(Message, frozen=True, kw_only=True, tag="agent.migration.finished"):

@@ -100,6 +100,9 @@ class LibvirtHypervisor:
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None:
         await migrate.set_max_downtime(self._connection, vm, downtime_ms)
 
+    async def start_postcopy(self, vm: str) -> None:
+        await migrate.start_postcopy(self._connection, vm)
+
     # --- block copy (agent.block_copy.BlockCopier) --------------------------------------------
 
     async def block_copy(self, vm: str, target: str, destination_xml: str,

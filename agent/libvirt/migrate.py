@@ -27,6 +27,7 @@ _MIGRATION_FLAGS = {
     MigrationFlag.AUTO_CONVERGE: libvirt.VIR_MIGRATE_AUTO_CONVERGE,
     MigrationFlag.OFFLINE: libvirt.VIR_MIGRATE_OFFLINE,
     MigrationFlag.TLS: libvirt.VIR_MIGRATE_TLS,
+    MigrationFlag.POSTCOPY: libvirt.VIR_MIGRATE_POSTCOPY,
 }
 
 
@@ -77,6 +78,12 @@ async def abort_job(connection: Connection, vm: str) -> None:
 async def set_max_speed(connection: Connection, vm: str, bandwidth_mib_s: int) -> None:
     await connection.call(f"setting the bandwidth of {vm}",
                           lambda conn: lookup(conn, vm).migrateSetMaxSpeed(bandwidth_mib_s, 0))
+
+
+async def start_postcopy(connection: Connection, vm: str) -> None:
+    """Switch the running migration (started with VIR_MIGRATE_POSTCOPY) to post-copy."""
+    await connection.call(f"switching the migration of {vm} to post-copy",
+                          lambda conn: lookup(conn, vm).migrateStartPostCopy(0))
 
 
 async def set_max_downtime(connection: Connection, vm: str, downtime_ms: int) -> None:

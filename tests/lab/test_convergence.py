@@ -26,3 +26,27 @@ def test_strategy_auto_raises_the_downtime_until_a_stalled_migration_completes(s
     assert all(step.startswith("no progress for 10 s") for step in steps)
     assert ("running", None) == (lab.domstate("h2", vm), lab.domstate("h1", vm))
     lab.wait_alive_past(vm, seq_before + 2)
+
+
+def test_strategy_postcopy_moves_a_guest_precopy_cannot_and_loses_nothing(stack, lab, guest):
+    # The same guest never converges under plain pre-copy (tests/lab/test_migrate.py); post-copy
+    # switches after the first pass, so the guest runs on h2 and pulls the rest from h1.
+    vm = guest("h1", storage="shared", memory_mib=128, dirty_mb=32, dirty_rate_mib_s=40)
+    lab.wait_alive_past(vm, 3)
+    disk = lab.disk_path(vm, "shared")
+    before = lab.heartbeats(disk).max_seq
+    code, rec = migrate(stack, vm, "--to", "h2", "--bandwidth", "30", "--strategy", "postcopy",
+                        "--timeout", "120")
+    assert (0, "succeeded") == (code, rec["phase"]), rec.get("error")
+    assert rec["postcopy"] is True
+    [step] = rec["escalations"]
+    assert step.startswith("first pass sent") and step.endswith("switched to post-copy"), step
+    convergence = {c["name"]: c for c in rec["checks"]}["convergence"]
+    assert "warn" == convergence["status"]
+    assert "neither aborted nor rolled back" in convergence["reason"]
+    assert ("running", None) == (lab.domstate("h2", vm), lab.domstate("h1", vm))
+    lab.wait_alive_past(vm, lab.alive_seq(vm) + 2)  # the counter keeps rising on h2
+    records = lab.heartbeats(disk)
+    assert (0, 1) == (records.corrupt_records, len(records.boot_ids))
+    assert set(range(max(1, before - 5), before + 1)) <= set(records.valid_seqs)
+    assert records.max_seq > before

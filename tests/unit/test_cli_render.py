@@ -9,11 +9,14 @@ import msgspec
 import pytest
 from rich.console import Console
 
+from baton.cli.migrate_render import outcome_line
 from baton.cli.render import caps_view, host_record, hosts_table, human_age, human_bytes
 from baton.mesh.client import AgentInfo
 from baton.schemas.agent import Memory
+from baton.schemas.events import JobStats
+from baton.schemas.migration import MigrationRecord, Phase, StorageMode
 from tests.support.canned_agent import canned_caps, canned_status
-from tests.support.samples import SAMPLE_TIME
+from tests.support.samples import SAMPLE_TIME, sample
 
 
 def rendered(renderable: object) -> str:
@@ -72,3 +75,16 @@ def test_caps_view_shows_reserved_memory_when_the_agent_reports_it() -> None:
     )  # fmt: skip
     expected = "4.0 GiB free of 8.0 GiB, 3.0 GiB available to guests (1.0 GiB reserved)"
     assert expected in rendered(caps_view(caps))
+
+
+def test_a_migrations_outcome_names_its_escalations_and_a_postcopy_finish() -> None:
+    record = msgspec.structs.replace(
+        sample(MigrationRecord), vm="g1", source="h1", destination="h2", phase=Phase.SUCCEEDED,
+        storage=StorageMode.SHARED, error=None, postcopy=True,
+        escalations=["first pass sent (40 MiB left at pass 2): switched to post-copy"],
+        result=JobStats(time_elapsed_ms=12_300, downtime_ms=80, data_processed_bytes=3 << 20))
+    assert ("g1: h1 -> h2 [green]succeeded[/] (12.3 s, downtime 80 ms, 3.0 MiB moved, post-copy, "
+            "storage shared)\n  escalated: first pass sent (40 MiB left at pass 2): switched to "
+            "post-copy") == outcome_line(record)
+    plain = msgspec.structs.replace(record, postcopy=False, escalations=[])
+    assert "post-copy" not in outcome_line(plain) and "escalated" not in outcome_line(plain)

@@ -8,12 +8,15 @@ import pytest
 from baton.agent.convergence import (
     WAIT,
     Action,
+    Escalator,
     Kind,
     Ramp,
     Reading,
     decide,
     ramp_up_to,
 )
+from baton.schemas.events import JobStats
+from baton.schemas.migration import PostcopySwitch, StartRequest
 
 MIB = 1 << 20
 RAMP = Ramp(steps_ms=(500, 1000, 2000), stall_s=10)
@@ -62,3 +65,73 @@ def test_an_escalation_says_why():
 ])
 def test_the_ramp_ends_at_the_operators_ceiling(ceiling, steps):
     assert steps == ramp_up_to(ceiling).steps_ms
+
+
+AFTER_FIRST = Ramp(steps_ms=(500, 1000, 2000), stall_s=10,
+                   postcopy=PostcopySwitch.AFTER_FIRST_PASS)
+WHEN_STALLED = Ramp(steps_ms=(500, 1000, 2000), stall_s=10,
+                    postcopy=PostcopySwitch.WHEN_STALLED)
+POSTCOPY = Action(Kind.START_POSTCOPY)
+
+
+@pytest.mark.parametrize(("name", "history", "ramp", "downtime_ms", "expected"), [
+    ("after the first pass: not while it runs", readings((0, 100, 1), (30, 60, 1)), AFTER_FIRST,
+     300, WAIT),
+    ("after the first pass: nothing read yet", [], AFTER_FIRST, 300, WAIT),
+    ("after the first pass: at pass 2, converging or not", readings((0, 100, 1), (5, 40, 2)),
+     AFTER_FIRST, 300, POSTCOPY),
+    ("after the first pass: the disks (pass 0) are not a pass", readings((0, 0, 0), (9, 0, 0)),
+     AFTER_FIRST, 300, WAIT),
+    ("when stalled: the ramp comes first", STEADY, WHEN_STALLED, 300,
+     Action(Kind.RAISE_DOWNTIME, 500)),
+    ("when stalled: the last step comes first", STEADY, WHEN_STALLED, 1000,
+     Action(Kind.RAISE_DOWNTIME, 2000)),
+    ("when stalled: ramp spent and stalled", STEADY, WHEN_STALLED, 2000, POSTCOPY),
+    ("when stalled: ramp spent but converging", readings((0, 90, 2), (5, 60, 3), (10, 30, 4),
+                                                         (15, 10, 5)), WHEN_STALLED, 2000, WAIT),
+    ("when stalled: no ramp at all", STEADY, Ramp((), 10, PostcopySwitch.WHEN_STALLED), 300,
+     POSTCOPY),
+    ("never: ramp spent and stalled", STEADY, RAMP, 2000, WAIT),
+])
+def test_decide_the_postcopy_switch(name, history, ramp, downtime_ms, expected):
+    action = decide(history, ramp, downtime_ms)
+    assert (expected.kind, expected.downtime_ms) == (action.kind, action.downtime_ms), name
+
+
+def test_a_postcopy_switch_says_why():
+    assert "no progress for 10 s at pass 6 (20 MiB left) at a downtime limit of 2000 ms: " \
+        "switched to post-copy" == decide(STEADY, WHEN_STALLED, 2000).reason
+    assert "first pass sent (40 MiB left at pass 2): switched to post-copy" == \
+        decide(readings((0, 100, 1), (5, 40, 2)), AFTER_FIRST, 300).reason
+
+
+def stalled_reading(second: int) -> JobStats:
+    return JobStats(time_elapsed_ms=second * 1000, memory_remaining_bytes=20 * MIB,
+                    memory_iteration=2 + second)
+
+
+def start(**options) -> StartRequest:
+    return StartRequest(migration_id="m1", vm="g1", destination_uri="qemu+tcp://h2/system",
+                        **options)
+
+
+def test_the_escalator_switches_once_and_then_decides_nothing():
+    escalator = Escalator(start(postcopy=PostcopySwitch.AFTER_FIRST_PASS))
+    step = escalator.next_step(stalled_reading(1))
+    assert step is not None and Kind.START_POSTCOPY == step.kind
+    escalator.applied(step)
+    assert (True, [step.reason]) == (escalator.postcopy, escalator.escalations)
+    assert [None] * 20 == [escalator.next_step(stalled_reading(s)) for s in range(2, 22)]
+
+
+def test_without_the_ramp_a_when_stalled_switch_comes_at_the_first_stall():
+    escalator = Escalator(start(postcopy=PostcopySwitch.WHEN_STALLED))
+    steps = [escalator.next_step(stalled_reading(s)) for s in range(1, 13)]
+    assert [None] * 10 == steps[:10]  # a whole stall window first
+    assert steps[10] is not None and Kind.START_POSTCOPY == steps[10].kind
+
+
+def test_an_escalator_with_nothing_to_do_never_asks():
+    escalator = Escalator(start())
+    assert (False, [None] * 30) == (escalator.enabled, [escalator.next_step(stalled_reading(s))
+                                                         for s in range(1, 31)])

@@ -435,6 +435,22 @@ async def test_the_sources_escalations_reach_the_record_and_the_store(quick):
     assert ["a", "b"] == job.store.records["m1"].escalations  # stored with the next phase
 
 
+async def test_the_sources_postcopy_switch_reaches_the_record_and_is_never_undone(quick):
+    quick()
+
+    class SwitchingToPostcopy(Agent):
+        async def _start_agent_job(self) -> str:
+            for postcopy in (False, True, False):  # a late report never takes it back
+                report = SourceProgress(migration_id="m1", host_id="h1", stats=JobStats(),
+                                        at=utc_now(), postcopy=postcopy)
+                await self.wire.callbacks["progress"](msg(encode(report), "progress"))
+            return await super()._start_agent_job()
+    job = SwitchingToPostcopy(outcome_after=0.02)
+    await run(job)
+    assert (Phase.SUCCEEDED, True) == (job.record.phase, job.record.postcopy)
+    assert job.store.records["m1"].postcopy
+
+
 async def test_a_job_already_completing_is_not_aborted_by_its_timeout(quick):
     quick()
 

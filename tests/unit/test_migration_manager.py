@@ -34,6 +34,7 @@ from baton.schemas.migration import (
     CleanupRequest,
     DiskPlan,
     MigrationStatusRequest,
+    PostcopySwitch,
     PrepareRequest,
     SourceFinished,
     SourceProgress,
@@ -126,6 +127,9 @@ class Hypervisor:
 
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None:
         self._call("set_max_downtime", (vm, downtime_ms))
+
+    async def start_postcopy(self, vm: str) -> None:
+        self._call("start_postcopy", vm)
 
     async def remove_domain(self, vm: str, uuid: str) -> bool:
         self._call("remove_domain", vm)
@@ -1006,3 +1010,30 @@ async def test_without_the_ramp_a_stalled_migration_keeps_its_downtime():
             progress = await a.progress.get()
         await a.outcome(None)
     assert ([], []) == (hv.called("set_max_downtime"), progress.escalations)
+
+
+async def test_strategy_postcopy_switches_once_and_the_progress_says_so():
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS)
+        progress = await a.progress.get()
+        while hv.readings < 5:
+            progress = await a.progress.get()
+        await a.outcome(None)
+    assert (["vm1"], True) == (hv.called("start_postcopy"), progress.postcopy)
+    [step] = progress.escalations
+    assert step.endswith("switched to post-copy")
+    assert [] == hv.called("set_max_downtime")
+
+
+async def test_a_refused_postcopy_switch_is_tried_again_and_not_reported_as_done():
+    hv = Stalling(vms={"vm1": domain("vm1")},
+                  fail={"start_postcopy": BatonError(ErrorCode.HYPERVISOR, "not now")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS)
+        progress = await a.progress.get()
+        while hv.readings < 4:
+            progress = await a.progress.get()
+        await a.outcome(None)
+    assert len(hv.called("start_postcopy")) >= 2
+    assert (False, []) == (progress.postcopy, progress.escalations)

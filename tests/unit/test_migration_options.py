@@ -7,13 +7,13 @@ import pytest
 
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.core import pick_source
-from baton.coordinator.options import check_against_domain, option_problems
+from baton.coordinator.options import check_against_domain, option_problems, postcopy_switch
 from baton.coordinator.plan import host_of, make_plan, start_request
 from baton.coordinator.preflight import DiskView, Facts
 from baton.schemas.agent import DomainState as D
 from baton.schemas.agent import HostCaps
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import MigrateRequest, StorageMode
+from baton.schemas.migration import MigrateRequest, PostcopySwitch, StorageMode, Strategy
 from tests.integration.fake_agents import IMAGES, SHARED, domain, host_caps
 
 
@@ -24,7 +24,9 @@ def req(**options) -> MigrateRequest:
 @pytest.mark.parametrize("options", [
     {}, {"storage": StorageMode.COPY}, {"live": False}, {"auto_converge": True,
                                                           "auto_converge_initial_pct": 20},
-    {"persistent": False, "undefine_source": False}])
+    {"persistent": False, "undefine_source": False},
+    {"strategy": Strategy.AUTO, "allow_postcopy": True}, {"strategy": Strategy.POSTCOPY},
+    {"strategy": Strategy.AUTO_CONVERGE, "auto_converge_initial_pct": 20}])
 def test_valid_combinations_have_no_problems(options):
     assert [] == option_problems(req(**options))
 
@@ -35,6 +37,9 @@ def test_valid_combinations_have_no_problems(options):
     ({"auto_converge_increment_pct": 5}, "need auto_converge"),
     ({"live": False, "auto_converge": True}, "means nothing offline"),
     ({"live": False, "max_downtime_ms": 300}, "live migration only"),
+    ({"allow_postcopy": True}, "with strategy precopy it means nothing"),
+    ({"strategy": Strategy.POSTCOPY, "allow_postcopy": True}, "with strategy postcopy"),
+    ({"live": False, "strategy": Strategy.AUTO}, "an offline migration has none"),
 ])
 def test_invalid_combinations_say_what_to_change(options, words):
     [problem] = option_problems(req(**options))
@@ -68,6 +73,28 @@ def test_a_copy_plan_names_exactly_the_local_disks_and_maps_every_option():
     assert (True, 30, 15, 500, False) == (start.auto_converge, start.auto_converge_initial_pct,
                                           start.auto_converge_increment_pct, start.max_downtime_ms,
                                           start.undefine_source)
+
+
+@pytest.mark.parametrize(("strategy", "allow_postcopy", "switch"), [
+    (Strategy.PRECOPY, False, PostcopySwitch.OFF),
+    (Strategy.AUTO, False, PostcopySwitch.OFF),
+    (Strategy.AUTO, True, PostcopySwitch.WHEN_STALLED),
+    (Strategy.AUTO_CONVERGE, False, PostcopySwitch.OFF),
+    (Strategy.POSTCOPY, False, PostcopySwitch.AFTER_FIRST_PASS),
+])
+def test_the_strategy_says_when_the_source_switches_to_postcopy(strategy, allow_postcopy, switch):
+    assert switch == postcopy_switch(strategy, allow_postcopy)
+    start = start_request("m1", req(strategy=strategy, allow_postcopy=allow_postcopy),
+                          make_plan(facts(shared=True)), None)
+    assert (switch, strategy == Strategy.AUTO) == (start.postcopy, start.downtime_ramp)
+
+
+def test_strategy_auto_converge_asks_for_auto_converge_with_its_percentages():
+    start = start_request("m1", req(strategy=Strategy.AUTO_CONVERGE, auto_converge_initial_pct=30),
+                          make_plan(facts(shared=True)), None)
+    assert (True, 30, PostcopySwitch.OFF) == (start.auto_converge,
+                                              start.auto_converge_initial_pct, start.postcopy)
+    assert False is start_request("m1", req(), make_plan(facts(shared=True)), None).auto_converge
 
 
 def test_a_shared_plan_copies_nothing_and_never_a_shared_disk():

@@ -7,7 +7,7 @@ import pytest
 from baton.agent.migration_plan import MigrationFlag as F
 from baton.agent.migration_plan import plan_migration
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import StartRequest
+from baton.schemas.migration import PostcopySwitch, StartRequest
 
 
 def start(**options) -> StartRequest:
@@ -36,6 +36,20 @@ def test_copy_storage_copies_exactly_the_named_disks_with_every_tuning_option():
     assert {"migrate_uri": "tcp://10.77.0.2", "bandwidth": 30, "migrate_disks": ["vda"],
             "auto_converge.initial": 20, "auto_converge.increment": 10} == plan.params
     assert 800 == plan.max_downtime_ms
+
+
+@pytest.mark.parametrize("switch", [PostcopySwitch.AFTER_FIRST_PASS,
+                                    PostcopySwitch.WHEN_STALLED])
+def test_a_postcopy_switch_asks_libvirt_to_permit_postcopy(switch):
+    assert F.POSTCOPY in plan_migration(start(postcopy=switch), domain_active=True).flags
+    assert F.POSTCOPY not in plan_migration(start(), domain_active=True).flags
+
+
+def test_post_copy_of_a_shut_off_domain_is_refused():
+    with pytest.raises(BatonError) as caught:
+        plan_migration(start(live=False, postcopy=PostcopySwitch.AFTER_FIRST_PASS),
+                       domain_active=False)
+    assert ErrorCode.BAD_REQUEST == caught.value.code
 
 
 def test_a_shut_off_domain_moves_offline_and_a_paused_one_moves_without_live():

@@ -14,6 +14,7 @@ import pytest
 from baton.coordinator.preflight import (
     DiskView,
     Facts,
+    check_convergence,
     check_cpu,
     check_devices,
     check_encryption,
@@ -45,7 +46,13 @@ from baton.schemas.agent import (
 )
 from baton.schemas.agent import DomainState as D
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import CheckName, CheckResult, CheckStatus, StorageMode
+from baton.schemas.migration import (
+    CheckName,
+    CheckResult,
+    CheckStatus,
+    PostcopySwitch,
+    StorageMode,
+)
 from tests.integration.fake_agents import GIB, IMAGES, SHARED, domain, host_caps
 
 PASS, WARN, FAIL = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL
@@ -417,6 +424,28 @@ def test_encryption_reasons():
     assert CheckResult(name=CheckName.ENCRYPTION, status=WARN, reason=(
         "--no-tls: guest memory and disks cross the network unencrypted")) == \
         check_encryption(no_tls)
+
+
+# --- convergence ---------------------------------------------------------------------------------
+
+
+def test_convergence_reasons():
+    assert CheckResult(name=CheckName.CONVERGENCE, status=PASS, reason=(
+        "pre-copy: the guest runs on the source until the switch-over, and a failure before it "
+        "leaves it there")) == check_convergence(facts())
+    assert CheckResult(name=CheckName.CONVERGENCE, status=PASS,
+                       reason="offline: no memory to copy") == \
+        check_convergence(facts(live=False, postcopy=PostcopySwitch.AFTER_FIRST_PASS))
+    for switch, when in ((PostcopySwitch.AFTER_FIRST_PASS, "strategy postcopy switches after "
+                          "the first pass"),
+                         (PostcopySwitch.WHEN_STALLED, "strategy auto with --allow-postcopy "
+                          "switches once raising the downtime limit no longer helps")):
+        assert CheckResult(name=CheckName.CONVERGENCE, status=WARN, reason=(
+            f"post-copy ({when}): from the switch on, the guest runs on the destination, and "
+            "the move can be neither aborted nor rolled back to the source; if the link or "
+            "either host fails before the last page arrives, the guest stays paused on the "
+            "destination until the migration is recovered")) == \
+            check_convergence(facts(postcopy=switch))
 
 
 # --- report -----------------------------------------------------------------------------------------
