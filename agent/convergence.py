@@ -126,6 +126,11 @@ class Escalator:
         self.escalations: list[str] = []
         self.postcopy = False  # switched
 
+    @property
+    def limit_ms(self) -> int:
+        """The downtime limit in force (as set at the start, or raised since)."""
+        return self._limit_ms
+
     def next_step(self, stats: JobStats) -> Action | None:
         if not self.enabled or self.postcopy or stats.memory_remaining_bytes is None \
                 or stats.time_elapsed_ms is None:

@@ -41,6 +41,14 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class DirtyRate:
+    """How fast a guest dirties its memory, and how libvirt measured it."""
+
+    mib_s: float
+    mode: str  # dirty-ring, dirty-bitmap or page-sampling
+
+
+@dataclass(frozen=True)
 class CpuVerdict:
     result: CpuCompatibility
     reason: str
@@ -88,6 +96,9 @@ class Hypervisor(Protocol):
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None: ...
 
     async def start_postcopy(self, vm: str) -> None: ...
+
+    async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
+        """Measured over ``seconds`` (the call lasts that long)."""
 
     async def remove_domain(self, vm: str, uuid: str) -> bool:
         """Destroy (if paused) and undefine the domain with this UUID, only if it is called

@@ -65,10 +65,10 @@ class RunningJobs(Generic[JobT]):
 
     async def _send_progress(self, migration_id: str, stats: JobStats,
                              escalations: list[str] | None = None,
-                             postcopy: bool = False) -> None:
+                             postcopy: bool = False, eta_s: float | None = None) -> None:
         await self._send(migration_id, MigrationEvent.SOURCE_PROGRESS, SourceProgress(
             migration_id=migration_id, host_id=self._host_id, at=utc_now(), stats=stats,
-            escalations=escalations or [], postcopy=postcopy))
+            escalations=escalations or [], postcopy=postcopy, eta_s=eta_s))
 
 
 def _vm_of(job: Any) -> str:

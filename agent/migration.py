@@ -27,6 +27,7 @@ from baton.agent.jobs import Publish, RunningJobs, crashed
 from baton.agent.ledger import Entry, Ledger
 from baton.agent.migration_plan import MigrationPlan, plan_migration
 from baton.agent.peers import CheckPeer
+from baton.agent.prediction import eta_of
 from baton.schemas.agent import DomainInfo, DomainState
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
@@ -168,7 +169,9 @@ class MigrationManager(RunningJobs[_Running]):
                                 step=step.kind, error=exc.message)
             if stats is not None:
                 await self._send_progress(request.migration_id, stats, ramp.escalations,
-                                          postcopy=ramp.postcopy)
+                                          postcopy=ramp.postcopy,
+                                          eta_s=eta_of(stats, request, ramp.limit_ms,
+                                                       ramp.postcopy))
 
     async def _escalate(self, request: StartRequest, step: convergence.Action) -> None:
         if step.kind is convergence.Kind.START_POSTCOPY:

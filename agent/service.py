@@ -18,6 +18,7 @@ from nats.micro.service import EndpointConfig, Service
 from baton.agent.core import AgentCore
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.migration import MigrationManager
+from baton.agent.prediction import Predictor
 from baton.agent.storage_move import StorageMoveManager
 from baton.mesh.rpc import typed_handler
 from baton.schemas import PROTOCOL_VERSION
@@ -37,6 +38,7 @@ from baton.schemas.migration import (
     CleanupRequest,
     MigrationStatus,
     MigrationStatusRequest,
+    PredictRequest,
     PrepareRequest,
     SpeedRequest,
     StartRequest,
@@ -95,6 +97,7 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
         (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
         (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, job_status(migrations, storage)),
+        (AgentEndpoint.MIGRATION_PREDICT, PredictRequest, Predictor(hv).predict),
     ]
     if storage is not None:
         routes += [

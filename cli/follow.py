@@ -93,7 +93,7 @@ async def follow(nc: Client, settings: Settings, events: Any, accepted: AnyAccep
     console = make_console(stderr=True)
     with render.progress_bar(console) as bar:
         task = bar.add_task(accepted.vm, total=None, phase=Phase.PENDING, rate="- MiB/s",
-                            remaining=None)
+                            remaining=None, eta_s=None)
         while True:
             try:
                 msg = await events.next_msg(timeout=RECHECK_AFTER_S)
@@ -106,7 +106,7 @@ async def follow(nc: Client, settings: Settings, events: Any, accepted: AnyAccep
             if isinstance(event, AnyPhaseEvent):
                 bar.update(task, phase=event.phase)
                 if event.phase == Phase.SUCCEEDED:
-                    bar.update(task, completed=bar.tasks[0].total or 0, remaining=0)
+                    bar.update(task, completed=bar.tasks[0].total or 0, remaining=0, eta_s=0)
                 if event.phase in TERMINAL_PHASES:
                     return event.record
             elif isinstance(event, ProgressEvent):
@@ -120,7 +120,7 @@ def _show_progress(bar: Any, task: Any, event: ProgressEvent) -> None:
     # measure against processed + remaining, which only ends at the end.
     bar.update(task, phase=event.phase, completed=done,
                total=None if left is None else done + left, rate=render.rate(stats),
-               remaining=left)
+               remaining=left, eta_s=event.eta_s)
 
 
 def _migration_event(msg: Any, migration_id: str) -> AnyPhaseEvent | ProgressEvent | None:

@@ -170,25 +170,37 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
               help="Judge a migration with this strategy (see baton migrate --help).")
 @click.option("--allow-postcopy", is_flag=True, help="Judge strategy auto allowed to switch "
               "to post-copy.")
+@click.option("--bandwidth", type=click.IntRange(1, 1_000_000), metavar="MIB_S",
+              help="The cap the migration would run at: with it, the prediction says whether "
+              "pre-copy converges, how long the move takes and how long the guest pauses.")
+@click.option("--max-downtime", type=click.IntRange(1, 3_600_000), metavar="MS",
+              help="The pause the migration would accept (QEMU's 300 ms if not given).")
 @common_options
 def check(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
-          no_tls: bool, strategy: str, allow_postcopy: bool, nats_url: str, prefix: str,
-          output: str) -> None:
+          no_tls: bool, strategy: str, allow_postcopy: bool, bandwidth: int | None,
+          max_downtime: int | None, nats_url: str, prefix: str, output: str) -> None:
     """Run the pre-flight checks for moving VM to a host; change nothing.
 
     Storage, network, CPU, memory, the VM's state on both hosts, devices
-    that block migration, the stream's encryption and how the copy will end
-    (a post-copy switch warns: it cannot be rolled back): each passes, warns
-    or fails with a reason. Exits 1 if any check fails.
+    that block migration, the stream's encryption and how the copy will end:
+    each passes, warns or fails with a reason. Exits 1 if any check fails.
+
+    For a running VM the source measures how fast the guest dirties its
+    memory (about a second) and, given --bandwidth, predicts whether plain
+    pre-copy converges, the total time, the pause, and the strategy that
+    ends the move; the convergence check warns when the strategy asked for
+    would not, and when post-copy would give up the way back.
 
     \b
     Examples:
       baton check web1 --to node2
       baton check web1 --to node3 --shared-storage -o json
+      baton check busy1 --to node2 --bandwidth 30 --strategy auto
     """
     request = CheckRequest(vm=vm, destination=destination, source=source, live=not offline,
                            storage=StorageMode(storage or StorageMode.AUTO), tls=not no_tls,
-                           strategy=Strategy(strategy), allow_postcopy=allow_postcopy)
+                           strategy=Strategy(strategy), allow_postcopy=allow_postcopy,
+                           bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime)
     run(Settings(nats_url, prefix, output), lambda nc, s: _check(nc, s, request))
 
 

@@ -99,7 +99,8 @@ def progress_line(event: ProgressEvent) -> str:
     return (f"{_clock(event.at)} {event.migration_id} {event.phase} "
             f"{_bytes(s.data_processed_bytes)}/{_bytes(s.data_total_bytes)} "
             f"remaining {_bytes(s.data_remaining_bytes)} at {rate(s)} "
-            f"iteration {s.memory_iteration if s.memory_iteration is not None else '-'}"
+            f"iteration {s.memory_iteration if s.memory_iteration is not None else '-'} "
+            f"ETA {eta_text(event.eta_s)}"
             + (f" throttle {s.auto_converge_throttle_pct}%"
                if s.auto_converge_throttle_pct else ""))
 
@@ -127,8 +128,21 @@ class _Remaining(ProgressColumn):
         return Text("remaining " + ("-" if remaining is None else human_bytes(remaining)))
 
 
+class _Eta(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text("ETA " + eta_text(task.fields.get("eta_s")))
+
+
+def eta_text(eta_s: float | None) -> str:
+    """The source's estimate of the time left: ``-`` while it has none."""
+    if eta_s is None:
+        return "-"
+    seconds = round(eta_s)
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
 def progress_bar(console: Console) -> Progress:
-    """Phase, bar, MiB/s, remaining bytes and elapsed time of one migration."""
+    """Phase, bar, MiB/s, remaining bytes, the source's ETA and the elapsed time of one job."""
     return Progress(TextColumn("{task.fields[phase]:<10}"), BarColumn(),
                     TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[rate]}"),
-                    _Remaining(), TimeElapsedColumn(), console=console)
+                    _Remaining(), _Eta(), TimeElapsedColumn(), console=console)

@@ -35,6 +35,8 @@ from baton.schemas.migration import (
     CleanupRequest,
     MigrationStatus,
     MigrationStatusRequest,
+    Prediction,
+    PredictRequest,
     PrepareReply,
     PrepareRequest,
     SpeedRequest,
@@ -123,6 +125,10 @@ class AgentClient:
     async def migration_status(self, host: str, request: MigrationStatusRequest) -> MigrationStatus:
         return await self.ask(host, AgentEndpoint.MIGRATION_STATUS, request, MigrationStatus,
                               timeouts.AGENT_MIGRATION_STATUS)
+
+    async def predict(self, host: str, request: PredictRequest) -> Prediction:
+        return await self.ask(host, AgentEndpoint.MIGRATION_PREDICT, request, Prediction,
+                              timeouts.AGENT_MIGRATION_PREDICT)
 
     async def all_domains(self, host: str) -> list[DomainInfo]:
         """Every domain defined on ``host`` (running or not)."""

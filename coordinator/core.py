@@ -22,7 +22,7 @@ import structlog
 from baton.coordinator import preflight, storage_checks
 from baton.coordinator.agents import AgentClient, is_no_responders
 from baton.coordinator.job_runner import RunnerDeps
-from baton.coordinator.options import check_against_domain, postcopy_switch, validate_options
+from baton.coordinator.options import check_against_domain, validate_options
 from baton.coordinator.phases import is_terminal
 from baton.coordinator.registry import Job, JobRecord, Registry
 from baton.coordinator.runner import MigrationRunner, new_record
@@ -197,8 +197,7 @@ class Coordinator:
         with _host_errors(request.destination):
             facts = await preflight.gather(
                 self._agents, request.vm, source, request.destination, request.live,
-                request.storage, request.tls,
-                postcopy_switch(request.strategy, request.allow_postcopy))
+                request.storage, request.tls, preflight.intent_of(request, predict=True))
         return preflight.report(facts)
 
     async def _locate(self, vm: str, source: str | None,

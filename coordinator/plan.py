@@ -30,6 +30,7 @@ class MigrationPlan:
     destination_uri: str
     disks: list[DiskPlan] = field(default_factory=list)  # to pre-create and copy
     tls: bool = False  # encrypt the migration stream (VIR_MIGRATE_TLS)
+    dirty_rate_mib_s: float | None = None  # pre-flight's measurement, for the source's ETA
 
     @property
     def copy_targets(self) -> list[str]:
@@ -49,7 +50,9 @@ def make_plan(facts: Facts) -> MigrationPlan:
                           capacity_bytes=d.disk.capacity_bytes)
                  for d in facts.disks if d.copyable]
     return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
-                         disks=disks, tls=migration_tls(facts))
+                         disks=disks, tls=migration_tls(facts),
+                         dirty_rate_mib_s=facts.prediction.dirty_rate_mib_s
+                         if facts.prediction else None)
 
 
 def host_of(uri: str) -> str | None:
@@ -77,4 +80,5 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         bandwidth_mib_s=bandwidth_mib_s, max_downtime_ms=request.max_downtime_ms,
         downtime_ramp=request.strategy == Strategy.AUTO,
         postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
+        expected_dirty_rate_mib_s=plan.dirty_rate_mib_s,
         progress_interval_ms=PROGRESS_INTERVAL_MS, tls=plan.tls)

@@ -17,13 +17,15 @@ import os
 import secrets
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from baton.coordinator.agents import AgentClient
+from baton.coordinator.options import postcopy_switch
 from baton.schemas.agent import (
     CpuCompareReply,
     DiskInfo,
     DomainInfo,
+    DomainState,
     HostCaps,
     PathProbe,
     StorageProbeRequest,
@@ -33,14 +35,31 @@ from baton.schemas.agent import (
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import (
     CheckName,
+    CheckRequest,
     CheckResult,
     CheckStatus,
+    MigrateRequest,
     PostcopySwitch,
+    Prediction,
+    PredictRequest,
     PreflightReport,
     StorageMode,
+    Strategy,
 )
 
 GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Intent:
+    """How the migration means to run, as far as the checks care."""
+
+    strategy: Strategy = Strategy.PRECOPY
+    postcopy: PostcopySwitch = PostcopySwitch.OFF  # when it would switch to post-copy
+    predict: bool = False  # have the source measure the dirty rate and predict the move
+    bandwidth_mib_s: int | None = None  # the prediction's link rate
+    max_downtime_ms: int | None = None
+    allow_postcopy: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,26 +96,52 @@ class Facts:
     cpu_error: BatonError | None = None
     tls: bool = True  # the request wants the stream encrypted when both hosts can
     source_caps: HostCaps | None = None  # None: the source's agent did not say (then no TLS)
-    postcopy: PostcopySwitch = PostcopySwitch.OFF  # when the strategy would switch to post-copy
+    intent: Intent = field(default_factory=Intent)
+    prediction: Prediction | None = None  # the source's, when the intent asks for one
+    prediction_error: str | None = None  # why there is none, when asked for
+
+
+def intent_of(request: MigrateRequest | CheckRequest, predict: bool) -> Intent:
+    return Intent(strategy=request.strategy,
+                  postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
+                  predict=predict and request.live, bandwidth_mib_s=request.bandwidth_mib_s,
+                  max_downtime_ms=request.max_downtime_ms, allow_postcopy=request.allow_postcopy)
 
 
 # --- gathering (I/O) --------------------------------------------------------------------------
 
 
 async def gather(agents: AgentClient, vm: str, source: str, destination: str, live: bool,
-                 storage: StorageMode, tls: bool = True,
-                 postcopy: PostcopySwitch = PostcopySwitch.OFF) -> Facts:
+                 storage: StorageMode, tls: bool = True, intent: Intent | None = None) -> Facts:
     """Ask both agents everything the checks need. Raises for an unknown VM or host."""
     domain, caps, on_destination, source_caps = await asyncio.gather(
         agents.domain(source, vm, include_cpu_xml=True), agents.caps(destination),
         agents.domain_or_none(destination, vm), agents.caps(source))
     disks, probe_error = await probe_disks(agents, source, destination, domain)
     cpu, cpu_error = await compare_cpu(agents, vm, source, destination)
-    return Facts(vm=vm, source=source, destination=destination, live=live,
-                 requested_storage=storage, domain=domain, destination_caps=caps,
-                 on_destination=on_destination, disks=disks, probe_error=probe_error,
-                 cpu=cpu, cpu_error=cpu_error, tls=tls, source_caps=source_caps,
-                 postcopy=postcopy)
+    facts = Facts(vm=vm, source=source, destination=destination, live=live,
+                  requested_storage=storage, domain=domain, destination_caps=caps,
+                  on_destination=on_destination, disks=disks, probe_error=probe_error,
+                  cpu=cpu, cpu_error=cpu_error, tls=tls, source_caps=source_caps,
+                  intent=intent or Intent())
+    if facts.intent.predict and domain.state == DomainState.RUNNING:
+        facts = await predict(agents, facts)
+    return facts
+
+
+async def predict(agents: AgentClient, facts: Facts) -> Facts:
+    """The source's prediction, at the cap and limit asked for; a copy sends its disks first."""
+    copied = resolved_storage(facts) == StorageMode.COPY
+    disk_bytes = sum(d.disk.allocation_bytes or d.disk.capacity_bytes
+                     for d in facts.disks if copied and d.copyable)
+    intent = facts.intent
+    try:
+        prediction = await agents.predict(facts.source, PredictRequest(
+            vm=facts.vm, link_mib_s=intent.bandwidth_mib_s, max_downtime_ms=intent.max_downtime_ms,
+            allow_postcopy=intent.postcopy is not PostcopySwitch.OFF, disk_bytes=disk_bytes))
+    except BatonError as exc:
+        return replace(facts, prediction_error=exc.message)
+    return replace(facts, prediction=prediction)
 
 
 async def probe_disks(agents: AgentClient, source: str, destination: str,
@@ -342,17 +387,66 @@ _POSTCOPY_WHEN = {
 
 
 def check_convergence(facts: Facts) -> CheckResult:
-    """How the copy ends: a post-copy switch is a warning, because it gives up the way back."""
+    """How the copy ends: a post-copy switch is a warning, because it gives up the way back;
+    so is a prediction that the strategy asked for does not end the move."""
     if not facts.live:
         return _result(CheckName.CONVERGENCE, [], "offline: no memory to copy")
-    if facts.postcopy is PostcopySwitch.OFF:
-        return _result(CheckName.CONVERGENCE, [], "pre-copy: the guest runs on the source until "
-                       "the switch-over, and a failure before it leaves it there")
-    return _result(CheckName.CONVERGENCE, [], "", [
-        f"post-copy ({_POSTCOPY_WHEN[facts.postcopy]}): from the switch on, the guest runs on "
-        "the destination, and the move can be neither aborted nor rolled back to the source; "
-        "if the link or either host fails before the last page arrives, the guest stays paused "
-        "on the destination until the migration is recovered"])
+    expected, concerns = expectation(facts)
+    if facts.intent.postcopy is not PostcopySwitch.OFF:
+        concerns.append(
+            f"post-copy ({_POSTCOPY_WHEN[facts.intent.postcopy]}): from the switch on, the "
+            "guest runs on the destination, and the move can be neither aborted nor rolled back "
+            "to the source; if the link or either host fails before the last page arrives, the "
+            "guest stays paused on the destination until the migration is recovered")
+    if concerns:
+        return _result(CheckName.CONVERGENCE, [], "", [*expected, *concerns])
+    return _result(CheckName.CONVERGENCE, [], "; ".join([
+        "pre-copy: the guest runs on the source until the switch-over, and a failure before it "
+        "leaves it there", *expected]))
+
+
+# What ends a move that plain pre-copy does not, by the predicted strategy.
+_ENDED_BY = {
+    Strategy.AUTO: "raising the downtime limit (--strategy auto)",
+    Strategy.POSTCOPY: "switching to post-copy",
+    Strategy.AUTO_CONVERGE: "throttling the guest's vCPUs (--strategy auto-converge), or "
+    "post-copy (--strategy postcopy, or auto with --allow-postcopy)",
+}
+# The strategies that end a move predicted to need each one.
+_ENOUGH = {
+    Strategy.PRECOPY: set(Strategy),
+    Strategy.AUTO: {Strategy.AUTO, Strategy.POSTCOPY, Strategy.AUTO_CONVERGE},
+    Strategy.POSTCOPY: {Strategy.POSTCOPY},
+    Strategy.AUTO_CONVERGE: {Strategy.AUTO_CONVERGE, Strategy.POSTCOPY},
+}
+
+
+def expectation(facts: Facts) -> tuple[list[str], list[str]]:
+    """The prediction in words, and what about it should worry the operator."""
+    if not facts.intent.predict:
+        return [], []
+    p = facts.prediction
+    if p is None:
+        return [], [f"no prediction: {facts.prediction_error or 'the guest is not running'}"]
+    measured = (f"the guest dirties {p.dirty_rate_mib_s:g} MiB/s of {p.memory_mib} MiB "
+                f"({p.dirty_rate_mode})")
+    if p.link_mib_s is None or p.strategy is None:
+        return [f"{measured}; give --bandwidth for a prediction of time and pause"], []
+    at = f"at {p.link_mib_s:g} MiB/s"
+    if p.strategy is Strategy.PRECOPY:
+        return [f"{measured}: {at}, pre-copy converges in about {p.total_s:g} s with a "
+                f"{p.downtime_ms} ms pause"], []
+    ending = _ENDED_BY[p.strategy]
+    times = "" if p.total_s is None else \
+        f", in about {p.total_s:g} s with a {p.downtime_ms} ms pause"
+    said = f"{measured}: {at}, plain pre-copy does not converge; {ending} ends it{times}"
+    asked = facts.intent.strategy
+    if p.strategy is Strategy.POSTCOPY and asked is Strategy.AUTO:
+        asked = Strategy.POSTCOPY  # auto with --allow-postcopy gets there by switching
+    if asked in _ENOUGH[p.strategy]:
+        return [said], []
+    return [], [f"{said}; with strategy {facts.intent.strategy} it would run until "
+                "--timeout (if given) aborts it"]
 
 
 CHECKS: tuple[Callable[[Facts], CheckResult], ...] = (
@@ -368,7 +462,8 @@ def report(facts: Facts) -> PreflightReport:
     checks = run_checks(facts)
     return PreflightReport(vm=facts.vm, source=facts.source, destination=facts.destination,
                            storage=resolved_storage(facts), checks=checks,
-                           ok=all(c.status != CheckStatus.FAIL for c in checks))
+                           ok=all(c.status != CheckStatus.FAIL for c in checks),
+                           prediction=facts.prediction)
 
 
 def failure_summary(checks: list[CheckResult]) -> str:

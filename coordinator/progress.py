@@ -28,9 +28,9 @@ log = structlog.get_logger(__name__)
 
 
 def progress_event(migration_id: str, phase: Phase, stats: JobStats, at: datetime,
-                   bandwidth_mib_s: int | None) -> ProgressEvent:
+                   bandwidth_mib_s: int | None, eta_s: float | None = None) -> ProgressEvent:
     return ProgressEvent(migration_id=migration_id, phase=phase, at=at, stats=stats,
-                         bandwidth_mib_s=bandwidth_mib_s)
+                         bandwidth_mib_s=bandwidth_mib_s, eta_s=eta_s)
 
 
 class ProgressPump:
@@ -45,6 +45,7 @@ class ProgressPump:
         self._fresh = asyncio.Event()
         self._heard_at = time.monotonic()
         self.latest = JobStats()
+        self.latest_eta_s: float | None = None
         self.published = 0
 
     def offer(self, progress: SourceProgress) -> None:
@@ -52,6 +53,7 @@ class ProgressPump:
             log.info("stale_progress_dropped", from_migration=progress.migration_id)
             return
         self.latest = progress.stats
+        self.latest_eta_s = progress.eta_s
         record = self._tracker.record
         if isinstance(record, MigrationRecord) and progress.escalations != record.escalations:
             for step in progress.escalations[len(record.escalations):]:
@@ -83,7 +85,7 @@ class ProgressPump:
     async def publish_latest(self) -> None:
         record = self._tracker.record
         event = progress_event(record.migration_id, record.phase, self.latest, self._clock(),
-                               record.bandwidth_mib_s)
+                               record.bandwidth_mib_s, self.latest_eta_s)
         try:
             await self._publish(self._subject, encode(event))
             self.published += 1

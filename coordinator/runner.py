@@ -25,7 +25,6 @@ from baton.coordinator import holds, preflight
 from baton.coordinator import plan as planning
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
-from baton.coordinator.options import postcopy_switch
 from baton.coordinator.progress import ProgressPump
 from baton.coordinator.verdict import Decision, Verdict, decide
 from baton.schemas import timeouts
@@ -42,6 +41,7 @@ from baton.schemas.migration import (
     Phase,
     SourceFinished,
     SpeedRequest,
+    Strategy,
 )
 from baton.schemas.subjects import EventName, MigrationEvent
 
@@ -159,10 +159,12 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         facts = await preflight.gather(self._agents, request.vm, self.record.source,
                                        self.record.destination, request.live, request.storage,
                                        request.tls,
-                                       postcopy_switch(request.strategy, request.allow_postcopy))
+                                       preflight.intent_of(request,
+                                                           predict=request.strategy == Strategy.AUTO))
         report = preflight.report(facts)
         self._source_before = facts.domain
-        self.tracker.update(checks=report.checks, storage=report.storage)
+        self.tracker.update(checks=report.checks, storage=report.storage,
+                            prediction=report.prediction)
         if not report.ok:
             raise BatonError(ErrorCode.PRECONDITION_FAILED,
                              preflight.failure_summary(report.checks))

@@ -117,6 +117,26 @@ class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.re
     # The strategy the migration would run with: the report says what it risks.
     strategy: Strategy = Strategy.PRECOPY
     allow_postcopy: bool = False
+    bandwidth_mib_s: BandwidthMiBs | None = None  # the cap: the prediction's link rate
+    max_downtime_ms: DowntimeMs | None = None
+
+
+class Prediction(Message, frozen=True, kw_only=True, tag="agent.migration.prediction"):
+    """What the source agent expects of a live migration, from the guest's dirty rate measured
+    just now (libvirt's dirty-rate calculation) and the link rate (the bandwidth cap): whether
+    plain pre-copy converges, how long the move takes and how long the guest pauses, and the
+    strategy that ends it. Without a link rate only the measurement is given."""
+
+    dirty_rate_mib_s: float
+    dirty_rate_mode: str  # how libvirt measured it: dirty-ring, dirty-bitmap or page-sampling
+    memory_mib: NonNegativeInt  # the guest memory the first pass sends
+    link_mib_s: float | None = None
+    converges: bool | None = None  # under plain pre-copy at the downtime limit asked for
+    total_s: float | None = None  # under ``strategy``; None when it cannot be predicted
+    downtime_ms: NonNegativeInt | None = None
+    # precopy: converges as asked; auto: once the downtime ramp raised the limit; postcopy:
+    # only by switching (allowed); auto-converge: only by throttling the guest (not modelled)
+    strategy: Strategy | None = None
 
 
 class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check.reply"):
@@ -126,6 +146,9 @@ class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check
     storage: StorageMode  # the mode a migration would use (auto resolved when possible)
     ok: bool  # no check failed
     checks: list[CheckResult] = []
+    # A live migration's expected course (the convergence check says it in words); None when
+    # the source could not measure (its reason is in the convergence check).
+    prediction: Prediction | None = None
 
 
 class MigrateAccepted(Message, frozen=True, kw_only=True, tag="coordinator.migrate.accepted"):
@@ -177,6 +200,7 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     # The source switched to post-copy: the guest runs on the destination from then on, and
     # the migration can no longer be aborted or rolled back.
     postcopy: bool = False
+    prediction: Prediction | None = None  # what pre-flight expected (strategy auto measures)
 
 
 class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):
@@ -202,6 +226,9 @@ class ProgressEvent(Message, frozen=True, kw_only=True, tag="migration.progress"
     at: datetime
     stats: JobStats
     bandwidth_mib_s: int | None = None
+    # Seconds left, from the source's latest pass figures (agent/precopy_model.py eta_s);
+    # None while it cannot be told (no rate yet) or when the remainder does not shrink.
+    eta_s: float | None = None
 
 
 # --- agent side -------------------------------------------------------------------------------
@@ -254,8 +281,23 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     # max_downtime_ms when set (agent/convergence.py); each step is reported in the progress.
     downtime_ramp: bool = False
     postcopy: PostcopySwitch = PostcopySwitch.OFF  # VIR_MIGRATE_POSTCOPY, and when to switch
+    # The dirty rate pre-flight measured: the ETA's during the first pass, before libvirt
+    # reports one of its own.
+    expected_dirty_rate_mib_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
     tls: bool = False  # VIR_MIGRATE_TLS: encrypt the stream (both hosts' QEMU need certificates)
+
+
+class PredictRequest(Message, frozen=True, kw_only=True, tag="agent.migration.predict.request"):
+    """Source: measure the running guest's dirty rate for ``measure_s`` seconds, then predict
+    its migration (agent/precopy_model.py)."""
+
+    vm: VmName
+    link_mib_s: BandwidthMiBs | None = None  # the cap; None: no times in the prediction
+    max_downtime_ms: DowntimeMs | None = None  # the limit asked for (QEMU's 300 ms if None)
+    allow_postcopy: bool = False
+    disk_bytes: NonNegativeInt = 0  # a copy migration sends these first
+    measure_s: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
 
 
 class StartReply(Message, frozen=True, kw_only=True, tag="agent.migration.start.reply"):
@@ -338,6 +380,7 @@ class SourceProgress(Message, frozen=True, kw_only=True, tag="agent.migration.pr
     stats: JobStats
     escalations: list[str] = []  # every step the source took so far (downtime_ramp)
     postcopy: bool = False  # the source switched the migration to post-copy
+    eta_s: float | None = None  # seconds left, as ProgressEvent.eta_s
 
 
 class SourceFinished(Message, frozen=True, kw_only=True, tag="agent.migration.finished"):

@@ -42,6 +42,7 @@ class AgentEndpoint(StrEnum):
     MIGRATION_ABORT = "migration.abort"  # source: cancel the running migration job
     MIGRATION_CLEANUP = "migration.cleanup"  # either side: remove a leftover domain or disks
     MIGRATION_STATUS = "migration.status"  # either side: libvirt's and the ledger's facts
+    MIGRATION_PREDICT = "migration.predict"  # source: measure the dirty rate, predict the move
     STORAGE_MOVE = "storage.move"  # copy, pivot and verify a VM's disks into another pool
     STORAGE_ABORT = "storage.abort"  # cancel a storage move before its pivot
 

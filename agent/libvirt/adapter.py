@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
-from baton.agent.hypervisor import CpuVerdict, EventSink, GuestCpu, HostFacts
-from baton.agent.libvirt import blockjobs, domains, host, migrate
+from baton.agent.hypervisor import CpuVerdict, DirtyRate, EventSink, GuestCpu, HostFacts
+from baton.agent.libvirt import blockjobs, dirtyrate, domains, host, migrate
 from baton.agent.libvirt.connection import Connection
 from baton.agent.libvirt.events import DomainEvents
 from baton.agent.migration_plan import MigrationPlan
@@ -102,6 +102,9 @@ class LibvirtHypervisor:
 
     async def start_postcopy(self, vm: str) -> None:
         await migrate.start_postcopy(self._connection, vm)
+
+    async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
+        return await dirtyrate.measure(self._connection, vm, seconds)
 
     # --- block copy (agent.block_copy.BlockCopier) --------------------------------------------
 

@@ -27,6 +27,7 @@ WRONGLY_TYPED = {
     A.MIGRATION_ABORT: b'{"migration_id": 7, "vm": "vm1"}',
     A.MIGRATION_CLEANUP: b'{"migration_id": "m1", "vm": "vm1", "remove_domain": 1}',
     A.MIGRATION_STATUS: b'{"migration_id": "m1", "vm": 7}',
+    A.MIGRATION_PREDICT: b'{"vm": "vm1", "measure_s": 60}',
     A.STORAGE_MOVE: b'{"migration_id": "m1", "vm": "vm1", "disks": {}}',
     A.STORAGE_ABORT: b'{"migration_id": "m1", "vm": ["vm1"]}',
 }

@@ -25,6 +25,7 @@ from baton.schemas.migration import (
     DiskPlan,
     MigrationStatus,
     MigrationStatusRequest,
+    PredictRequest,
     PrepareReply,
     PrepareRequest,
     SpeedRequest,
@@ -231,6 +232,11 @@ CASES = [
          replies(MigrationStatus, (("vm1", "running"), True, None, [], [("vm1.qcow2", True)])),
          facts=lambda r: facts_of(r, running=None), before=(
              (A.MIGRATION_START, lambda a: start(a, "vm1", copy_disks=["vda"])),)),
+    # --- predict (source): measure the dirty rate, then the pre-copy model -----------------------
+    Case("predict-an-unknown-vm", A.MIGRATION_PREDICT, lambda a: PredictRequest(vm="vm9"),
+         refuses(ErrorCode.NOT_FOUND)),
+    Case("predict-a-shut-off-vm", A.MIGRATION_PREDICT,
+         lambda a: PredictRequest(vm="vmoff", link_mib_s=30), refuses(ErrorCode.PRECONDITION_FAILED)),
     Case("cleanup-paths-not-a-list", A.MIGRATION_CLEANUP,
          lambda a: b'{"migration_id": "m1", "vm": "vm9", "delete_paths": "/x/y.qcow2"}',
          refuses(ErrorCode.BAD_REQUEST), canned=True),

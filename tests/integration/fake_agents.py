@@ -32,6 +32,7 @@ from nats.micro.service import EndpointConfig, Service
 from baton.agent import ownership
 from baton.agent.ledger import Entry
 from baton.agent.migration_plan import plan_migration
+from baton.agent.prediction import modelled
 from baton.agent.storage_move import start_problems
 from baton.mesh.daemon import announce_ready
 from baton.mesh.rpc import typed_handler
@@ -71,6 +72,8 @@ from baton.schemas.migration import (
     MigrationStatus,
     MigrationStatusRequest,
     PathFact,
+    Prediction,
+    PredictRequest,
     PrepareReply,
     PrepareRequest,
     SourceFinished,
@@ -179,6 +182,7 @@ class FakeAgent:
             p.target_path for p in self.caps_reply.pools if p.target_path})
         self.nc: Any = None
         self.service: Service | None = None
+        self.dirty_rate_mib_s = 2.0  # what a dirty-rate measurement of any running guest reads
 
     def asked(self, endpoint: AgentEndpoint) -> list[Any]:
         return [r for e, r in self.requests if e == endpoint]
@@ -204,6 +208,7 @@ class FakeAgent:
             (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, self.abort),
             (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, self.cleanup),
             (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, self.migration_status),
+            (AgentEndpoint.MIGRATION_PREDICT, PredictRequest, self.predict),
             (AgentEndpoint.STORAGE_MOVE, AgentStorageMoveRequest, self.storage_move),
             (AgentEndpoint.STORAGE_ABORT, AgentStorageAbortRequest, self.storage_abort),
         )
@@ -388,6 +393,14 @@ class FakeAgent:
                                        sent_completed=entry.sent_completed,
                                        created=facts(entry.created_paths),
                                        sent=facts(entry.sent_paths))
+
+    async def predict(self, request: PredictRequest) -> Prediction:
+        """As the real agent (agent/prediction.py), with :attr:`dirty_rate_mib_s` measured."""
+        domain = self._domain(request.vm)
+        if domain.state != DomainState.RUNNING:
+            raise BatonError(ErrorCode.PRECONDITION_FAILED, f"{request.vm} is {domain.state}: "
+                             "only a running guest dirties memory; nothing to predict")
+        return modelled(request, domain.memory_kib * 1024, self.dirty_rate_mib_s, "fake")
 
     # --- the scripted migration ----------------------------------------------------------------
 

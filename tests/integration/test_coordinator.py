@@ -34,6 +34,7 @@ from baton.schemas.migration import (
     Phase,
     PreflightReport,
     StorageMode,
+    Strategy,
 )
 from baton.schemas.subjects import AgentEndpoint as A
 from baton.schemas.subjects import CoordinatorEndpoint as C
@@ -150,6 +151,44 @@ async def test_check_reports_every_check_together(coordinator, nats_client):
     assert (False, CheckStatus.FAIL, CheckStatus.PASS) == (
         report.ok, by_name[CheckName.NETWORK], by_name[CheckName.MEMORY])
     assert len(CheckName) == len(report.checks)
+
+
+async def test_check_with_a_cap_predicts_from_the_sources_measurement(coordinator, mesh,
+                                                                       nats_client):
+    source = mesh.agents["h1"]
+    calm = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2",
+                                                        bandwidth_mib_s=50), PreflightReport)
+    source.dirty_rate_mib_s = 80.0  # faster than the link: pre-copy never ends
+    busy = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2",
+                                                        bandwidth_mib_s=50), PreflightReport)
+    uncapped = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2"),
+                         PreflightReport)
+    assert calm.prediction is not None and busy.prediction is not None
+    assert (2.0, "fake", 50.0, True, Strategy.PRECOPY) == (
+        calm.prediction.dirty_rate_mib_s, calm.prediction.dirty_rate_mode,
+        calm.prediction.link_mib_s, calm.prediction.converges, calm.prediction.strategy)
+    assert (False, Strategy.AUTO_CONVERGE) == (busy.prediction.converges,
+                                               busy.prediction.strategy)
+    convergence = {r.prediction.dirty_rate_mib_s: next(
+        c for c in r.checks if c.name == CheckName.CONVERGENCE) for r in (calm, busy)}
+    assert (CheckStatus.PASS, CheckStatus.WARN) == (convergence[2.0].status,
+                                                    convergence[80.0].status)
+    assert uncapped.prediction is not None and uncapped.prediction.strategy is None
+    assert 3 == len(source.asked(A.MIGRATION_PREDICT))
+
+
+async def test_only_strategy_auto_has_the_source_measure_before_a_migration(
+        coordinator, mesh, watcher, nats_client):
+    for vm, strategy in (("vm1", Strategy.PRECOPY), ("vmshared", Strategy.AUTO)):
+        accepted = await migrate(nats_client, vm=vm, destination="h2", strategy=strategy,
+                                 bandwidth_mib_s=50)
+        record = await watcher.final(accepted.migration_id)
+        assert Phase.SUCCEEDED == record.phase, record.error
+        assert (strategy == Strategy.AUTO) == (record.prediction is not None)
+    [asked] = mesh.agents["h1"].asked(A.MIGRATION_PREDICT)
+    assert (50, "vmshared") == (asked.link_mib_s, asked.vm)
+    [started] = [r for r in mesh.agents["h1"].asked(A.MIGRATION_START) if r.vm == "vmshared"]
+    assert 2.0 == started.expected_dirty_rate_mib_s  # the source's ETA starts from it
 
 
 # --- pre-flight failures stop before anything is touched -----------------------------------

@@ -5,11 +5,22 @@ names each step. Real QEMU, the lab's dirtying guest."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.lab.migrations import migrate
+from tests.lab.migrations import check, migrate
 
 pytestmark = pytest.mark.lab
+
+
+def assert_measured(prediction: dict) -> None:
+    """Under TCG only page-sampling reads a rate (dirty-bitmap reads 0): a guest dirtying
+    40 MiB/s over 32 MiB must read well above nothing, and the cap is the link rate."""
+    assert ("page-sampling", 128, 30) == (prediction["dirty_rate_mode"],
+                                          prediction["memory_mib"], prediction["link_mib_s"])
+    assert prediction["dirty_rate_mib_s"] > 5, prediction
+    assert prediction["strategy"] in {"precopy", "auto", "auto-converge"}, prediction
 
 
 def test_strategy_auto_raises_the_downtime_until_a_stalled_migration_completes(stack, lab, guest):
@@ -18,9 +29,14 @@ def test_strategy_auto_raises_the_downtime_until_a_stalled_migration_completes(s
     # pass leaves about the working set, ~1.1 s at the cap, so the 2 s step ends it.
     vm = guest("h1", storage="shared", memory_mib=128, dirty_mb=32, dirty_rate_mib_s=40)
     seq_before = lab.alive_seq(vm)
+    report = json.loads(stack.baton("check", vm, "--to", "h2", "--bandwidth", "30",
+                                    "-o", "json").stdout)
+    assert_measured(report["prediction"])
+    assert "the guest dirties" in check(report, "convergence")["reason"]
     code, rec = migrate(stack, vm, "--to", "h2", "--bandwidth", "30", "--strategy", "auto",
                         "--timeout", "240")
     assert (0, "succeeded") == (code, rec["phase"]), rec.get("error")
+    assert_measured(rec["prediction"])  # strategy auto measures before it starts
     steps = rec["escalations"]
     assert steps and steps[0].endswith("downtime limit 300 -> 500 ms"), steps
     assert all(step.startswith("no progress for 10 s") for step in steps)

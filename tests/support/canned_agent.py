@@ -50,6 +50,8 @@ from baton.schemas.migration import (
     CleanupRequest,
     MigrationStatus,
     MigrationStatusRequest,
+    Prediction,
+    PredictRequest,
     PrepareReply,
     PrepareRequest,
     SpeedRequest,
@@ -77,6 +79,7 @@ REQUEST_TYPES: dict[AgentEndpoint, type[Any]] = {
     AgentEndpoint.MIGRATION_ABORT: AgentAbortRequest,
     AgentEndpoint.MIGRATION_CLEANUP: CleanupRequest,
     AgentEndpoint.MIGRATION_STATUS: MigrationStatusRequest,
+    AgentEndpoint.MIGRATION_PREDICT: PredictRequest,
     AgentEndpoint.STORAGE_MOVE: AgentStorageMoveRequest,
     AgentEndpoint.STORAGE_ABORT: AgentStorageAbortRequest,
 }
@@ -129,6 +132,8 @@ def every_endpoint(host_id: str) -> dict[AgentEndpoint, Any]:
         AgentEndpoint.MIGRATION_CLEANUP: CleanupReply(),
         AgentEndpoint.MIGRATION_STATUS: MigrationStatus(host_id=host_id,
                                                         migration_id=CANNED_MIGRATION_ID, vm="vm1"),
+        AgentEndpoint.MIGRATION_PREDICT: Prediction(dirty_rate_mib_s=2.0, dirty_rate_mode="canned",
+                                                    memory_mib=1024),
         AgentEndpoint.STORAGE_MOVE: AgentStorageMoveReply(migration_id=CANNED_MIGRATION_ID),
         AgentEndpoint.STORAGE_ABORT: Ack(),
     }  # fmt: skip

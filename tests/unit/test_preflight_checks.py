@@ -14,6 +14,7 @@ import pytest
 from baton.coordinator.preflight import (
     DiskView,
     Facts,
+    Intent,
     check_convergence,
     check_cpu,
     check_devices,
@@ -51,7 +52,9 @@ from baton.schemas.migration import (
     CheckResult,
     CheckStatus,
     PostcopySwitch,
+    Prediction,
     StorageMode,
+    Strategy,
 )
 from tests.integration.fake_agents import GIB, IMAGES, SHARED, domain, host_caps
 
@@ -435,9 +438,8 @@ def test_convergence_reasons():
         "leaves it there")) == check_convergence(facts())
     assert CheckResult(name=CheckName.CONVERGENCE, status=PASS,
                        reason="offline: no memory to copy") == \
-        check_convergence(facts(live=False, postcopy=PostcopySwitch.AFTER_FIRST_PASS))
-    for switch, when in ((PostcopySwitch.AFTER_FIRST_PASS, "strategy postcopy switches after "
-                          "the first pass"),
+        check_convergence(facts(live=False, intent=Intent(postcopy=AFTER_FIRST_PASS)))
+    for switch, when in ((AFTER_FIRST_PASS, "strategy postcopy switches after the first pass"),
                          (PostcopySwitch.WHEN_STALLED, "strategy auto with --allow-postcopy "
                           "switches once raising the downtime limit no longer helps")):
         assert CheckResult(name=CheckName.CONVERGENCE, status=WARN, reason=(
@@ -445,7 +447,69 @@ def test_convergence_reasons():
             "the move can be neither aborted nor rolled back to the source; if the link or "
             "either host fails before the last page arrives, the guest stays paused on the "
             "destination until the migration is recovered")) == \
-            check_convergence(facts(postcopy=switch))
+            check_convergence(facts(intent=Intent(postcopy=switch)))
+
+
+AFTER_FIRST_PASS = PostcopySwitch.AFTER_FIRST_PASS
+MEASURED = "the guest dirties 12.5 MiB/s of 128 MiB (page-sampling)"
+PRECOPY_NOTE = ("pre-copy: the guest runs on the source until the switch-over, and a failure "
+                "before it leaves it there")
+
+
+def predicted(strategy: Strategy | None, total_s: float | None = None,
+              downtime_ms: int | None = None, link: float | None = 30) -> Prediction:
+    return Prediction(dirty_rate_mib_s=12.5, dirty_rate_mode="page-sampling", memory_mib=128,
+                      link_mib_s=link, converges=strategy is Strategy.PRECOPY, total_s=total_s,
+                      downtime_ms=downtime_ms, strategy=strategy)
+
+
+@pytest.mark.parametrize(("asked", "prediction", "status", "reason"), [
+    (Strategy.PRECOPY, predicted(Strategy.PRECOPY, 4.6, 120), PASS,
+     f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, pre-copy converges in about 4.6 s with a "
+     "120 ms pause"),
+    (Strategy.PRECOPY, predicted(None, link=None), PASS,
+     f"{PRECOPY_NOTE}; {MEASURED}; give --bandwidth for a prediction of time and pause"),
+    (Strategy.AUTO, predicted(Strategy.AUTO, 25.1, 1200), PASS,
+     f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, plain pre-copy does not converge; raising the "
+     "downtime limit (--strategy auto) ends it, in about 25.1 s with a 1200 ms pause"),
+    (Strategy.PRECOPY, predicted(Strategy.AUTO, 25.1, 1200), WARN,
+     f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; raising the downtime limit "
+     "(--strategy auto) ends it, in about 25.1 s with a 1200 ms pause; with strategy precopy "
+     "it would run until --timeout (if given) aborts it"),
+    (Strategy.AUTO, predicted(Strategy.AUTO_CONVERGE), WARN,
+     f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; throttling the guest's vCPUs "
+     "(--strategy auto-converge), or post-copy (--strategy postcopy, or auto with "
+     "--allow-postcopy) ends it; with strategy auto it would run until --timeout (if given) "
+     "aborts it"),
+    (Strategy.AUTO_CONVERGE, predicted(Strategy.AUTO_CONVERGE), PASS,
+     f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, plain pre-copy does not converge; throttling "
+     "the guest's vCPUs (--strategy auto-converge), or post-copy (--strategy postcopy, or auto "
+     "with --allow-postcopy) ends it"),
+])
+def test_the_convergence_check_says_the_prediction_and_warns_when_the_strategy_falls_short(
+        asked, prediction, status, reason):
+    found = check_convergence(facts(intent=Intent(strategy=asked, predict=True),
+                                    prediction=prediction))
+    assert CheckResult(name=CheckName.CONVERGENCE, status=status, reason=reason) == found
+
+
+def test_auto_allowed_to_switch_is_enough_for_a_move_only_postcopy_ends():
+    found = check_convergence(facts(
+        intent=Intent(strategy=Strategy.AUTO, postcopy=PostcopySwitch.WHEN_STALLED,
+                      predict=True, allow_postcopy=True),
+        prediction=predicted(Strategy.POSTCOPY, 8.5, 50)))
+    assert WARN == found.status  # the post-copy warning, not a shortfall
+    assert found.reason.startswith(f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; "
+                                   "switching to post-copy ends it, in about 8.5 s with a 50 ms "
+                                   "pause; post-copy (strategy auto with --allow-postcopy")
+    assert "would run until" not in found.reason
+
+
+def test_a_prediction_that_failed_warns_with_its_reason_and_one_not_asked_for_is_silent():
+    found = check_convergence(facts(intent=Intent(predict=True), prediction_error="timed out"))
+    assert CheckResult(name=CheckName.CONVERGENCE, status=WARN,
+                       reason="no prediction: timed out") == found
+    assert PASS == check_convergence(facts(prediction_error="timed out")).status
 
 
 # --- report -----------------------------------------------------------------------------------------
