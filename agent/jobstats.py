@@ -24,6 +24,8 @@ _INT_FIELDS = {
     "memory_dirty_rate": "memory_dirty_rate_pages_s",
     "memory_bps": "memory_bps",
     "memory_iteration": "memory_iteration",
+    "memory_constant": "memory_constant_pages",
+    "memory_normal_bytes": "memory_normal_bytes",
     "disk_total": "disk_total_bytes",
     "disk_processed": "disk_processed_bytes",
     "disk_remaining": "disk_remaining_bytes",

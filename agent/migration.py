@@ -27,7 +27,7 @@ from baton.agent.jobs import Publish, RunningJobs, crashed
 from baton.agent.ledger import Entry, Ledger
 from baton.agent.migration_plan import MigrationPlan, plan_migration
 from baton.agent.peers import CheckPeer
-from baton.agent.prediction import eta_of
+from baton.agent.prediction import PassClock, eta_of
 from baton.schemas.agent import DomainInfo, DomainState
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
@@ -150,6 +150,7 @@ class MigrationManager(RunningJobs[_Running]):
         when the request says when (agent/convergence.py)."""
         downtime_pending = plan.max_downtime_ms
         ramp = convergence.Escalator(request)
+        clock = PassClock()
         while True:
             await asyncio.sleep(request.progress_interval_ms / 1000)
             try:
@@ -171,7 +172,8 @@ class MigrationManager(RunningJobs[_Running]):
                 await self._send_progress(request.migration_id, stats, ramp.escalations,
                                           postcopy=ramp.postcopy,
                                           eta_s=eta_of(stats, request, ramp.limit_ms,
-                                                       ramp.postcopy))
+                                                       ramp.postcopy,
+                                                       clock.pass_elapsed_s(stats)))
 
     async def _escalate(self, request: StartRequest, step: convergence.Action) -> None:
         if step.kind is convergence.Kind.START_POSTCOPY:

@@ -17,8 +17,8 @@ from one model, :func:`simulate`, with L the link rate and D the dirty rate (byt
 
 Why so simple: the switch-over test is QEMU's own (what is left against bandwidth x downtime
 limit), and the inputs are single readings of rates that move; a finer model would be false
-precision. A mid-pass reading's ``remaining_bytes`` stands for that whole pass: what the guest
-dirtied earlier in it is not counted, so an ETA read early in a long pass errs short.
+precision. A mid-pass reading gives ``remaining_bytes`` and how long the pass has run
+(``pass_elapsed_s``): the guest dirtied memory all that time, and the next pass re-sends it.
 
 :func:`predict` names the strategy a migration needs, mirroring the source agent's stall detector
 (agent/convergence.py): plain pre-copy at the limit asked for; else the downtime ramp, whose k-th
@@ -86,42 +86,48 @@ def pages_to_bytes(pages_s: float, page_size: int = 4096) -> float:
 
 def simulate(memory_bytes: int, dirty_bps: float, link_bps: float, downtime_ms: int, *,
              disk_bytes: int = 0, working_set_bytes: int | None = None,
-             remaining_bytes: int | None = None) -> Outcome:
-    """Pre-copy pass by pass, as the module docstring says."""
+             remaining_bytes: int | None = None, pass_elapsed_s: float = 0.0) -> Outcome:
+    """Pre-copy pass by pass, as the module docstring says. ``pass_elapsed_s``: how long the
+    current pass (the one ``remaining_bytes`` is left of) has run already; the guest dirtied
+    memory all that time too, and the pass was that much longer."""
     if link_bps <= 0:
         raise ValueError(f"link rate must be positive, got {link_bps} bytes/s")
     cap = memory_bytes if working_set_bytes is None else working_set_bytes
     sent: float = memory_bytes if remaining_bytes is None else remaining_bytes
+    whole = sent + link_bps * pass_elapsed_s  # the current pass from its start
     elapsed_s = disk_bytes / link_bps
     for passes in range(1, MAX_PASSES + 1):
         pass_s = sent / link_bps
         elapsed_s += pass_s
-        left = min(dirty_bps * pass_s, cap)
+        left = min(dirty_bps * (pass_s + pass_elapsed_s), cap)
         pause_s = left / link_bps
         if pause_s <= downtime_ms / 1000:
             return Outcome(True, elapsed_s + pause_s, round(pause_s * 1000), passes)
-        if left >= sent:
+        if left >= whole:
             return Outcome(False, None, None, passes)  # stopped shrinking: D >= L
-        sent = left
+        sent = whole = left
+        pass_elapsed_s = 0.0
     return Outcome(False, None, None, MAX_PASSES)
 
 
 def predict(memory_bytes: int, dirty_bps: float, link_bps: float, *,
             downtime_ms: int = QEMU_DEFAULT_DOWNTIME_MS,
             ramp_ms: Sequence[int] = DEFAULT_RAMP_MS, allow_postcopy: bool = False,
-            disk_bytes: int = 0) -> Prediction:
+            disk_bytes: int = 0, working_set_bytes: int | None = None) -> Prediction:
     """The strategy a migration needs, and its total time and pause under it."""
     def prediction(strategy: Strategy, total_s: float | None, pause_ms: int | None) -> Prediction:
         return Prediction(converges=strategy is Strategy.PRECOPY, total_s=total_s,
                           downtime_ms=pause_ms, strategy=strategy,
                           dirty_rate_mib_s=dirty_bps / MIB, link_mib_s=link_bps / MIB)
 
-    plain = simulate(memory_bytes, dirty_bps, link_bps, downtime_ms, disk_bytes=disk_bytes)
+    plain = simulate(memory_bytes, dirty_bps, link_bps, downtime_ms, disk_bytes=disk_bytes,
+                     working_set_bytes=working_set_bytes)
     if plain.converges:
         return prediction(Strategy.PRECOPY, plain.total_s, plain.downtime_ms)
     raised = (step for step in ramp_ms if step > downtime_ms)  # as the stall detector steps
     for count, step in enumerate(raised, start=1):
-        ramped = simulate(memory_bytes, dirty_bps, link_bps, step, disk_bytes=disk_bytes)
+        ramped = simulate(memory_bytes, dirty_bps, link_bps, step, disk_bytes=disk_bytes,
+                          working_set_bytes=working_set_bytes)
         if ramped.total_s is not None:  # converges at this step
             return prediction(Strategy.DOWNTIME_RAMP, ramped.total_s + count * STALL_S,
                               ramped.downtime_ms)
@@ -132,11 +138,14 @@ def predict(memory_bytes: int, dirty_bps: float, link_bps: float, *,
 
 
 def eta_s(memory_total_bytes: int, memory_remaining_bytes: int, dirty_bps: float,
-          link_bps: float | None, downtime_ms: int, *, disk_remaining_bytes: int = 0) -> float | None:
+          link_bps: float | None, downtime_ms: int, *, disk_remaining_bytes: int = 0,
+          pass_elapsed_s: float = 0.0, working_set_bytes: int | None = None) -> float | None:
     """Seconds left of a running migration, from its latest job figures (the memory left is
-    that of the current pass); None when it will not converge or the link rate is not known."""
+    that of the current pass, which has run ``pass_elapsed_s``); None when it will not converge
+    or the link rate is not known."""
     if link_bps is None or link_bps <= 0:
         return None
     return simulate(memory_total_bytes, dirty_bps, link_bps, downtime_ms,
-                    disk_bytes=disk_remaining_bytes,
-                    remaining_bytes=memory_remaining_bytes).total_s
+                    disk_bytes=disk_remaining_bytes, working_set_bytes=working_set_bytes,
+                    remaining_bytes=memory_remaining_bytes,
+                    pass_elapsed_s=pass_elapsed_s).total_s

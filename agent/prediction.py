@@ -1,6 +1,10 @@
 """The source agent's prediction of a live migration (issue #12): measure the guest's dirty rate
 with libvirt, then run the pre-copy model (agent/precopy_model.py) at the link rate asked for.
 
+Two measurements, the second twice as long: the rate is the first's, and a second that found
+clearly fewer pages than twice the first's bounds the working set (a guest rewriting 32 MiB
+reads 32 MiB/s over 1 s but 16 MiB/s over 2 s), so a pass never re-sends more than it.
+
 The downtime limit and its ramp are the ones the migration itself would use (the operator's
 ``max_downtime_ms``, else QEMU's 300 ms; steps as agent/convergence.py takes them), so the
 strategy named is the one the source's escalations would reach. Without a link rate there is
@@ -29,32 +33,82 @@ STRATEGY_OF = {
 }
 
 
+# A second window twice as long that finds less than this share of twice the first window's
+# pages: the guest rewrites the same pages (page-sampling's counts are noisy by about a tenth).
+BOUNDED_SHARE = 0.9
+
+
+def working_set(short_mib_s: float, long_mib_s: float, short_s: int, long_s: int,
+                memory_bytes: int) -> int | None:
+    """The bytes a guest keeps rewriting, from two measurements (pure): libvirt counts the
+    distinct pages dirtied in a window, so a guest confined to a working set reads a lower rate
+    over the longer window. None when the longer window found about proportionally more."""
+    short_bytes, long_bytes = short_mib_s * MIB * short_s, long_mib_s * MIB * long_s
+    if short_bytes <= 0 or long_bytes >= BOUNDED_SHARE * short_bytes * long_s / short_s:
+        return None
+    return int(min(max(short_bytes, long_bytes), memory_bytes))
+
+
 def modelled(request: PredictRequest, memory_bytes: int, dirty_mib_s: float,
-             mode: str) -> Prediction:
+             mode: str, working_set_bytes: int | None = None) -> Prediction:
     """The prediction for a measured guest (pure)."""
-    measured = Prediction(dirty_rate_mib_s=round(dirty_mib_s, 1), dirty_rate_mode=mode,
-                          memory_mib=memory_bytes // MIB)
+    measured = Prediction(
+        dirty_rate_mib_s=round(dirty_mib_s, 1), dirty_rate_mode=mode,
+        memory_mib=memory_bytes // MIB,
+        working_set_mib=None if working_set_bytes is None else working_set_bytes // MIB)
     if request.link_mib_s is None:
         return measured
     model = precopy_model.predict(
         memory_bytes, dirty_mib_s * MIB, request.link_mib_s * MIB,
         downtime_ms=request.max_downtime_ms or convergence.QEMU_DEFAULT_DOWNTIME_MS,
         ramp_ms=convergence.ramp_up_to(request.max_downtime_ms).steps_ms,
-        allow_postcopy=request.allow_postcopy, disk_bytes=request.disk_bytes)
+        allow_postcopy=request.allow_postcopy, disk_bytes=request.disk_bytes,
+        working_set_bytes=working_set_bytes)
     return msgspec.structs.replace(
         measured, link_mib_s=float(request.link_mib_s), converges=model.converges,
         total_s=None if model.total_s is None else round(model.total_s, 1),
         downtime_ms=model.downtime_ms, strategy=STRATEGY_OF[model.strategy])
 
 
+def whole_page_share(stats: JobStats) -> float:
+    """The share of the first pass's pages so far that crossed as whole pages: a zero page
+    crosses as a marker, so that much of the memory left costs next to nothing (1.0 while
+    nothing has been sent)."""
+    zero = precopy_model.pages_to_bytes(stats.memory_constant_pages or 0)
+    whole = stats.memory_normal_bytes or 0
+    return whole / (zero + whole) if zero + whole > 0 else 1.0
+
+
+class PassClock:
+    """How long libvirt's current memory pass has run, from the readings' iteration changes
+    (a pass that began between two readings is taken to have begun half-way)."""
+
+    def __init__(self) -> None:
+        self._iteration: int | None = None
+        self._started_s = 0.0
+        self._last_s = 0.0
+
+    def pass_elapsed_s(self, stats: JobStats) -> float:
+        now = (stats.time_elapsed_ms or 0) / 1000
+        iteration = stats.memory_iteration or 0
+        if iteration != self._iteration:
+            first = self._iteration is None and iteration <= 1
+            self._started_s = 0.0 if first else (self._last_s + now) / 2
+            self._iteration = iteration
+        self._last_s = now
+        return now - self._started_s
+
+
 def eta_of(stats: JobStats, request: StartRequest, downtime_ms: int,
-           postcopy: bool) -> float | None:
+           postcopy: bool, pass_elapsed_s: float = 0.0) -> float | None:
     """Seconds left of a running migration, from its latest job figures (pure).
 
     The link rate is what libvirt measured for the memory (or, in a copy's disk phase, the
     disks), else the cap; the dirty rate is libvirt's from pass 2 on, and pre-flight's during
-    the first pass (libvirt reports none yet). In post-copy nothing is sent twice: the rest
-    moves once at the link rate."""
+    the first pass (libvirt reports none yet), bounded by pre-flight's working set; the memory
+    dirtied since the current pass began (``pass_elapsed_s``) is sent again in the next. In the
+    first pass the memory left is weighed by the share of whole pages so far (zero pages cross
+    as markers). In post-copy nothing is sent twice: the rest moves once at the link rate."""
     total, left = stats.memory_total_bytes, stats.memory_remaining_bytes
     if total is None or left is None:
         return None
@@ -66,10 +120,16 @@ def eta_of(stats: JobStats, request: StartRequest, downtime_ms: int,
     if postcopy:
         return round((left + disk_left) / link, 1)
     dirty = precopy_model.pages_to_bytes(stats.memory_dirty_rate_pages_s or 0)
-    if (stats.memory_iteration or 0) < 2 and request.expected_dirty_rate_mib_s is not None:
+    first_pass = (stats.memory_iteration or 0) < 2
+    if first_pass and request.expected_dirty_rate_mib_s is not None:
         dirty = max(dirty, request.expected_dirty_rate_mib_s * MIB)
+    if first_pass:
+        left = int(left * whole_page_share(stats))
+    bound = request.expected_working_set_mib
     eta = precopy_model.eta_s(total, left, dirty, link, downtime_ms,
-                              disk_remaining_bytes=disk_left)
+                              disk_remaining_bytes=disk_left,
+                              pass_elapsed_s=0.0 if disk_left else pass_elapsed_s,
+                              working_set_bytes=None if bound is None else bound * MIB)
     return None if eta is None else round(eta, 1)
 
 
@@ -82,5 +142,9 @@ class Predictor:
         if domain.state != DomainState.RUNNING:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, f"{request.vm} is {domain.state}: "
                              "only a running guest dirties memory; nothing to predict")
-        rate = await self._hv.dirty_rate(request.vm, request.measure_s)
-        return modelled(request, domain.memory_kib * 1024, rate.mib_s, rate.mode)
+        memory = domain.memory_kib * 1024
+        short = await self._hv.dirty_rate(request.vm, request.measure_s)
+        long = await self._hv.dirty_rate(request.vm, 2 * request.measure_s)
+        bound = working_set(short.mib_s, long.mib_s, request.measure_s, 2 * request.measure_s,
+                            memory)
+        return modelled(request, memory, short.mib_s, short.mode, bound)

@@ -1,8 +1,9 @@
 """``bench/run``: run the benchmarks, print ratios side by side, optionally write JSON.
 
-a, b and d start their own nats-server on 127.0.0.1 (a free port) and a worker process; c and e
-need the lab (root; see :mod:`bench.lab`). Each record: ``name``, ``ratio`` (Baton / baseline,
-or achieved / cap for e), ``goal``, ``met``, and the raw figures.
+a, b and d start their own nats-server on 127.0.0.1 (a free port) and a worker process; c, e
+and g need the lab (root; see :mod:`bench.lab` and :mod:`bench.prediction`). Each record:
+``name``, ``ratio`` (Baton / baseline, achieved / cap for e, the worst error for g), ``goal``,
+``met``, and the raw figures.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bench.common import Record
 from tests.support.natsserver import NatsServer
 
 LOCAL = ("a", "b", "d")
-LAB = ("c", "e")
+LAB = ("c", "e", "g")
 
 
 def _local(name: str) -> Callable[[bool], Record]:
@@ -32,8 +33,8 @@ def _local(name: str) -> Callable[[bool], Record]:
 
 def _lab(name: str) -> Callable[[bool], Record]:
     def run(quick: bool) -> Record:
-        from bench import lab
-        return lab.run_c(quick) if name == "c" else lab.run_e(quick)
+        from bench import lab, prediction
+        return {"c": lab.run_c, "e": lab.run_e, "g": prediction.run_g}[name](quick)
     return run
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke mode: seconds, not minutes")
     parser.add_argument("--only", action="append", choices=LOCAL + LAB, metavar="NAME",
-                        help="run only this benchmark (a..e); repeatable")
+                        help="run only this benchmark (a..e, g); repeatable")
     parser.add_argument("--out", type=Path, help="write the records as JSON to this file")
     parser.add_argument("--figures", action="store_true", help="print the raw figures too")
     args = parser.parse_args(argv)

@@ -31,6 +31,7 @@ class MigrationPlan:
     disks: list[DiskPlan] = field(default_factory=list)  # to pre-create and copy
     tls: bool = False  # encrypt the migration stream (VIR_MIGRATE_TLS)
     dirty_rate_mib_s: float | None = None  # pre-flight's measurement, for the source's ETA
+    working_set_mib: int | None = None
 
     @property
     def copy_targets(self) -> list[str]:
@@ -52,6 +53,8 @@ def make_plan(facts: Facts) -> MigrationPlan:
     return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
                          disks=disks, tls=migration_tls(facts),
                          dirty_rate_mib_s=facts.prediction.dirty_rate_mib_s
+                         if facts.prediction else None,
+                         working_set_mib=facts.prediction.working_set_mib
                          if facts.prediction else None)
 
 
@@ -81,4 +84,5 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         downtime_ramp=request.strategy == Strategy.AUTO,
         postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
         expected_dirty_rate_mib_s=plan.dirty_rate_mib_s,
+        expected_working_set_mib=plan.working_set_mib,
         progress_interval_ms=PROGRESS_INTERVAL_MS, tls=plan.tls)

@@ -428,7 +428,8 @@ def expectation(facts: Facts) -> tuple[list[str], list[str]]:
     p = facts.prediction
     if p is None:
         return [], [f"no prediction: {facts.prediction_error or 'the guest is not running'}"]
-    measured = (f"the guest dirties {p.dirty_rate_mib_s:g} MiB/s of {p.memory_mib} MiB "
+    within = "" if p.working_set_mib is None else f"a {p.working_set_mib} MiB working set of "
+    measured = (f"the guest dirties {p.dirty_rate_mib_s:g} MiB/s of {within}{p.memory_mib} MiB "
                 f"({p.dirty_rate_mode})")
     if p.link_mib_s is None or p.strategy is None:
         return [f"{measured}; give --bandwidth for a prediction of time and pause"], []

@@ -50,6 +50,10 @@ class JobStats(Message, frozen=True, kw_only=True, tag="event.job_stats"):
     memory_dirty_rate_pages_s: NonNegativeInt | None = None
     memory_bps: NonNegativeInt | None = None
     memory_iteration: NonNegativeInt | None = None
+    # Pages sent as "all one byte" (zero pages: a marker, not 4 KiB), and bytes of whole pages
+    # sent: together they say how much of the memory left will really cross the link.
+    memory_constant_pages: NonNegativeInt | None = None
+    memory_normal_bytes: NonNegativeInt | None = None
     disk_total_bytes: NonNegativeInt | None = None
     disk_processed_bytes: NonNegativeInt | None = None
     disk_remaining_bytes: NonNegativeInt | None = None

@@ -130,6 +130,10 @@ class Prediction(Message, frozen=True, kw_only=True, tag="agent.migration.predic
     dirty_rate_mib_s: float
     dirty_rate_mode: str  # how libvirt measured it: dirty-ring, dirty-bitmap or page-sampling
     memory_mib: NonNegativeInt  # the guest memory the first pass sends
+    # The memory the guest keeps dirtying, when a second, longer measurement found fewer new
+    # pages than its length would give (the guest rewrites a working set); None: not bounded
+    # within the measurements, so all of memory is assumed.
+    working_set_mib: NonNegativeInt | None = None
     link_mib_s: float | None = None
     converges: bool | None = None  # under plain pre-copy at the downtime limit asked for
     total_s: float | None = None  # under ``strategy``; None when it cannot be predicted
@@ -284,6 +288,7 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     # The dirty rate pre-flight measured: the ETA's during the first pass, before libvirt
     # reports one of its own.
     expected_dirty_rate_mib_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    expected_working_set_mib: NonNegativeInt | None = None  # pre-flight's bound, if it found one
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
     tls: bool = False  # VIR_MIGRATE_TLS: encrypt the stream (both hosts' QEMU need certificates)
 
@@ -297,7 +302,8 @@ class PredictRequest(Message, frozen=True, kw_only=True, tag="agent.migration.pr
     max_downtime_ms: DowntimeMs | None = None  # the limit asked for (QEMU's 300 ms if None)
     allow_postcopy: bool = False
     disk_bytes: NonNegativeInt = 0  # a copy migration sends these first
-    measure_s: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
+    # The first measurement's seconds; a second one twice as long follows (the working set).
+    measure_s: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
 
 
 class StartReply(Message, frozen=True, kw_only=True, tag="agent.migration.start.reply"):

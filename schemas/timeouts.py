@@ -26,7 +26,7 @@ AGENT_MIGRATION_SPEED: Final = 10.0
 AGENT_MIGRATION_ABORT: Final = 10.0
 AGENT_MIGRATION_CLEANUP: Final = 60.0  # may destroy a domain and delete disk files
 AGENT_MIGRATION_STATUS: Final = 10.0  # a few libvirt reads and stats
-AGENT_MIGRATION_PREDICT: Final = 20.0  # a dirty-rate measurement of up to 10 s, then arithmetic
+AGENT_MIGRATION_PREDICT: Final = 30.0  # two dirty-rate measurements, up to 15 s, then arithmetic
 
 # --- coordinator -> agent storage-move endpoints ------------------------------------------------
 AGENT_STORAGE_MOVE: Final = 15.0  # checks the domain and the paths, answers; the copy runs on

@@ -69,7 +69,8 @@ def test_lifecycle_names_follow_libvirts_enums_and_unknown_values_survive():
 
 def test_job_stats_map_libvirt_keys_and_downtime_by_completion():
     params = {"operation": 5, "time_elapsed": 1200, "downtime": 44, "memory_iteration": 3,
-              "memory_processed": 10 << 20, "auto_converge_throttle": 20, "errmsg": ""}
+              "memory_processed": 10 << 20, "auto_converge_throttle": 20, "errmsg": "",
+              "memory_constant": 900, "memory_normal_bytes": 6 << 20}
     done = job_stats(params, completed=True)
     running = job_stats(params, completed=False)
     assert ("migration_out", 1200, 44, None) == (done.operation, done.time_elapsed_ms,
@@ -77,6 +78,7 @@ def test_job_stats_map_libvirt_keys_and_downtime_by_completion():
     assert (None, 44) == (running.downtime_ms, running.expected_downtime_ms)
     assert (3, 10 << 20, 20, None) == (done.memory_iteration, done.memory_processed_bytes,
                                        done.auto_converge_throttle_pct, done.error_message)
+    assert (900, 6 << 20) == (done.memory_constant_pages, done.memory_normal_bytes)
 
 
 def _fake_device(root: Path, name: str, bridge: bool, flags: str, operstate: str, mtu: int) -> None:

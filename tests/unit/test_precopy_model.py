@@ -156,3 +156,16 @@ def test_the_model_steps_as_the_stall_detector_does():
     assert (convergence.STALL_S, convergence.DEFAULT_STEPS_MS,
             convergence.QEMU_DEFAULT_DOWNTIME_MS) == (STALL_S, DEFAULT_RAMP_MS,
                                                       QEMU_DEFAULT_DOWNTIME_MS)
+
+
+def test_a_pass_nearly_done_is_judged_whole_not_by_its_last_bytes():
+    # 1 MiB left of a pass that has run 1 s at 32 MiB/s (33 MiB in all), 16 MiB/s dirtied:
+    # 16.5 MiB to re-send is more than the 1 MiB left but half the pass: it still shrinks.
+    outcome = simulate(128 * MIB, 16 * MIB, 32 * MIB, 300, remaining_bytes=1 * MIB,
+                       pass_elapsed_s=1.0)
+    assert outcome.converges and outcome.total_s is not None
+    # 1/32 s, then 16.5 MiB (0.516 s) leaving 8.25 MiB (0.258 s): the pause
+    assert 1 / 32 + 16.5 / 32 + 8.25 / 32 == pytest.approx(outcome.total_s)
+    stalled = simulate(128 * MIB, 40 * MIB, 32 * MIB, 300, remaining_bytes=1 * MIB,
+                       pass_elapsed_s=1.0)
+    assert (False, None) == (stalled.converges, stalled.total_s)

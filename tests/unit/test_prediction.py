@@ -3,10 +3,11 @@ at the downtime limit and ramp the migration itself would use; the dirty-rate mo
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from baton.agent.libvirt.dirtyrate import modes_for
-from baton.agent.prediction import eta_of, modelled
+from baton.agent.prediction import PassClock, eta_of, modelled, whole_page_share, working_set
 from baton.schemas.events import JobStats
 from baton.schemas.migration import Prediction, PredictRequest, StartRequest, Strategy
 
@@ -112,3 +113,71 @@ def figures(**fields) -> JobStats:
 ])
 def test_eta(name, stats, request_, downtime_ms, postcopy, eta):
     assert eta == eta_of(stats, request_, downtime_ms, postcopy), name
+
+
+@pytest.mark.parametrize(("name", "short", "long", "bound"), [
+    ("a 32 MiB working set rewritten fast: 32/s over 1 s, 16/s over 2 s", 32, 16, 32 * MIB),
+    ("a slow guest over 32 MiB: 20/s over 1 s, 16/s over 2 s", 20, 16, 32 * MIB),
+    ("proportional: no bound seen", 8, 8, None),
+    ("within the noise: 0.9 of proportional", 10, 9, None),
+    ("just past the noise", 10, 8.9, int(17.8 * MIB)),
+    ("nothing dirtied", 0, 0, None),
+    ("never more than the memory", 200, 80, 128 * MIB),
+])
+def test_the_working_set_is_bounded_only_when_the_longer_window_finds_fewer_pages(
+        name, short, long, bound):
+    assert bound == working_set(short, long, 1, 2, 128 * MIB), name
+
+
+def test_a_working_set_lets_a_guest_faster_than_the_link_converge():
+    # 40 MiB/s over a 16 MiB working set at 30 MiB/s: each pass leaves at most 16 MiB, and
+    # 16 MiB at 30 MiB/s is 533 ms: not within 300 ms, but within the ramp's 1000 ms step.
+    unbounded = predict(40, link_mib_s=30)
+    bounded = modelled(PredictRequest(vm="g1", link_mib_s=30), 128 * MIB, 40, "page-sampling",
+                       16 * MIB)
+    assert (Strategy.AUTO_CONVERGE, None) == (unbounded.strategy, unbounded.working_set_mib)
+    assert (Strategy.AUTO, 16, 533) == (bounded.strategy, bounded.working_set_mib,
+                                        bounded.downtime_ms)
+
+
+def test_the_pass_clock_restarts_at_each_new_pass_half_way_between_readings():
+    clock = PassClock()
+    readings = [(500, 1), (1000, 1), (1500, 2), (2000, 2), (3000, 4), (3200, 4)]
+    assert [0.5, 1.0, 0.25, 0.75, 0.5, 0.7] == [
+        pytest.approx(clock.pass_elapsed_s(JobStats(time_elapsed_ms=ms, memory_iteration=it)))
+        for ms, it in readings]
+
+
+def test_a_copys_memory_passes_start_after_its_disks():
+    clock = PassClock()
+    assert [2.0, 4.0, 0.5] == [pytest.approx(clock.pass_elapsed_s(JobStats(
+        time_elapsed_ms=ms, memory_iteration=it))) for ms, it in ((2000, 0), (4000, 0),
+                                                                  (5000, 1))]
+
+
+def test_late_in_a_pass_the_eta_counts_what_the_guest_dirtied_since_it_began():
+    # 2 s into pass 1 at 32 MiB/s with 16 MiB left (0.5 s more) and 16 MiB/s dirtied all along
+    # over a 32 MiB working set: pass 2 re-sends 32 MiB (1 s), which leaves 16 MiB (0.5 s),
+    # then 8 MiB fits 300 ms (0.25 s): 0.5 + 1 + 0.5 + 0.25 = 2.25 s. Counting only the last
+    # 0.5 s, 8 MiB would seem left: 0.75 s.
+    stats = figures(memory_remaining_bytes=16 * MIB, memory_bps=32 * MIB)
+    request = start(expected_dirty_rate_mib_s=16, expected_working_set_mib=32)
+    assert 2.2 == eta_of(stats, request, 300, False, pass_elapsed_s=2.0)
+    assert 0.8 == eta_of(stats, request, 300, False, pass_elapsed_s=0.0)
+
+
+@pytest.mark.parametrize(("constant_pages", "normal_bytes", "share"), [
+    (None, None, 1.0), (0, 0, 1.0), (0, 64 * MIB, 1.0), (8192, 32 * MIB, 0.5),
+    (16384, 0, 0.0)])
+def test_the_whole_page_share(constant_pages, normal_bytes, share):
+    assert share == whole_page_share(figures(memory_constant_pages=constant_pages,
+                                             memory_normal_bytes=normal_bytes))
+
+
+def test_in_the_first_pass_zero_pages_left_count_for_nothing():
+    # half of what was sent were zero pages: of the 64 MiB left, 32 MiB will cross: 1 s at 32
+    half_zero = figures(memory_remaining_bytes=64 * MIB, memory_constant_pages=4096,
+                        memory_normal_bytes=16 * MIB)
+    assert 1.0 == eta_of(half_zero, start(bandwidth_mib_s=32), 300, False)
+    later = msgspec.structs.replace(half_zero, memory_iteration=2)  # dirty pages are not zero
+    assert 2.0 == eta_of(later, start(bandwidth_mib_s=32), 300, False)

@@ -493,6 +493,16 @@ def test_the_convergence_check_says_the_prediction_and_warns_when_the_strategy_f
     assert CheckResult(name=CheckName.CONVERGENCE, status=status, reason=reason) == found
 
 
+def test_a_bounded_working_set_is_named():
+    found = check_convergence(facts(
+        intent=Intent(predict=True),
+        prediction=msgspec.structs.replace(predicted(Strategy.PRECOPY, 3.6, 220),
+                                           working_set_mib=32)))
+    assert found.reason.endswith("the guest dirties 12.5 MiB/s of a 32 MiB working set of "
+                                 "128 MiB (page-sampling): at 30 MiB/s, pre-copy converges in "
+                                 "about 3.6 s with a 220 ms pause")
+
+
 def test_auto_allowed_to_switch_is_enough_for_a_move_only_postcopy_ends():
     found = check_convergence(facts(
         intent=Intent(strategy=Strategy.AUTO, postcopy=PostcopySwitch.WHEN_STALLED,
