@@ -125,6 +125,7 @@ class Escalator:
         self._raised_at_s = 0.0
         self.escalations: list[str] = []
         self.postcopy = False  # switched
+        self.memory_total_bytes: int | None = None  # the guest memory, once libvirt said
 
     @property
     def limit_ms(self) -> int:
@@ -132,6 +133,7 @@ class Escalator:
         return self._limit_ms
 
     def next_step(self, stats: JobStats) -> Action | None:
+        self.memory_total_bytes = stats.memory_total_bytes or self.memory_total_bytes
         if not self.enabled or self.postcopy or stats.memory_remaining_bytes is None \
                 or stats.time_elapsed_ms is None:
             return None
@@ -139,6 +141,10 @@ class Escalator:
                                      stats.memory_remaining_bytes, stats.memory_iteration or 0))
         action = decide(self._history, self._ramp, self._limit_ms, self._raised_at_s)
         return None if action.kind is Kind.WAIT else action
+
+    def note(self, step: str) -> None:
+        """A step taken outside :func:`decide` (a post-copy recovery), for the record."""
+        self.escalations.append(step)
 
     def applied(self, step: Action) -> None:
         if step.kind is Kind.START_POSTCOPY:

@@ -91,7 +91,8 @@ class Hypervisor(Protocol):
 
     async def abort_job(self, vm: str) -> None: ...
 
-    async def set_max_speed(self, vm: str, bandwidth_mib_s: int) -> None: ...
+    async def set_max_speed(self, vm: str, bandwidth_mib_s: int, postcopy: bool = False) -> None:
+        """The pre-copy cap, or with ``postcopy`` the post-copy phase's."""
 
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None: ...
 

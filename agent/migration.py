@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 import structlog
@@ -25,10 +25,17 @@ from baton.agent.core import FetchRemoteDomain
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.jobs import Publish, RunningJobs, crashed
 from baton.agent.ledger import Entry, Ledger
-from baton.agent.migration_plan import MigrationPlan, plan_migration
+from baton.agent.migration_plan import MigrationFlag, MigrationPlan, plan_migration
 from baton.agent.peers import CheckPeer
 from baton.agent.prediction import PassClock, eta_of
-from baton.schemas.agent import DomainInfo, DomainState
+from baton.schemas.agent import (
+    PAUSED_POSTCOPY,
+    PAUSED_POSTCOPY_FAILED,
+    RUNNING_POSTCOPY,
+    RUNNING_POSTCOPY_FAILED,
+    DomainInfo,
+    DomainState,
+)
 from baton.schemas.base import utc_now
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobCompletedEvent, JobStats, VmEvent
@@ -40,6 +47,7 @@ from baton.schemas.migration import (
     MigrationStatus,
     MigrationStatusRequest,
     PathFact,
+    PostcopySwitch,
     PrepareReply,
     PrepareRequest,
     SourceFinished,
@@ -51,6 +59,10 @@ from baton.schemas.subjects import MigrationEvent, Subjects
 
 log = structlog.get_logger(__name__)
 COMPLETED_EVENT_WAIT_S = 3.0
+POSTCOPY_RECOVERY_ATTEMPTS = 5  # resume calls
+POSTCOPY_RECOVERY_WAIT_S = 3.0  # between readings of libvirt's facts
+POSTCOPY_RECOVERY_WINDOW_S = 120.0  # then the operator is told how to go on
+POSTCOPY_RESUME_SLACK_S = 60.0  # a resume call's bound beyond the time its memory needs
 
 
 @dataclass
@@ -59,6 +71,14 @@ class _Running:
     abort_requested: bool = False
     completed: asyncio.Future[JobStats] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
+    escalator: convergence.Escalator = field(init=False)  # kept across a post-copy recovery
+
+    def __post_init__(self) -> None:
+        self.escalator = convergence.Escalator(self.request)
+
+    @property
+    def in_postcopy(self) -> bool:
+        return self.escalator.postcopy
 
 
 class MigrationManager(RunningJobs[_Running]):
@@ -109,7 +129,9 @@ class MigrationManager(RunningJobs[_Running]):
     async def _run(self, running: _Running, plan: MigrationPlan) -> None:
         request = running.request
         try:
-            error = await self._migrate_with_progress(request, plan)
+            error = await self._migrate_with_progress(running, plan)
+            if error is not None and running.in_postcopy and not running.abort_requested:
+                error = await self._recover_postcopy(running, plan, error)
             stats = None
             if error is None:
                 await self._note_sent(request)
@@ -121,10 +143,110 @@ class MigrationManager(RunningJobs[_Running]):
             error = crashed("migration_task_failed", request.migration_id, "migrating")
         await self._finish(request, running, stats, error)
 
-    async def _migrate_with_progress(self, request: StartRequest,
+    async def _recover_postcopy(self, running: _Running, plan: MigrationPlan,
+                                failure: BatonError) -> BatonError | None:
+        """A migration that failed after the post-copy switch: the guest runs on the destination
+        without all its memory and the rest is only here, so neither side may be given up.
+        libvirt's facts decide each step: paused with post-copy failed -> resume it
+        (VIR_MIGRATE_POSTCOPY_RESUME: the two QEMUs reconnect and the rest is sent); still in
+        post-copy -> QEMU is at it, wait; no longer here -> it ended, and counts as done only
+        when the destination's agent reports the same domain running with all its memory."""
+        request, error = running.request, failure
+        resume = replace(plan, flags=plan.flags | {MigrationFlag.POSTCOPY_RESUME},
+                         max_downtime_ms=None)
+        attempts = 0
+        deadline = asyncio.get_running_loop().time() + POSTCOPY_RECOVERY_WINDOW_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(POSTCOPY_RECOVERY_WAIT_S)
+            state = await self._postcopy_state(request.vm)
+            log.warning("postcopy_failed_recovering", migration_id=request.migration_id,
+                        vm=request.vm, state=state, attempts=attempts, error=error.message)
+            if state == "ended":
+                if await self._arrived(request):
+                    await self._finish_what_libvirt_left(request)
+                    running.escalator.note(f"post-copy failed ({failure.message}); it completed "
+                                           "all the same")
+                    return None
+                continue  # gone here, not yet proven there: read again
+            if state != "failed" or attempts == POSTCOPY_RECOVERY_ATTEMPTS:
+                continue
+            attempts += 1
+            again = await self._resume_within_bound(running, resume)
+            if again is None:
+                running.escalator.note(f"post-copy failed ({failure.message}); recovered "
+                                       f"(attempt {attempts})")
+                return None
+            error = again
+        return BatonError(ErrorCode.HYPERVISOR, f"post-copy failed and was not recovered "
+                          f"({error.message}): the guest waits on "
+                          f"{request.destination_host or 'the destination'} for the memory "
+                          "still on this host; neither side was touched. Recover it when the "
+                          f"link is back: virsh migrate --postcopy --postcopy-resume {request.vm} "
+                          f"{request.destination_uri}", stage="postcopy")
+
+    async def _resume_within_bound(self, running: _Running,
+                                   resume: MigrationPlan) -> BatonError | None:
+        """One resume call, given the time the rest of the memory needs at the cap and a
+        minute more: a resume was seen to hang when the stream broke in the switch itself.
+        Past it the call is cancelled (its job interrupted, agent/libvirt/migrate.py)."""
+        cap = running.request.bandwidth_mib_s
+        total = running.escalator.memory_total_bytes or 0
+        bound_s = POSTCOPY_RESUME_SLACK_S + (2 * total / (cap << 20) if cap else 60.0)
+        try:
+            async with asyncio.timeout(bound_s):
+                return await self._migrate_with_progress(running, resume)
+        except TimeoutError:
+            return BatonError(ErrorCode.TIMEOUT, f"the post-copy resume of {running.request.vm} "
+                              f"did not end within {bound_s:.0f} s; it was interrupted")
+
+    async def _postcopy_state(self, vm: str) -> str:
+        """``failed`` (paused, its stream broken), ``running`` (still in post-copy), ``ended``
+        (no longer active here) or ``unknown``, from libvirt here."""
+        try:
+            here = [d for d in await self._hv.domains(None, include_cpu_xml=False)
+                    if d.name == vm]
+        except BatonError:
+            return "unknown"
+        if not here or not here[0].active:
+            return "ended"
+        if here[0].state == DomainState.PAUSED and here[0].state_reason == PAUSED_POSTCOPY_FAILED:
+            return "failed"
+        if here[0].state == DomainState.PAUSED and here[0].state_reason == PAUSED_POSTCOPY:
+            return "running"
+        return "unknown"
+
+    async def _finish_what_libvirt_left(self, request: StartRequest) -> None:
+        """QEMU completed a move whose migrate call libvirt had given up on (seen in the lab
+        after a resume call failed), so libvirt never undefined the source. Proven here (no
+        longer active) and there (running, all its memory): undefine the inactive copy if the
+        request said so, only that domain (by UUID)."""
+        entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        if not request.undefine_source or entry is None or entry.sent_uuid is None:
+            return
+        here = [d for d in await self._hv.domains(None, include_cpu_xml=False)
+                if d.name == request.vm and d.uuid == entry.sent_uuid and not d.active]
+        if here and await self._hv.remove_domain(request.vm, entry.sent_uuid):
+            log.info("source_undefined_after_postcopy", migration_id=request.migration_id,
+                     vm=request.vm)
+
+    async def _arrived(self, request: StartRequest) -> bool:
+        """The destination's agent reports the domain (by UUID) running with all its memory."""
+        entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
+        if entry is None or entry.sent_uuid is None or request.destination_host is None \
+                or self._fetch_remote_domain is None:
+            return False
+        try:
+            there = await self._fetch_remote_domain(request.destination_host, request.vm)
+        except BatonError:
+            return False
+        return (there.uuid == entry.sent_uuid and there.state == DomainState.RUNNING
+                and there.state_reason not in (RUNNING_POSTCOPY, RUNNING_POSTCOPY_FAILED))
+
+    async def _migrate_with_progress(self, running: _Running,
                                      plan: MigrationPlan) -> BatonError | None:
+        request = running.request
         async with asyncio.TaskGroup() as tasks:
-            poller = tasks.create_task(self._report_progress(request, plan))
+            poller = tasks.create_task(self._report_progress(running, plan))
             try:
                 await self._hv.migrate(request.vm, plan)
             except BatonError as exc:
@@ -138,18 +260,21 @@ class MigrationManager(RunningJobs[_Running]):
         finished = SourceFinished(migration_id=request.migration_id, host_id=self._host_id,
                                   at=utc_now(), stats=stats,
                                   error=None if error is None else error.to_reply(),
-                                  aborted=error is not None and running.abort_requested)
+                                  aborted=error is not None and running.abort_requested,
+                                  escalations=list(running.escalator.escalations),
+                                  postcopy=running.in_postcopy)
         log.info("migration_finished", migration_id=request.migration_id, vm=request.vm,
                  ok=error is None, aborted=finished.aborted,
                  error=None if error is None else error.message)
         await self._send(request.migration_id, MigrationEvent.SOURCE_FINISHED, finished)
 
-    async def _report_progress(self, request: StartRequest, plan: MigrationPlan) -> None:
+    async def _report_progress(self, running: _Running, plan: MigrationPlan) -> None:
         """Publish the job's figures every interval; apply the max downtime once a job runs;
         with ``downtime_ramp``, raise it when the remainder stalls, and switch to post-copy
         when the request says when (agent/convergence.py)."""
+        request = running.request
         downtime_pending = plan.max_downtime_ms
-        ramp = convergence.Escalator(request)
+        ramp = running.escalator
         clock = PassClock()
         while True:
             await asyncio.sleep(request.progress_interval_ms / 1000)
@@ -201,8 +326,10 @@ class MigrationManager(RunningJobs[_Running]):
         return running
 
     async def speed(self, request: SpeedRequest) -> Ack:
-        self._find(request.migration_id, request.vm)
+        running = self._find(request.migration_id, request.vm)
         await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s)
+        if running.request.postcopy != PostcopySwitch.OFF:  # the post-copy phase has its own
+            await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s, postcopy=True)
         return Ack(detail=f"bandwidth set to {request.bandwidth_mib_s} MiB/s")
 
     async def abort(self, request: AgentAbortRequest) -> Ack:

@@ -31,6 +31,7 @@ class MigrationFlag(StrEnum):
     OFFLINE = "offline"
     TLS = "tls"
     POSTCOPY = "postcopy"
+    POSTCOPY_RESUME = "postcopy_resume"  # recover a post-copy migration whose stream failed
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def _params(request: StartRequest, offline: bool) -> dict[str, int | str | list[
         params["migrate_uri"] = f"tcp://{request.destination_address}"
     if request.bandwidth_mib_s is not None:
         params["bandwidth"] = request.bandwidth_mib_s
+        if request.postcopy != PostcopySwitch.OFF:  # else post-copy runs uncapped
+            params["bandwidth.postcopy"] = request.bandwidth_mib_s
     if request.copy_disks:
         params["migrate_disks"] = list(request.copy_disks)
     if request.auto_converge and request.auto_converge_initial_pct is not None:

@@ -194,8 +194,13 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         return "source agent started the migration"
 
     async def _on_wake(self) -> None:
-        if self._switchover_seen and self.tracker.phase == Phase.MIGRATING:
+        if self.tracker.phase != Phase.MIGRATING:
+            return
+        if self._switchover_seen:
             await self.tracker.transition(Phase.COMPLETING, "guest resumed on the destination")
+        elif self.record.postcopy:  # its resume event says "post-copy", not "migrated"
+            await self.tracker.transition(Phase.COMPLETING, "switched to post-copy: the guest "
+                                          "runs on the destination")
 
     async def _ask_agent_to_abort(self) -> None:
         try:
@@ -338,6 +343,13 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
     def _note_finished(self, finished: SourceFinished) -> None:
         log.info("source_finished", aborted=finished.aborted,
                  error=finished.error.message if finished.error else None)
+        record = self.record
+        if len(finished.escalations) > len(record.escalations) \
+                or (finished.postcopy and not record.postcopy):
+            for step in finished.escalations[len(record.escalations):]:
+                log.info("source_escalated", step=step)
+            self.tracker.update(escalations=list(finished.escalations),
+                                postcopy=record.postcopy or finished.postcopy)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
         if event.vm != self.record.vm or self._switchover_seen:

@@ -9,7 +9,8 @@ agent's ledger). Output: one :class:`Verdict` and the reason, for people and log
 - ``roll_back``: the guest runs on the source; the destination holds at most the domain it
   prepared to receive (same UUID), paused or shut off: clean the destination.
 - ``needs_attention``: the facts contradict or cannot be read (the guest runs on both hosts or on
-  neither, another domain wears the name, a job cannot be read): touch nothing, report both.
+  neither, another domain wears the name, a job cannot be read), or the destination runs it in a
+  post-copy that has not brought all its memory: touch nothing, report both.
 
 Only live migrations are judged here; an offline move is never half-done in libvirt (one
 definition call) and keeps its existing confirmation.
@@ -20,7 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from baton.schemas.agent import DomainInfo, DomainState
+from baton.schemas.agent import (
+    RUNNING_POSTCOPY,
+    RUNNING_POSTCOPY_FAILED,
+    DomainInfo,
+    DomainState,
+)
 from baton.schemas.migration import MigrationStatus
 
 
@@ -39,6 +45,12 @@ class Decision:
 
 def _runs(domain: DomainInfo | None) -> bool:
     return domain is not None and domain.state == DomainState.RUNNING
+
+
+def _incomplete_postcopy(domain: DomainInfo | None) -> bool:
+    """Running on the destination of a post-copy migration without all its memory yet."""
+    return domain is not None and domain.state == DomainState.RUNNING \
+        and domain.state_reason in (RUNNING_POSTCOPY, RUNNING_POSTCOPY_FAILED)
 
 
 def _unreadable(side: str, status: MigrationStatus) -> Decision | None:
@@ -64,6 +76,11 @@ def decide(uuid: str, source: MigrationStatus, destination: MigrationStatus) -> 
     for side, status in (("the source", source), ("the destination", destination)):
         if (found := _unreadable(side, status) or _stranger(side, status, uuid)) is not None:
             return found
+    if _incomplete_postcopy(destination.domain):
+        return Decision(Verdict.NEEDS_ATTENTION, f"{source.vm} runs on {destination.host_id} in "
+                        "post-copy without all its memory, the rest only on "
+                        f"{source.host_id}: recover the migration (virsh migrate --postcopy "
+                        "--postcopy-resume); neither side may be removed")
     on_source, on_destination = _runs(source.domain), _runs(destination.domain)
     if on_source and on_destination:
         return Decision(Verdict.NEEDS_ATTENTION, f"{source.vm} runs on both {source.host_id} "

@@ -168,6 +168,17 @@ class DomainState(StrEnum):
     PMSUSPENDED = "pmsuspended"
 
 
+# libvirt's virDomainRunningReason values (a stable ABI) for a guest running on the destination
+# of a post-copy migration before all its memory has arrived: in progress, and failed. Such a
+# guest is not "the live copy" yet: the rest of its memory is only on the source.
+RUNNING_POSTCOPY = 10
+RUNNING_POSTCOPY_FAILED = 11
+# virDomainPausedReason values for the source's side of the same: post-copy running (the
+# source serves the pages), and failed (its stream broke; libvirt's post-copy recovery resumes).
+PAUSED_POSTCOPY = 12
+PAUSED_POSTCOPY_FAILED = 13
+
+
 class DiskInfo(Message, frozen=True, kw_only=True, tag="agent.disk"):
     target: str  # vda, sdb, ...
     device: str  # disk, cdrom, floppy, lun

@@ -398,3 +398,7 @@ class SourceFinished(Message, frozen=True, kw_only=True, tag="agent.migration.fi
     stats: JobStats | None = None  # the completed job's figures
     error: ErrorReply | None = None
     aborted: bool = False  # the job was cancelled by an abort request
+    # Every step the source took, to the end (a post-copy recovery comes after the last
+    # progress report), and whether it switched to post-copy.
+    escalations: list[str] = []
+    postcopy: bool = False

@@ -94,8 +94,8 @@ class LibvirtHypervisor:
     async def abort_job(self, vm: str) -> None:
         await migrate.abort_job(self._connection, vm)
 
-    async def set_max_speed(self, vm: str, bandwidth_mib_s: int) -> None:
-        await migrate.set_max_speed(self._connection, vm, bandwidth_mib_s)
+    async def set_max_speed(self, vm: str, bandwidth_mib_s: int, postcopy: bool = False) -> None:
+        await migrate.set_max_speed(self._connection, vm, bandwidth_mib_s, postcopy)
 
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None:
         await migrate.set_max_downtime(self._connection, vm, downtime_ms)

@@ -111,6 +111,8 @@ class Script:
     outcome: str = "success"  # success | fail | hang (until aborted)
     silence_s: float = 0.0  # a pause without any report after the first figure
     resume_lead_s: float = 0.2  # destination resumes this long before the source returns
+    final_escalations: list[str] = field(default_factory=list)  # said only in the outcome
+    postcopy_from_step: int | None = None  # progress says "switched to post-copy" from here
 
 
 @dataclass
@@ -430,8 +432,11 @@ class FakeAgent:
                          data_total_bytes=total, data_processed_bytes=done,
                          data_remaining_bytes=total - done, memory_bps=100 * 1024**2,
                          memory_iteration=step + 1)
+        switched = self.script.postcopy_from_step is not None \
+            and step >= self.script.postcopy_from_step
         await self._publish_migration(request, MigrationEvent.SOURCE_PROGRESS, SourceProgress(
-            migration_id=request.migration_id, host_id=self.host, at=utc_now(), stats=stats))
+            migration_id=request.migration_id, host_id=self.host, at=utc_now(), stats=stats,
+            postcopy=switched))
 
     async def _switch_over(self, request: StartRequest) -> None:
         destination = self.mesh.by_uri(request.destination_uri)
@@ -455,7 +460,8 @@ class FakeAgent:
                                             downtime_ms=42, data_processed_bytes=2 * GIB)
         await self._publish_migration(request, MigrationEvent.SOURCE_FINISHED, SourceFinished(
             migration_id=request.migration_id, host_id=self.host, at=utc_now(), stats=stats,
-            error=error, aborted=aborted))
+            error=error, aborted=aborted, escalations=self.script.final_escalations,
+            postcopy=bool(self.script.final_escalations)))
 
     async def _publish_migration(self, request: Any, event: MigrationEvent,
                                  message: Any) -> None:

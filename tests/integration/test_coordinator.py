@@ -191,6 +191,30 @@ async def test_only_strategy_auto_has_the_source_measure_before_a_migration(
     assert 2.0 == started.expected_dirty_rate_mib_s  # the source's ETA starts from it
 
 
+async def test_steps_the_source_reports_only_in_its_outcome_reach_the_record(
+        coordinator, mesh, watcher, nats_client):
+    # a post-copy recovery happens after the source's last progress report
+    mesh["h1"].script.final_escalations = ["switched to post-copy", "recovered (attempt 1)"]
+    accepted = await migrate(nats_client, strategy=Strategy.POSTCOPY)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, ["switched to post-copy", "recovered (attempt 1)"], True) == (
+        record.phase, record.escalations, record.postcopy)
+
+
+async def test_a_migration_switched_to_postcopy_is_completing_and_never_timed_out(
+        coordinator, mesh, watcher, nats_client):
+    mesh["h1"].script = Script(steps=3, interval_s=0.1, outcome="hang", postcopy_from_step=1)
+    accepted = await migrate(nats_client, strategy=Strategy.POSTCOPY, timeout_s=1)
+    await watcher.until(accepted.migration_id, {Phase.COMPLETING}, 10)
+    await asyncio.sleep(2.5)  # well past the completion timeout
+    phases = watcher.phases_of(accepted.migration_id)
+    assert Phase.COMPLETING == phases[-1] and Phase.FAILED not in phases
+    assert [] == mesh["h1"].asked(A.MIGRATION_ABORT)  # post-copy cannot be aborted: never asked
+    record = watcher.phases[-1].record
+    assert (True, "switched to post-copy: the guest runs on the destination") == (
+        record.postcopy, watcher.phases[-1].reason)
+
+
 # --- pre-flight failures stop before anything is touched -----------------------------------
 
 

@@ -21,9 +21,16 @@ from structlog.testing import capture_logs
 
 from baton.agent import migration
 from baton.agent.ledger import Entry, Ledger
-from baton.agent.migration import MigrationManager
+from baton.agent.migration import POSTCOPY_RECOVERY_ATTEMPTS, MigrationManager
 from baton.agent.migration_plan import MigrationFlag, MigrationPlan
-from baton.schemas.agent import DiskInfo, DomainInfo, DomainState, StoragePool
+from baton.schemas.agent import (
+    PAUSED_POSTCOPY_FAILED,
+    RUNNING_POSTCOPY_FAILED,
+    DiskInfo,
+    DomainInfo,
+    DomainState,
+    StoragePool,
+)
 from baton.schemas.base import utc_now
 from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode
@@ -122,8 +129,8 @@ class Hypervisor:
     async def abort_job(self, vm: str) -> None:
         self._call("abort_job", vm)
 
-    async def set_max_speed(self, vm: str, bandwidth_mib_s: int) -> None:
-        self._call("set_max_speed", (vm, bandwidth_mib_s))
+    async def set_max_speed(self, vm: str, bandwidth_mib_s: int, postcopy: bool = False) -> None:
+        self._call("set_max_speed_postcopy" if postcopy else "set_max_speed", (vm, bandwidth_mib_s))
 
     async def set_max_downtime(self, vm: str, downtime_ms: int) -> None:
         self._call("set_max_downtime", (vm, downtime_ms))
@@ -1037,3 +1044,141 @@ async def test_a_refused_postcopy_switch_is_tried_again_and_not_reported_as_done
         await a.outcome(None)
     assert len(hv.called("start_postcopy")) >= 2
     assert (False, []) == (progress.postcopy, progress.escalations)
+
+
+async def end_call(hv: Hypervisor, calls: int, error: BaseException | None) -> None:
+    """End libvirt's ``calls``-th migrate call (counting from 1) with ``error``."""
+    async with asyncio.timeout(10):
+        while len(hv.plans) < calls:
+            hv.migrating.clear()
+            if len(hv.plans) < calls:
+                await hv.migrating.wait()
+    assert hv.outcome is not None and not hv.outcome.done()
+    hv.outcome.set_result(error)
+
+
+POSTCOPY_BROKEN = BatonError(ErrorCode.HYPERVISOR, "migrating vm1: operation failed: job "
+                             "'migration out' failed in post-copy phase")
+
+
+def stream_broken(name: str = "vm1") -> DomainInfo:
+    """The source's domain once its post-copy stream broke: paused, reason post-copy failed."""
+    return msgspec.structs.replace(domain(name, state=DomainState.PAUSED),
+                                   state_reason=PAUSED_POSTCOPY_FAILED)
+
+
+async def switched(a: Agent) -> None:
+    progress = await a.progress.get()
+    while not progress.postcopy:
+        progress = await a.progress.get()
+
+
+async def test_a_postcopy_migration_whose_stream_failed_is_recovered_with_postcopy_resume(
+        monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.0)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16)
+        await switched(a)
+        hv.vms["vm1"] = stream_broken()
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await end_call(hv, 2, UNAVAILABLE)  # the link is not back yet
+        await end_call(hv, 3, None)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert (None, False, True) == (finished.error, finished.aborted, finished.postcopy)
+    assert finished.escalations[-1] == f"post-copy failed ({POSTCOPY_BROKEN.message}); " \
+        "recovered (attempt 2)"
+    resumed = [MigrationFlag.POSTCOPY_RESUME in plan.flags for plan in hv.plans]
+    assert [False, True, True] == resumed
+    assert 16 == hv.plans[2].params["bandwidth.postcopy"]
+    assert ["vm1"] == hv.called("start_postcopy")  # switched once, never again on resume
+
+
+async def test_a_failure_before_the_switch_is_not_resumed():
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.WHEN_STALLED)  # not stalled long enough yet
+        finished = await a.outcome(HYPERVISOR)
+    assert (HYPERVISOR.message, 1) == (finished.error and finished.error.message, len(hv.plans))
+
+
+async def test_a_postcopy_that_cannot_be_recovered_says_so_and_how(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 1.0)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2")
+        await switched(a)
+        hv.vms["vm1"] = stream_broken()
+        for call in range(1, 2 + POSTCOPY_RECOVERY_ATTEMPTS):
+            await end_call(hv, call, POSTCOPY_BROKEN if call == 1 else UNAVAILABLE)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert finished.error is not None and not finished.aborted
+    assert 1 + POSTCOPY_RECOVERY_ATTEMPTS == len(hv.plans)
+    assert finished.error.message.startswith("post-copy failed and was not recovered")
+    assert "the guest waits on h2 for the memory still on this host" in finished.error.message
+    assert "virsh migrate --postcopy --postcopy-resume vm1 qemu+tcp://h2/system" in \
+        finished.error.message
+
+
+async def test_a_bandwidth_change_reaches_the_postcopy_cap_too_when_it_may_switch():
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS)
+        await a.manager.speed(SpeedRequest(migration_id="m1", vm="vm1", bandwidth_mib_s=64))
+        await a.outcome(None)
+    assert ([("vm1", 64)], [("vm1", 64)]) == (hv.called("set_max_speed"),
+                                              hv.called("set_max_speed_postcopy"))
+
+
+async def test_a_postcopy_that_ended_while_its_call_failed_is_done_once_the_destination_says_so(
+        monkeypatch):
+    # seen in the lab: a resume call failed ("QEMU reports migration is still running") while
+    # QEMU finished the move; libvirt here no longer has the domain, the destination runs it
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    arrived = domain("vm1")  # running, reason 0: all its memory there
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15, peer_domains=peer(arrived)) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2")
+        await switched(a)
+        del hv.vms["vm1"]
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert (None, 1) == (finished.error, len(hv.plans))  # judged from the facts, not resumed
+    assert finished.escalations[-1].endswith("it completed all the same")
+
+
+async def test_a_postcopy_gone_from_here_but_not_running_there_is_not_called_done(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 0.5)
+    still_missing_pages = msgspec.structs.replace(domain("vm1"),
+                                                  state_reason=RUNNING_POSTCOPY_FAILED)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15, peer_domains=peer(still_missing_pages)) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2")
+        await switched(a)
+        del hv.vms["vm1"]
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert finished.error is not None and "not recovered" in finished.error.message
+
+
+@pytest.mark.parametrize("undefine_source", [True, False])
+async def test_a_postcopy_qemu_completed_leaves_the_source_undefined_as_asked(
+        monkeypatch, undefine_source):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15, peer_domains=peer(domain("vm1"))) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2",
+                      undefine_source=undefine_source)
+        await switched(a)
+        hv.vms["vm1"] = domain("vm1", state=DomainState.SHUTOFF)  # libvirt left it defined
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert finished.error is None
+    assert (["vm1"] if undefine_source else []) == hv.called("remove_domain")

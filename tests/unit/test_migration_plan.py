@@ -45,6 +45,16 @@ def test_a_postcopy_switch_asks_libvirt_to_permit_postcopy(switch):
     assert F.POSTCOPY not in plan_migration(start(), domain_active=True).flags
 
 
+def test_the_cap_holds_after_a_postcopy_switch_too():
+    capped = plan_migration(start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=30),
+                            domain_active=True)
+    assert (30, 30) == (capped.params["bandwidth"], capped.params["bandwidth.postcopy"])
+    assert "bandwidth.postcopy" not in plan_migration(start(bandwidth_mib_s=30),
+                                                      domain_active=True).params
+    assert "bandwidth.postcopy" not in plan_migration(
+        start(postcopy=PostcopySwitch.AFTER_FIRST_PASS), domain_active=True).params
+
+
 def test_post_copy_of_a_shut_off_domain_is_refused():
     with pytest.raises(BatonError) as caught:
         plan_migration(start(live=False, postcopy=PostcopySwitch.AFTER_FIRST_PASS),

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from baton.coordinator.verdict import Verdict, decide
-from baton.schemas.agent import DomainInfo, DomainState
+from baton.schemas.agent import RUNNING_POSTCOPY, RUNNING_POSTCOPY_FAILED, DomainInfo, DomainState
 from baton.schemas.events import JobStats
 from baton.schemas.migration import MigrationStatus
 
@@ -17,9 +17,14 @@ OTHER = "00000000-0000-0000-0000-0000000000aa"
 RUNNING, PAUSED, SHUTOFF = DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF
 
 
-def dom(state: DomainState, uuid: str = UUID) -> DomainInfo:
+def dom(state: DomainState, uuid: str = UUID, reason: int = 0) -> DomainInfo:
     return DomainInfo(name="vm1", uuid=uuid, state=state, active=state != SHUTOFF,
-                      persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1)
+                      persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1,
+                      state_reason=reason)
+
+
+IN_POSTCOPY = dom(RUNNING, reason=RUNNING_POSTCOPY)
+POSTCOPY_FAILED = dom(RUNNING, reason=RUNNING_POSTCOPY_FAILED)
 
 
 def facts(host: str, domain: DomainInfo | None, *, job: bool = False, job_error: bool = False,
@@ -65,6 +70,12 @@ TABLE = [
      dst(dom(PAUSED, OTHER)), Verdict.NEEDS_ATTENTION),
     ("destination never prepared for it", src(dom(RUNNING)), dst(dom(PAUSED), incoming=None),
      Verdict.NEEDS_ATTENTION),
+    # post-copy: the destination runs the guest, the rest of its memory is on the source
+    ("post-copy failed: source paused", src(dom(PAUSED)), dst(POSTCOPY_FAILED),
+     Verdict.NEEDS_ATTENTION),
+    ("post-copy failed: source gone", src(None), dst(POSTCOPY_FAILED), Verdict.NEEDS_ATTENTION),
+    ("post-copy still running, no job seen", src(dom(PAUSED)), dst(IN_POSTCOPY),
+     Verdict.NEEDS_ATTENTION),
 ]
 
 
@@ -79,7 +90,8 @@ def test_a_decision_says_why_naming_the_hosts():
     assert "vm1 runs on both h1 and h2" == decision.reason
 
 
-DOMAINS = [None, dom(RUNNING), dom(PAUSED), dom(SHUTOFF), dom(RUNNING, OTHER), dom(PAUSED, OTHER)]
+DOMAINS = [None, dom(RUNNING), dom(PAUSED), dom(SHUTOFF), dom(RUNNING, OTHER), dom(PAUSED, OTHER),
+           IN_POSTCOPY, POSTCOPY_FAILED]
 FLAGS = [{}, {"job": True}, {"job_error": True}, {"running_here": True}]
 
 
@@ -96,6 +108,7 @@ def test_every_combination_keeps_the_invariants():
         seen.add(verdict)
         source_runs = source.domain is not None and source.domain.state == RUNNING
         destination_runs = destination.domain is not None and destination.domain.state == RUNNING
+        incomplete = destination.domain in (IN_POSTCOPY, POSTCOPY_FAILED)
         busy = any(s.job or s.running_here or s.job_error for s in (source, destination))
         strangers = any(s.domain is not None and s.domain.uuid != UUID
                         for s in (source, destination))
@@ -103,6 +116,8 @@ def test_every_combination_keeps_the_invariants():
         # lives on the source; never decide while a job runs or cannot be read
         assert not (verdict == Verdict.ROLL_BACK and (destination_runs or not source_runs))
         assert not (verdict == Verdict.ROLL_FORWARD and (source_runs or not destination_runs))
+        # a destination without all its memory is never the live copy, nor to be cleaned
+        assert not (incomplete and verdict in (Verdict.ROLL_BACK, Verdict.ROLL_FORWARD))
         assert not (busy and verdict in (Verdict.ROLL_BACK, Verdict.ROLL_FORWARD))
         assert not (strangers and verdict in (Verdict.ROLL_BACK, Verdict.ROLL_FORWARD))
         assert not (verdict == Verdict.ROLL_BACK and destination.domain is not None
@@ -127,6 +142,9 @@ REASONS = [
     (src(dom(RUNNING)), dst(dom(PAUSED), incoming=OTHER),
      "h2 holds vm1 but did not prepare to receive it"),
     (src(dom(RUNNING)), dst(None), "vm1 runs on h1; h2 holds at most the copy it prepared"),
+    (src(dom(PAUSED)), dst(POSTCOPY_FAILED),
+     "vm1 runs on h2 in post-copy without all its memory, the rest only on h1: recover the "
+     "migration (virsh migrate --postcopy --postcopy-resume); neither side may be removed"),
 ]
 
 
