@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import msgspec
 import structlog
@@ -63,6 +64,13 @@ POSTCOPY_RECOVERY_ATTEMPTS = 5  # resume calls
 POSTCOPY_RECOVERY_WAIT_S = 3.0  # between readings of libvirt's facts
 POSTCOPY_RECOVERY_WINDOW_S = 120.0  # then the operator is told how to go on
 POSTCOPY_RESUME_SLACK_S = 60.0  # a resume call's bound beyond the time its memory needs
+
+
+class PostcopyState(StrEnum):
+    FAILED = "failed"  # paused, its stream broken: libvirt's post-copy recovery resumes it
+    RUNNING = "running"  # still in post-copy: QEMU is sending the rest
+    ENDED = "ended"  # no longer active here: moved, if the destination says so
+    UNKNOWN = "unknown"  # libvirt could not be read, or a state post-copy does not explain
 
 
 @dataclass
@@ -161,14 +169,14 @@ class MigrationManager(RunningJobs[_Running]):
             state = await self._postcopy_state(request.vm)
             log.warning("postcopy_failed_recovering", migration_id=request.migration_id,
                         vm=request.vm, state=state, attempts=attempts, error=error.message)
-            if state == "ended":
+            if state is PostcopyState.ENDED:
                 if await self._arrived(request):
                     await self._finish_what_libvirt_left(request)
                     running.escalator.note(f"post-copy failed ({failure.message}); it completed "
                                            "all the same")
                     return None
                 continue  # gone here, not yet proven there: read again
-            if state != "failed" or attempts == POSTCOPY_RECOVERY_ATTEMPTS:
+            if state is not PostcopyState.FAILED or attempts == POSTCOPY_RECOVERY_ATTEMPTS:
                 continue
             attempts += 1
             again = await self._resume_within_bound(running, resume)
@@ -199,21 +207,21 @@ class MigrationManager(RunningJobs[_Running]):
             return BatonError(ErrorCode.TIMEOUT, f"the post-copy resume of {running.request.vm} "
                               f"did not end within {bound_s:.0f} s; it was interrupted")
 
-    async def _postcopy_state(self, vm: str) -> str:
-        """``failed`` (paused, its stream broken), ``running`` (still in post-copy), ``ended``
-        (no longer active here) or ``unknown``, from libvirt here."""
+    async def _postcopy_state(self, vm: str) -> PostcopyState:
+        """Where the source's side of a post-copy migration stands, from libvirt here."""
         try:
             here = [d for d in await self._hv.domains(None, include_cpu_xml=False)
                     if d.name == vm]
         except BatonError:
-            return "unknown"
+            return PostcopyState.UNKNOWN
         if not here or not here[0].active:
-            return "ended"
-        if here[0].state == DomainState.PAUSED and here[0].state_reason == PAUSED_POSTCOPY_FAILED:
-            return "failed"
-        if here[0].state == DomainState.PAUSED and here[0].state_reason == PAUSED_POSTCOPY:
-            return "running"
-        return "unknown"
+            return PostcopyState.ENDED
+        paused = here[0].state == DomainState.PAUSED
+        if paused and here[0].state_reason == PAUSED_POSTCOPY_FAILED:
+            return PostcopyState.FAILED
+        if paused and here[0].state_reason == PAUSED_POSTCOPY:
+            return PostcopyState.RUNNING
+        return PostcopyState.UNKNOWN
 
     async def _finish_what_libvirt_left(self, request: StartRequest) -> None:
         """QEMU completed a move whose migrate call libvirt had given up on (seen in the lab
