@@ -6,8 +6,18 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from baton.agent.hypervisor import DirtyRate
 from baton.agent.libvirt.dirtyrate import modes_for
-from baton.agent.prediction import PassClock, eta_of, modelled, whole_page_share, working_set
+from baton.agent.prediction import (
+    PassClock,
+    Predictor,
+    eta_of,
+    modelled,
+    whole_page_share,
+    working_set,
+)
+from baton.schemas.agent import DomainInfo, DomainState
+from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobStats
 from baton.schemas.migration import Prediction, PredictRequest, StartRequest, Strategy
 
@@ -181,3 +191,53 @@ def test_in_the_first_pass_zero_pages_left_count_for_nothing():
     assert 1.0 == eta_of(half_zero, start(bandwidth_mib_s=32), 300, False)
     later = msgspec.structs.replace(half_zero, memory_iteration=2)  # dirty pages are not zero
     assert 2.0 == eta_of(later, start(bandwidth_mib_s=32), 300, False)
+
+
+class Measured:
+    """The part of the Hypervisor port a Predictor uses: one guest, and the rate libvirt reads
+    for each window length (seconds -> MiB/s)."""
+
+    def __init__(self, state: DomainState, rates: dict[int, float], memory_mib: int = 128):
+        self.guest = DomainInfo(name="g1", uuid="u1", state=state,
+                                active=state != DomainState.SHUTOFF, persistent=True,
+                                memory_kib=memory_mib * 1024, max_memory_kib=memory_mib * 1024,
+                                vcpus=1)
+        self.rates = rates
+        self.windows: list[tuple[str, int]] = []
+
+    async def domains(self, names, include_cpu_xml):
+        assert (["g1"], False) == (names, include_cpu_xml)
+        return [self.guest]
+
+    async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
+        self.windows.append((vm, seconds))
+        return DirtyRate(self.rates[seconds], "page-sampling" if seconds == 1 else "other")
+
+
+async def test_the_predictor_measures_two_windows_and_bounds_the_working_set():
+    hv = Measured(DomainState.RUNNING, {1: 32.0, 2: 16.0}, memory_mib=256)
+    found = await Predictor(hv).predict(PredictRequest(vm="g1", link_mib_s=48))
+    assert [("g1", 1), ("g1", 2)] == hv.windows
+    assert (32.0, "page-sampling", 256, 32, 48.0) == (
+        found.dirty_rate_mib_s, found.dirty_rate_mode, found.memory_mib, found.working_set_mib,
+        found.link_mib_s)
+    assert found == modelled(PredictRequest(vm="g1", link_mib_s=48), 256 * MIB, 32.0,
+                             "page-sampling", 32 * MIB)
+
+
+async def test_the_predictor_scales_both_windows_with_measure_s():
+    hv = Measured(DomainState.RUNNING, {3: 8.0, 6: 8.0})
+    found = await Predictor(hv).predict(PredictRequest(vm="g1", measure_s=3))
+    assert ([("g1", 3), ("g1", 6)], None, 8.0) == (hv.windows, found.working_set_mib,
+                                                   found.dirty_rate_mib_s)
+
+
+@pytest.mark.parametrize("state", [DomainState.PAUSED, DomainState.SHUTOFF])
+async def test_the_predictor_refuses_a_guest_that_does_not_run(state):
+    hv = Measured(state, {})
+    with pytest.raises(BatonError) as caught:
+        await Predictor(hv).predict(PredictRequest(vm="g1"))
+    assert ErrorCode.PRECONDITION_FAILED == caught.value.code
+    assert f"g1 is {state}: only a running guest dirties memory; nothing to predict" == \
+        caught.value.message
+    assert [] == hv.windows
