@@ -135,3 +135,43 @@ def test_an_escalator_with_nothing_to_do_never_asks():
     escalator = Escalator(start())
     assert (False, [None] * 30) == (escalator.enabled, [escalator.next_step(stalled_reading(s))
                                                          for s in range(1, 31)])
+
+
+def test_readings_of_pass_two_are_judged():
+    # every reading at pass 2, no new low for a whole window: the first pass ended, so judged
+    at_pass_two = readings((0, 20, 2), (5, 20, 2), (11, 20, 2))
+    assert Kind.RAISE_DOWNTIME == decide(at_pass_two, RAMP, 300).kind
+
+
+def test_the_ceiling_keeps_the_postcopy_switch():
+    for ceiling in (None, 800):
+        assert PostcopySwitch.WHEN_STALLED == ramp_up_to(ceiling,
+                                                         PostcopySwitch.WHEN_STALLED).postcopy
+
+
+def test_the_escalator_steps_up_to_the_operators_ceiling_and_restarts_its_window():
+    escalator = Escalator(start(downtime_ramp=True, max_downtime_ms=400))
+    steps = []
+    for second in range(1, 40):
+        step = escalator.next_step(stalled_reading(second))
+        if step is not None:
+            escalator.applied(step)
+            steps.append((second, step.downtime_ms))
+    # 400 ms is in force from the start and is the ramp's last step: nothing to raise
+    assert [] == steps
+    ramped = Escalator(start(downtime_ramp=True))
+    for second in range(1, 40):
+        step = ramped.next_step(stalled_reading(second))
+        if step is not None:
+            ramped.applied(step)
+            steps.append((second, step.downtime_ms))
+    # judged from the first reading past pass 1 (second 1): a 10 s window, then a new one
+    # from each raise's reading
+    assert [(11, 500), (21, 1000), (31, 2000)] == steps
+
+
+def test_the_escalator_remembers_the_guests_memory_between_readings():
+    escalator = Escalator(start())
+    escalator.next_step(JobStats(memory_total_bytes=128 * MIB))
+    escalator.next_step(JobStats())
+    assert 128 * MIB == escalator.memory_total_bytes
