@@ -33,6 +33,20 @@ def progress_event(migration_id: str, phase: Phase, stats: JobStats, at: datetim
                          bandwidth_mib_s=bandwidth_mib_s, eta_s=eta_s)
 
 
+def note_source_steps(tracker: PhaseTracker, escalations: list[str], postcopy: bool) -> None:
+    """What the source did to end the migration (its progress, or its outcome for the steps
+    after the last progress report) into the record; a post-copy switch is never undone."""
+    record = tracker.record
+    assert isinstance(record, MigrationRecord)
+    if escalations != record.escalations:
+        for step in escalations[len(record.escalations):]:
+            log.info("source_escalated", step=step)
+        tracker.update(escalations=list(escalations))
+    if postcopy and not record.postcopy:
+        log.warning("source_in_postcopy", note="no abort or roll-back from here on")
+        tracker.update(postcopy=True)
+
+
 class ProgressPump:
     def __init__(self, tracker: PhaseTracker, subjects: Subjects, publish: Publish,
                  max_gap: float = timeouts.PROGRESS_MAX_GAP,
@@ -54,14 +68,8 @@ class ProgressPump:
             return
         self.latest = progress.stats
         self.latest_eta_s = progress.eta_s
-        record = self._tracker.record
-        if isinstance(record, MigrationRecord) and progress.escalations != record.escalations:
-            for step in progress.escalations[len(record.escalations):]:
-                log.info("source_escalated", step=step)
-            self._tracker.update(escalations=list(progress.escalations))
-        if isinstance(record, MigrationRecord) and progress.postcopy and not record.postcopy:
-            log.warning("source_in_postcopy", note="no abort or roll-back from here on")
-            self._tracker.update(postcopy=True)
+        if isinstance(self._tracker.record, MigrationRecord):
+            note_source_steps(self._tracker, progress.escalations, progress.postcopy)
         self.heard()
         self._fresh.set()
 

@@ -25,7 +25,7 @@ from baton.coordinator import holds, preflight
 from baton.coordinator import plan as planning
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.job_runner import TERMINAL, Aborted, Callback, JobRunner, RunnerDeps, decoded
-from baton.coordinator.progress import ProgressPump
+from baton.coordinator.progress import ProgressPump, note_source_steps
 from baton.coordinator.verdict import Decision, Verdict, decide
 from baton.schemas import timeouts
 from baton.schemas.agent import DomainInfo
@@ -343,13 +343,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
     def _note_finished(self, finished: SourceFinished) -> None:
         log.info("source_finished", aborted=finished.aborted,
                  error=finished.error.message if finished.error else None)
-        record = self.record
-        if len(finished.escalations) > len(record.escalations) \
-                or (finished.postcopy and not record.postcopy):
-            for step in finished.escalations[len(record.escalations):]:
-                log.info("source_escalated", step=step)
-            self.tracker.update(escalations=list(finished.escalations),
-                                postcopy=record.postcopy or finished.postcopy)
+        if finished.escalations or finished.postcopy:  # none said: keep what progress said
+            note_source_steps(self.tracker, finished.escalations, finished.postcopy)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
         if event.vm != self.record.vm or self._switchover_seen:

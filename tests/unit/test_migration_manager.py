@@ -1133,6 +1133,23 @@ async def test_a_bandwidth_change_reaches_the_postcopy_cap_too_when_it_may_switc
                                               hv.called("set_max_speed_postcopy"))
 
 
+async def broken_once(hv: Hypervisor, source_now: DomainInfo | None, answers: DomainInfo,
+                      **options) -> SourceFinished:
+    """A post-copy migration whose stream broke once, libvirt here then showing ``source_now``
+    (None: the domain is gone) and the destination's agent answering ``answers``."""
+    async with agent(hv, within_s=15, peer_domains=peer(answers)) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2", **options)
+        await switched(a)
+        if source_now is None:
+            del hv.vms["vm1"]
+        else:
+            hv.vms["vm1"] = source_now
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await a.ended.wait()
+    [finished] = a.finished
+    return finished
+
+
 async def test_a_postcopy_that_ended_while_its_call_failed_is_done_once_the_destination_says_so(
         monkeypatch):
     # seen in the lab: a resume call failed ("QEMU reports migration is still running") while
@@ -1140,13 +1157,7 @@ async def test_a_postcopy_that_ended_while_its_call_failed_is_done_once_the_dest
     monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
     arrived = domain("vm1")  # running, reason 0: all its memory there
     hv = Stalling(vms={"vm1": domain("vm1")})
-    async with agent(hv, within_s=15, peer_domains=peer(arrived)) as a:
-        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2")
-        await switched(a)
-        del hv.vms["vm1"]
-        await end_call(hv, 1, POSTCOPY_BROKEN)
-        await a.ended.wait()
-    [finished] = a.finished
+    finished = await broken_once(hv, None, arrived)
     assert (None, 1) == (finished.error, len(hv.plans))  # judged from the facts, not resumed
     assert finished.escalations[-1].endswith("it completed all the same")
 
@@ -1157,13 +1168,7 @@ async def test_a_postcopy_gone_from_here_but_not_running_there_is_not_called_don
     still_missing_pages = msgspec.structs.replace(domain("vm1"),
                                                   state_reason=RUNNING_POSTCOPY_FAILED)
     hv = Stalling(vms={"vm1": domain("vm1")})
-    async with agent(hv, within_s=15, peer_domains=peer(still_missing_pages)) as a:
-        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2")
-        await switched(a)
-        del hv.vms["vm1"]
-        await end_call(hv, 1, POSTCOPY_BROKEN)
-        await a.ended.wait()
-    [finished] = a.finished
+    finished = await broken_once(hv, None, still_missing_pages)
     assert finished.error is not None and "not recovered" in finished.error.message
 
 
@@ -1172,13 +1177,8 @@ async def test_a_postcopy_qemu_completed_leaves_the_source_undefined_as_asked(
         monkeypatch, undefine_source):
     monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
     hv = Stalling(vms={"vm1": domain("vm1")})
-    async with agent(hv, within_s=15, peer_domains=peer(domain("vm1"))) as a:
-        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2",
-                      undefine_source=undefine_source)
-        await switched(a)
-        hv.vms["vm1"] = domain("vm1", state=DomainState.SHUTOFF)  # libvirt left it defined
-        await end_call(hv, 1, POSTCOPY_BROKEN)
-        await a.ended.wait()
-    [finished] = a.finished
+    left_defined = domain("vm1", state=DomainState.SHUTOFF)  # libvirt did not undefine it
+    finished = await broken_once(hv, left_defined, domain("vm1"),
+                                 undefine_source=undefine_source)
     assert finished.error is None
     assert (["vm1"] if undefine_source else []) == hv.called("remove_domain")
