@@ -1182,3 +1182,20 @@ async def test_a_postcopy_qemu_completed_leaves_the_source_undefined_as_asked(
                                  undefine_source=undefine_source)
     assert finished.error is None
     assert (["vm1"] if undefine_source else []) == hv.called("remove_domain")
+
+
+async def test_another_domain_wearing_the_name_here_is_never_undefined(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    stranger = msgspec.structs.replace(domain("vm1", state=DomainState.SHUTOFF), uuid="other")
+    finished = await broken_once(hv, stranger, domain("vm1"))
+    assert (None, []) == (finished.error, hv.called("remove_domain"))
+
+
+async def test_another_domain_of_that_name_on_the_destination_is_no_proof(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 0.5)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    impostor = msgspec.structs.replace(domain("vm1"), uuid="other")
+    finished = await broken_once(hv, None, impostor)
+    assert finished.error is not None and "not recovered" in finished.error.message
