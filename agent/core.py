@@ -59,11 +59,19 @@ class AgentCore:
         self.last_heartbeat_at: datetime | None = None
 
     async def caps(self, request: CapsRequest) -> HostCaps:
+        # A fresh cache answers without the lock: the common case, on every pre-flight fan-out.
+        if (fresh := self._fresh_caps(request)) is not None:
+            return fresh
         async with self._caps_lock:  # concurrent askers share one libvirt read
-            cached = self._caps
-            if request.refresh or cached is None or time.monotonic() - cached[0] > CAPS_TTL_S:
-                cached = (time.monotonic(), await self._read_caps())
-                self._caps = cached
+            if (fresh := self._fresh_caps(request)) is None:
+                fresh = await self._read_caps()
+                self._caps = (time.monotonic(), fresh)
+        return fresh
+
+    def _fresh_caps(self, request: CapsRequest) -> HostCaps | None:
+        cached = self._caps
+        if request.refresh or cached is None or time.monotonic() - cached[0] > CAPS_TTL_S:
+            return None
         return cached[1]
 
     async def _read_caps(self) -> HostCaps:

@@ -29,6 +29,13 @@ def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(type_)
 
 
+@functools.cache
+def _reply_decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    # Keyed on the reply type itself: building ``type_ | ErrorReply`` on every reply costs more
+    # than the decode of a small one.
+    return msgspec.json.Decoder(type_ | ErrorReply)
+
+
 def decode_request(data: bytes, type_: type[T]) -> T:
     """Decode a request body; an empty body means 'all defaults'."""
     try:
@@ -42,7 +49,7 @@ def decode_request(data: bytes, type_: type[T]) -> T:
 def decode_reply(data: bytes, type_: type[T]) -> T:
     """Decode a reply; raise the peer's typed error, or ``bad_request`` on a malformed reply."""
     try:
-        reply = _decoder(type_ | ErrorReply).decode(data)
+        reply = _reply_decoder(type_).decode(data)
     except msgspec.DecodeError as exc:
         raise BatonError(ErrorCode.INTERNAL, f"malformed reply from peer: {exc}") from None
     if isinstance(reply, ErrorReply):
