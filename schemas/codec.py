@@ -49,7 +49,8 @@ def decode_request(data: bytes, type_: type[T]) -> T:
 def decode_reply(data: bytes, type_: type[T]) -> T:
     """Decode a reply; raise the peer's typed error, or ``bad_request`` on a malformed reply."""
     try:
-        reply = _reply_decoder(type_).decode(data)
+        type_key: Any = type_  # hashable, as in decode_request
+        reply = _reply_decoder(type_key).decode(data)
     except msgspec.DecodeError as exc:
         raise BatonError(ErrorCode.INTERNAL, f"malformed reply from peer: {exc}") from None
     if isinstance(reply, ErrorReply):
