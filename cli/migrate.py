@@ -18,7 +18,6 @@ from baton.cli.common import (
     EPILOG,
     ExitCode,
     Settings,
-    check_host,
     common_options,
     fail,
     run,
@@ -63,8 +62,9 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 
 @click.command(epilog=EPILOG)
 @click.argument("vm")
-@click.option("--to", "destination", required=True, callback=check_host, metavar="HOST",
-              help="Destination host id.")
+@click.option("--to", "destination", callback=optional_host, metavar="HOST",
+              help="Destination host id (default: the coordinator checks every other host and "
+              "chooses the best that passes every check; the record says why).")
 @click.option("--from", "source", callback=optional_host, metavar="HOST",
               help="Source host id (default: whichever host runs the VM).")
 @click.option("--offline", is_flag=True, help="Move a shut-off VM's definition (and disks).")
@@ -101,7 +101,7 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
 @click.option("--detach", is_flag=True, help="Print the migration id and return at once.")
 @common_options
-def migrate(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
+def migrate(vm: str, destination: str | None, source: str | None, offline: bool, storage: str | None,
             transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
             ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
             timeout_s: int | None, strategy: str, allow_postcopy: bool, no_tls: bool,
@@ -118,6 +118,7 @@ def migrate(vm: str, destination: str, source: str | None, offline: bool, storag
     \b
     Examples:
       baton migrate web1 --to node2
+      baton migrate web1                    # the coordinator chooses the host
       baton migrate web1 --to node3 --copy-storage --bandwidth 200
       baton migrate web1 --to node2 --auto-converge --max-downtime 500 -o json
       baton migrate web1 --to node2 --bandwidth 100 --timeout 600
@@ -159,7 +160,8 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 
 @click.command(epilog=EPILOG)
 @click.argument("vm")
-@click.option("--to", "destination", required=True, callback=check_host, metavar="HOST")
+@click.option("--to", "destination", callback=optional_host, metavar="HOST",
+              help="The host to judge (default: every other host, ranked).")
 @click.option("--from", "source", callback=optional_host, metavar="HOST")
 @click.option("--offline", is_flag=True, help="Judge an offline move.")
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value)
@@ -176,7 +178,7 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 @click.option("--max-downtime", type=click.IntRange(1, 3_600_000), metavar="MS",
               help="The pause the migration would accept (QEMU's 300 ms if not given).")
 @common_options
-def check(vm: str, destination: str, source: str | None, offline: bool, storage: str | None,
+def check(vm: str, destination: str | None, source: str | None, offline: bool, storage: str | None,
           no_tls: bool, strategy: str, allow_postcopy: bool, bandwidth: int | None,
           max_downtime: int | None, nats_url: str, prefix: str, output: str) -> None:
     """Run the pre-flight checks for moving VM to a host; change nothing.
@@ -184,6 +186,11 @@ def check(vm: str, destination: str, source: str | None, offline: bool, storage:
     Storage, network, CPU, memory, the VM's state on both hosts, devices
     that block migration, the stream's encryption and how the copy will end:
     each passes, warns or fails with a reason. Exits 1 if any check fails.
+
+    Without --to, every other host is checked and ranked: those that pass
+    every check first, then by fewest warnings, fewest migrations and disk
+    moves there, most memory left; the report is the first one's (the host
+    baton migrate without --to would choose). Exits 1 if no host passes.
 
     For a running VM the source measures how fast the guest dirties its
     memory (about a second) and, given --bandwidth, predicts whether plain
@@ -194,6 +201,7 @@ def check(vm: str, destination: str, source: str | None, offline: bool, storage:
     \b
     Examples:
       baton check web1 --to node2
+      baton check web1                      # rank every other host
       baton check web1 --to node3 --shared-storage -o json
       baton check busy1 --to node2 --bandwidth 30 --strategy auto
     """

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -26,6 +26,7 @@ from baton.schemas.migration import (
     MigrationRecord,
     Phase,
     PhaseEvent,
+    Placement,
     PreflightReport,
     ProgressEvent,
 )
@@ -35,10 +36,29 @@ _STATUS_STYLE = {CheckStatus.PASS: "green", CheckStatus.WARN: "yellow", CheckSta
 _PHASE_STYLE = {Phase.SUCCEEDED: "green", Phase.FAILED: "red", Phase.ABORTED: "yellow"}
 
 
-def report_table(report: PreflightReport) -> Table:
+def report_table(report: PreflightReport) -> Table | Group:
     verdict = "[green]ready[/]" if report.ok else "[red]blocked[/]"
-    return checks_table(f"{escape(report.vm)}: {report.source} -> {report.destination}, storage "
-                        f"{report.storage} — {verdict}", report.checks)
+    checks = checks_table(f"{escape(report.vm)}: {report.source} -> {report.destination}, "
+                          f"storage {report.storage} — {verdict}", report.checks)
+    if report.placement is None:
+        return checks
+    return Group(placement_table(report.placement), checks)
+
+
+def placement_table(placement: Placement) -> Table:
+    """The hosts weighed for a VM given no destination, best first."""
+    title = (f"placement: {placement.chosen} chosen" if placement.chosen
+             else "placement: [red]no host passes every check[/]")
+    table = Table(title=title, title_justify="left", caption=f"ranked by {placement.order}",
+                  caption_justify="left")
+    for column in ("rank", "host", "checks", "warnings", "jobs there", "memory left", "reason"):
+        table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
+    for c in placement.candidates:
+        table.add_row(str(c.rank), c.host, "[green]pass[/]" if c.ok else "[red]fail[/]",
+                      str(c.warnings), str(c.running_jobs),
+                      "-" if c.memory_left_bytes is None else human_bytes(c.memory_left_bytes),
+                      escape(c.reason))
+    return table
 
 
 def checks_table(title: str, checks: Sequence[Any]) -> Table:
@@ -74,7 +94,7 @@ def outcome_line(record: MigrationRecord) -> str:
     route = f"{record.vm}: {record.source} -> {record.destination}"
     if record.phase != Phase.SUCCEEDED:
         why = record.error.message if record.error else "no reason given"
-        return f"{route} {phase_text(record.phase)}: {why}"
+        return f"{route} {phase_text(record.phase)}: {why}" + placed_line(record)
     stats = record.result or JobStats()
     parts = [f"{(stats.time_elapsed_ms or 0) / 1000:.1f} s"]
     if stats.downtime_ms is not None:
@@ -85,7 +105,15 @@ def outcome_line(record: MigrationRecord) -> str:
         parts.append("post-copy")
     steps = "".join(f"\n  escalated: {escape(step)}" for step in record.escalations)
     return (f"{route} {phase_text(record.phase)} ({', '.join(parts)}, storage {record.storage})"
-            + steps)
+            + steps + placed_line(record))
+
+
+def placed_line(record: MigrationRecord) -> str:
+    """How the destination was chosen, when the operator gave none."""
+    if record.placement is None:
+        return ""
+    weighed = ", ".join(c.host for c in record.placement.candidates)
+    return f"\n  placed: {record.destination} chosen of {weighed} ({record.placement.order})"
 
 
 def phase_line(event: PhaseEvent | StoragePhaseEvent) -> str:

@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+import msgspec
 import structlog
 
-from baton.coordinator import preflight, storage_checks
+from baton.coordinator import placement, preflight, storage_checks
 from baton.coordinator.agents import AgentClient, is_no_responders
 from baton.coordinator.job_runner import RunnerDeps
 from baton.coordinator.options import check_against_domain, validate_options
@@ -43,6 +44,7 @@ from baton.schemas.migration import (
     MigrateAccepted,
     MigrateRequest,
     MigrationRecord,
+    Placement,
     PreflightReport,
 )
 from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
@@ -113,17 +115,36 @@ class Coordinator:
             raise BatonError(ErrorCode.UNAVAILABLE, "the coordinator is shutting down")
         validate_options(request)
         self.registry.refuse_if_busy(request.vm)
-        source, domain = await self._locate(request.vm, request.source, request.destination)
+        source, domain = await self._locate(request.vm, request.source)
         check_against_domain(request, source, domain)
-        with _host_errors(request.destination):
-            await self._agents.caps(request.destination)
+        chosen: Placement | None = None
+        if request.destination is None:
+            chosen, _ = await self._place(request, source)
+            if chosen.chosen is None:
+                raise placement.none_fits(request.vm, chosen)
+            request = msgspec.structs.replace(request, destination=chosen.chosen)
+        destination = _destination(request)
+        with _host_errors(destination):
+            await self._agents.caps(destination)
         if request.dry_run:
-            return await self._report(request, source)
-        return await self._accept(request, source)
+            return msgspec.structs.replace(await self._report(request, source), placement=chosen)
+        return await self._accept(request, source, chosen)
 
     async def check(self, request: CheckRequest) -> PreflightReport:
-        source, _ = await self._locate(request.vm, request.source, request.destination)
-        return await self._report(request, source)
+        """One destination's report; without one, the report of the host placement chooses
+        (or, when none passes, of the best-ranked one) with the whole ranking."""
+        source, _ = await self._locate(request.vm, request.source)
+        if request.destination is not None:
+            return await self._report(request, source)
+        chosen, reports = await self._place(request, source)
+        if chosen.chosen is not None:
+            report = await self._report(msgspec.structs.replace(
+                request, destination=chosen.chosen), source)  # with the prediction asked for
+        elif chosen.candidates and chosen.candidates[0].host in reports:
+            report = reports[chosen.candidates[0].host]
+        else:
+            raise placement.none_fits(request.vm, chosen)
+        return msgspec.structs.replace(report, placement=chosen)
 
     async def move_storage(self, request: StorageMoveRequest,
                            ) -> StorageMoveAccepted | StorageCheckReport:
@@ -173,13 +194,15 @@ class Coordinator:
 
     # --- accepting -------------------------------------------------------------------------
 
-    async def _accept(self, request: MigrateRequest, source: str) -> MigrateAccepted:
+    async def _accept(self, request: MigrateRequest, source: str,
+                      chosen: Placement | None) -> MigrateAccepted:
         migration_id = uuid.uuid4().hex[:12]
-        await self._launch(MigrationRunner(new_record(migration_id, request, source), self._deps))
+        record = new_record(migration_id, request, source, chosen)
+        await self._launch(MigrationRunner(record, self._deps))
         log.info("migration_accepted", migration_id=migration_id, vm=request.vm, source=source,
-                 destination=request.destination)
+                 destination=record.destination, placed=chosen is not None)
         return MigrateAccepted(migration_id=migration_id, vm=request.vm, source=source,
-                               destination=request.destination)
+                               destination=record.destination)
 
     async def _launch(self, runner: MigrationRunner | StorageMoveRunner) -> None:
         job: Job = runner
@@ -194,14 +217,29 @@ class Coordinator:
 
     async def _report(self, request: MigrateRequest | CheckRequest,
                       source: str) -> PreflightReport:
-        with _host_errors(request.destination):
+        destination = _destination(request)
+        with _host_errors(destination):
             facts = await preflight.gather(
-                self._agents, request.vm, source, request.destination, request.live,
+                self._agents, request.vm, source, destination, request.live,
                 request.storage, request.tls, preflight.intent_of(request, predict=True))
         return preflight.report(facts)
 
-    async def _locate(self, vm: str, source: str | None,
-                      destination: str) -> tuple[str, DomainInfo]:
+    async def _place(self, request: MigrateRequest | CheckRequest,
+                     source: str) -> tuple[Placement, dict[str, PreflightReport]]:
+        """Every other host checked as the destination, ranked (coordinator/placement.py)."""
+        hosts = await self._agents.discover_hosts()
+        unfinished = [job.record for job in self.registry.active()]
+        intent = preflight.intent_of(request, predict=False)  # one measurement, not one a host
+
+        async def facts_for(host: str) -> preflight.Facts:
+            with _host_errors(host):
+                return await preflight.gather(self._agents, request.vm, source, host,
+                                              request.live, request.storage, request.tls, intent)
+
+        return await placement.weigh(hosts, source, facts_for,
+                                     lambda host: placement.running_jobs(unfinished, host))
+
+    async def _locate(self, vm: str, source: str | None) -> tuple[str, DomainInfo]:
         """The VM's source host and its domain there."""
         if source is not None:
             with _host_errors(source):
@@ -210,7 +248,7 @@ class Coordinator:
         found = await asyncio.gather(*(self._agents.domain_or_none(h, vm) for h in hosts),
                                      return_exceptions=True)
         holders = [(h, d) for h, d in zip(hosts, found, strict=True) if isinstance(d, DomainInfo)]
-        return pick_source(vm, destination, holders)
+        return pick_source(vm, holders)
 
     # --- shutdown --------------------------------------------------------------------------
 
@@ -246,8 +284,13 @@ def _cursor_position(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-def pick_source(vm: str, destination: str,
-                holders: list[tuple[str, DomainInfo]]) -> tuple[str, DomainInfo]:
+def _destination(request: MigrateRequest | CheckRequest) -> str:
+    if request.destination is None:  # the endpoints place the VM before they report
+        raise ValueError("no destination to report on")
+    return request.destination
+
+
+def pick_source(vm: str, holders: list[tuple[str, DomainInfo]]) -> tuple[str, DomainInfo]:
     """The one host that holds ``vm`` (a running copy wins over an inactive definition)."""
     if not holders:
         raise BatonError(ErrorCode.NOT_FOUND, f"no host has a VM named {vm!r}")

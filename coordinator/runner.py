@@ -39,6 +39,7 @@ from baton.schemas.migration import (
     MigrationRecord,
     MigrationStatusRequest,
     Phase,
+    Placement,
     SourceFinished,
     SpeedRequest,
     Strategy,
@@ -356,9 +357,14 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
             self._wake.set()
 
 
-def new_record(migration_id: str, request: MigrateRequest, source: str) -> MigrationRecord:
+def new_record(migration_id: str, request: MigrateRequest, source: str,
+               placement: Placement | None = None) -> MigrationRecord:
+    """``request`` names its destination (the one placement chose, when the operator gave none)."""
+    if request.destination is None:
+        raise ValueError("a migration record needs a destination: place the VM first")
     now = utc_now()
     return MigrationRecord(migration_id=migration_id, vm=request.vm, source=source,
                            destination=request.destination, phase=Phase.PENDING,
                            storage=request.storage, request=request, created_at=now,
-                           updated_at=now, bandwidth_mib_s=request.bandwidth_mib_s)
+                           updated_at=now, bandwidth_mib_s=request.bandwidth_mib_s,
+                           placement=placement)

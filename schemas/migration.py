@@ -83,7 +83,9 @@ class StorageMode(StrEnum):
 
 class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrate.request"):
     vm: VmName
-    destination: HostId
+    # None: the coordinator places the VM on the best host that passes every check (the
+    # record's ``placement`` says which hosts it weighed and why it chose that one).
+    destination: HostId | None = None
     source: HostId | None = None  # found by asking the agents when omitted
     live: bool = True  # false: offline move of a shut-off or paused domain's definition and disks
     storage: StorageMode = StorageMode.AUTO
@@ -109,7 +111,9 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
 
 class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.request"):
     vm: VmName
-    destination: HostId
+    # None: check every other host; the report is the chosen host's, with the ranking in
+    # ``placement``.
+    destination: HostId | None = None
     source: HostId | None = None
     live: bool = True
     storage: StorageMode = StorageMode.AUTO
@@ -143,6 +147,26 @@ class Prediction(Message, frozen=True, kw_only=True, tag="agent.migration.predic
     strategy: Strategy | None = None
 
 
+class Candidate(Message, frozen=True, kw_only=True, tag="coordinator.placement.candidate"):
+    """One host weighed for a VM that was given no destination."""
+
+    host: str
+    ok: bool  # passes every pre-flight check
+    rank: int  # 1 is the host chosen; hosts that fail come after every host that passes
+    warnings: NonNegativeInt = 0  # checks that passed with a warning
+    running_jobs: NonNegativeInt = 0  # migrations and disk moves now touching the host
+    memory_left_bytes: int | None = None  # available memory once the VM has arrived
+    reason: str = ""  # why it fails (the failed checks), or what put it where it is
+
+
+class Placement(Message, frozen=True, kw_only=True, tag="coordinator.placement"):
+    """How the coordinator chose a destination: every other host that answered, ranked."""
+
+    chosen: str | None  # None: no host passes every check
+    candidates: list[Candidate] = []
+    order: str = ""  # what the ranking compares, in words
+
+
 class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check.reply"):
     vm: str
     source: str | None
@@ -153,6 +177,7 @@ class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check
     # A live migration's expected course (the convergence check says it in words); None when
     # the source could not measure (its reason is in the convergence check).
     prediction: Prediction | None = None
+    placement: Placement | None = None  # the ranking, when no destination was given
 
 
 class MigrateAccepted(Message, frozen=True, kw_only=True, tag="coordinator.migrate.accepted"):
@@ -205,6 +230,7 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     # the migration can no longer be aborted or rolled back.
     postcopy: bool = False
     prediction: Prediction | None = None  # what pre-flight expected (strategy auto measures)
+    placement: Placement | None = None  # how the destination was chosen, when none was given
 
 
 class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):

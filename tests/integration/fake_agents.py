@@ -176,6 +176,7 @@ class FakeAgent:
         self.cpu_reply = CpuCompareReply(host_id=host, result=CpuCompatibility.SUPERSET,
                                          runnable=True, reason="host CPU offers every feature")
         self.cpu_error: BatonError | None = None
+        self.caps_error: BatonError | None = None  # e.g. libvirt down on this host
         self.script = Script()
         self.migrations: dict[str, Job] = {}  # running, by migration id (as the real agent's)
         self.moves: dict[str, Job] = {}  # storage moves running, by migration id
@@ -230,6 +231,8 @@ class FakeAgent:
     # --- read-only endpoints -------------------------------------------------------------------
 
     async def caps(self, _request: CapsRequest) -> HostCaps:
+        if self.caps_error is not None:
+            raise self.caps_error
         return self.caps_reply
 
     async def status(self, _request: StatusRequest) -> AgentStatus:

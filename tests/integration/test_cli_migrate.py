@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from baton.cli.main import cli
 from baton.cli.migrate import register
-from tests.integration.fake_agents import Script
+from tests.integration.fake_agents import Script, domain
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
@@ -57,6 +57,22 @@ async def test_check_shows_every_check_and_exits_1_when_one_fails(nats_server, c
     result = await baton(nats_server, "check", "vm1", "--to", "h3")
     assert 1 == result.exit_code
     assert all(name in result.stdout for name in ("storage", "network", "cpu", "memory"))
+
+
+async def test_without_to_check_ranks_the_hosts_and_migrate_says_where_it_placed_the_vm(
+        nats_server, mesh, coordinator):
+    checked = await baton(nats_server, "check", "vm1")
+    assert 0 == checked.exit_code, checked.stdout
+    ranking = [line.split("│")[1:4] for line in checked.stdout.splitlines()
+               if line.startswith("│") and ("h2" in line or "h3" in line)][:2]
+    assert "placement: h2 chosen" in checked.stdout
+    assert [["1", "h2", "pass"], ["2", "h3", "fail"]] == [[c.strip() for c in row] for row in ranking]
+    moved = await baton(nats_server, "migrate", "vm1")
+    assert 0 == moved.exit_code, moved.stdout
+    assert "vm1: h1 -> h2" in moved.stdout and "placed: h2 chosen of h2, h3" in moved.stdout
+    mesh["h1"].add_domain(domain("vm9", memory_gib=64))
+    refused = await baton(nats_server, "migrate", "vm9")
+    assert 1 == refused.exit_code and "no host can take vm9" in refused.output
 
 
 async def test_a_dry_run_prints_the_report_and_exits_0(nats_server, mesh, coordinator):

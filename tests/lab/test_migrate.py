@@ -186,7 +186,8 @@ def test_auto_converge_throttles_the_guest_and_plain_migration_does_not(stack, l
     assert_guest_alive_on(lab, vm, "h2", 0)
 
 
-def test_each_preflight_failure_stops_the_move_before_anything_changes(stack, lab, guest):
+def test_each_preflight_failure_stops_the_move_and_placement_takes_only_a_host_that_passes(
+        stack, lab, guest):
     vm = guest("h1", storage="local", nic=True)
     code, to_h3 = migrate(stack, vm, "--to", "h3")
     assert (1, "failed", "fail") == (code, to_h3["phase"], check(to_h3, "network")["status"])
@@ -196,13 +197,22 @@ def test_each_preflight_failure_stops_the_move_before_anything_changes(stack, la
     stack.restart_agent("h2", "--reserved-memory-mib", str(64 * 1024 * 1024))
     try:
         code, no_memory = migrate(stack, vm, "--to", "h2")
+        nowhere = stack.baton("migrate", vm, check=False)  # no --to: h2 lacks memory, h3 the bridge
     finally:
         stack.restart_agent("h2")
     assert (1, "fail") == (code, check(no_memory, "memory")["status"])
     assert {"precondition_failed"} == {r["error"]["code"] for r in (to_h3, not_shared, no_memory)}
+    assert (1, True) == (nowhere.returncode, f"no host can take {vm}" in nowhere.stderr)
+    assert "h2: pre-flight failed — memory" in nowhere.stderr and "h3: pre-flight failed — network" \
+        in nowhere.stderr, nowhere.stderr
     assert "running" == lab.domstate("h1", vm)
     assert vm not in lab.domains("h2", all_=True) + lab.domains("h3", all_=True)
     assert not lab.disk_path(vm, "local", "h2").exists()
+    code, placed = migrate(stack, vm)  # h2 has its memory back; h3 still lacks br-vm
+    assert (0, "succeeded", "h2") == (code, placed["phase"], placed["destination"])
+    assert ["h2", "h3"] == [c["host"] for c in placed["placement"]["candidates"]]
+    assert ("running", [vm]) == (lab.domstate("h2", vm), [d for d in lab.domains("h2") if d == vm])
+    assert vm not in lab.domains("h1", all_=True) + lab.domains("h3", all_=True)
 
 
 def test_abort_mid_migration_keeps_the_guest_on_the_source_and_cleans_the_destination(stack, lab, guest):

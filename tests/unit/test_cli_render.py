@@ -9,12 +9,20 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from baton.cli.migrate_render import outcome_line
+from baton.cli.migrate_render import outcome_line, report_table
 from baton.cli.render import caps_view, host_record, hosts_table, human_age, human_bytes
 from baton.mesh.client import AgentInfo
 from baton.schemas.agent import Memory
+from baton.schemas.errors import ErrorCode, ErrorReply
 from baton.schemas.events import JobStats
-from baton.schemas.migration import MigrationRecord, Phase, StorageMode
+from baton.schemas.migration import (
+    Candidate,
+    MigrationRecord,
+    Phase,
+    Placement,
+    PreflightReport,
+    StorageMode,
+)
 from tests.support.canned_agent import canned_caps, canned_status
 from tests.support.samples import SAMPLE_TIME, sample
 
@@ -80,7 +88,7 @@ def test_caps_view_shows_reserved_memory_when_the_agent_reports_it() -> None:
 def test_a_migrations_outcome_names_its_escalations_and_a_postcopy_finish() -> None:
     record = msgspec.structs.replace(
         sample(MigrationRecord), vm="g1", source="h1", destination="h2", phase=Phase.SUCCEEDED,
-        storage=StorageMode.SHARED, error=None, postcopy=True,
+        storage=StorageMode.SHARED, error=None, postcopy=True, placement=None,
         escalations=["first pass sent (40 MiB left at pass 2): switched to post-copy"],
         result=JobStats(time_elapsed_ms=12_300, downtime_ms=80, data_processed_bytes=3 << 20))
     assert ("g1: h1 -> h2 [green]succeeded[/] (12.3 s, downtime 80 ms, 3.0 MiB moved, post-copy, "
@@ -88,3 +96,22 @@ def test_a_migrations_outcome_names_its_escalations_and_a_postcopy_finish() -> N
             "post-copy") == outcome_line(record)
     plain = msgspec.structs.replace(record, postcopy=False, escalations=[])
     assert "post-copy" not in outcome_line(plain) and "escalated" not in outcome_line(plain)
+
+
+def test_a_placed_migration_says_which_hosts_were_weighed_and_the_check_shows_the_ranking() -> None:
+    chosen = Placement(chosen="h2", order="fewest warnings", candidates=[
+        Candidate(host="h2", ok=True, rank=1, memory_left_bytes=3 << 30, reason="passes"),
+        Candidate(host="h3", ok=False, rank=2, reason="network: no bridge br-vm on h3")])
+    record = msgspec.structs.replace(
+        sample(MigrationRecord), vm="g1", source="h1", destination="h2", phase=Phase.SUCCEEDED,
+        error=None, escalations=[], placement=chosen)
+    assert outcome_line(record).endswith("\n  placed: h2 chosen of h2, h3 (fewest warnings)")
+    failed = msgspec.structs.replace(record, phase=Phase.FAILED,
+                                     error=ErrorReply(code=ErrorCode.INTERNAL, message="boom"))
+    assert outcome_line(failed).endswith("placed: h2 chosen of h2, h3 (fewest warnings)")
+    report = msgspec.structs.replace(sample(PreflightReport), placement=chosen)
+    text = rendered(report_table(report))
+    assert "placement: h2 chosen" in text and "no bridge br-vm on h3" in text
+    assert "3.0 GiB" in text
+    none = msgspec.structs.replace(report, placement=msgspec.structs.replace(chosen, chosen=None))
+    assert "no host passes every check" in rendered(report_table(none))

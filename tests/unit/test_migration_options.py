@@ -143,9 +143,9 @@ def test_roll_back_is_only_safe_while_the_source_holds_the_vm_as_before():
 
 def test_the_source_is_the_one_host_running_the_vm():
     holders = [("h1", domain("vm1", state=D.SHUTOFF)), ("h2", domain("vm1"))]
-    assert "h2" == pick_source("vm1", "h3", holders)[0]
+    assert "h2" == pick_source("vm1", holders)[0]
     with pytest.raises(BatonError) as caught:
-        pick_source("vm1", "h3", [("h1", domain("vm1")), ("h2", domain("vm1"))])
+        pick_source("vm1", [("h1", domain("vm1")), ("h2", domain("vm1"))])
     assert ErrorCode.BAD_REQUEST == caught.value.code
     with pytest.raises(BatonError):
-        pick_source("vm1", "h3", [])
+        pick_source("vm1", [])
