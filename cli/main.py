@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from baton.cli import migrate as cli_migrate
 from baton.cli import render as cli_render
 from baton.cli import storage as cli_storage
+from baton.cli import vms as cli_vms
 from baton.cli.common import EPILOG, Settings, check_host, common_options, no_agent_message, run
 from baton.mesh import client
 from baton.schemas import codec, timeouts
@@ -46,6 +47,7 @@ def main() -> None:
     """Console-script entry point (``baton``)."""
     cli_migrate.register(cli)
     cli_storage.register(cli)
+    cli_vms.register(cli)
     cli(prog_name="baton")
 
 

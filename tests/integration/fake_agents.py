@@ -177,6 +177,7 @@ class FakeAgent:
                                          runnable=True, reason="host CPU offers every feature")
         self.cpu_error: BatonError | None = None
         self.caps_error: BatonError | None = None  # e.g. libvirt down on this host
+        self.domains_error: BatonError | None = None
         self.script = Script()
         self.migrations: dict[str, Job] = {}  # running, by migration id (as the real agent's)
         self.moves: dict[str, Job] = {}  # storage moves running, by migration id
@@ -241,6 +242,8 @@ class FakeAgent:
                            heartbeat_interval_s=5.0)
 
     async def list_domains(self, request: DomainsRequest) -> DomainsReply:
+        if self.domains_error is not None:
+            raise self.domains_error
         names = sorted(self.domains) if request.names is None else request.names
         found = [self._domain(n) for n in names]
         if not request.include_cpu_xml:

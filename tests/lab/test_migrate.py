@@ -9,6 +9,7 @@ fake agents in tests/unit/test_preflight.py and tests/integration/test_coordinat
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -213,6 +214,8 @@ def test_each_preflight_failure_stops_the_move_and_placement_takes_only_a_host_t
     assert ["h2", "h3"] == [c["host"] for c in placed["placement"]["candidates"]]
     assert ("running", [vm]) == (lab.domstate("h2", vm), [d for d in lab.domains("h2") if d == vm])
     assert vm not in lab.domains("h1", all_=True) + lab.domains("h3", all_=True)
+    listed = json.loads(stack.baton("vms", "-o", "json").stdout)  # the operator's view agrees
+    assert [("h2", "running")] == [(r["host"], r["state"]) for r in listed["vms"] if r["vm"] == vm]
 
 
 def test_abort_mid_migration_keeps_the_guest_on_the_source_and_cleans_the_destination(stack, lab, guest):
