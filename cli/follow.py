@@ -5,6 +5,8 @@ its outcome (a job that ends failed or aborted, or a report with a failed check,
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from nats.aio.client import Client
 
 from baton.cli import migrate_render as render
 from baton.cli.common import ExitCode, Settings, check_host
+from baton.cli.interrupt import Choice, Detached, Interrupts, catching_ctrl_c
 from baton.cli.render import make_console
 from baton.mesh import client
 from baton.schemas import codec, timeouts
@@ -20,6 +23,7 @@ from baton.schemas.codec import decode_any
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import (
     TERMINAL_PHASES,
+    AbortRequest,
     JobsReply,
     JobsRequest,
     MigrateAccepted,
@@ -36,6 +40,7 @@ AnyRecord = MigrationRecord | StorageMoveRecord
 AnyAccepted = MigrateAccepted | StorageMoveAccepted
 
 RECHECK_AFTER_S = 15.0  # no event for this long: ask the coordinator for the record
+INTERRUPT_POLL_S = 0.25  # how soon a Ctrl-C is acted on while no event arrives
 
 
 def optional_host(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -77,7 +82,12 @@ async def start_and_follow(nc: Client, settings: Settings, endpoint: Coordinator
         accepted = await ask(nc, settings, endpoint, request, accepted_type, timeout_s)
         if detach:
             return show_accepted(settings, accepted)
-        record = await follow(nc, settings, events, accepted)
+        with catching_ctrl_c() as interrupts:
+            record = await follow(nc, settings, events, accepted, interrupts)
+    except Detached:
+        click.echo(f"baton: detached; {accepted.vm}'s job goes on (follow: baton watch --id "
+                   f"{accepted.migration_id})", err=True)
+        return show_accepted(settings, accepted)
     finally:
         await events.unsubscribe()
     if settings.json:
@@ -88,20 +98,48 @@ async def start_and_follow(nc: Client, settings: Settings, endpoint: Coordinator
         raise SystemExit(ExitCode.FAILED)
 
 
-async def follow(nc: Client, settings: Settings, events: Any, accepted: AnyAccepted) -> AnyRecord:
-    """Draw the progress bar from this job's events until a terminal phase."""
+async def follow(nc: Client, settings: Settings, events: Any, accepted: AnyAccepted,
+                 interrupts: Interrupts | None = None) -> AnyRecord:
+    """Draw the progress bar from this job's events until a terminal phase; between events, act
+    on Ctrl-C (cli/interrupt.py)."""
     console = make_console(stderr=True)
+    aborts: set[asyncio.Task[None]] = set()
+    try:
+        return await _follow(nc, settings, events, accepted, interrupts, console, aborts)
+    finally:
+        for pending in aborts:  # the outcome is in: an abort reply still due says nothing new
+            pending.cancel()
+
+
+async def _follow(nc: Client, settings: Settings, events: Any, accepted: AnyAccepted,
+                  interrupts: Interrupts | None, console: Any,
+                  aborts: set[asyncio.Task[None]]) -> AnyRecord:
     with render.progress_bar(console) as bar:
         task = bar.add_task(accepted.vm, total=None, phase=Phase.PENDING, rate="- MiB/s",
                             remaining=None, eta_s=None)
+        quiet_since = time.monotonic()
         while True:
+            if interrupts is not None and interrupts.pending:
+                bar.stop()  # the question, if any, is not drawn over
+                choice = await interrupts.decide()
+                bar.start()
+                if choice is Choice.DETACH:
+                    raise Detached
+                if choice is Choice.ABORT:
+                    interrupts.abort_requested = True
+                    aborts.add(asyncio.create_task(_abort(nc, settings, accepted, interrupts,
+                                                          console)))
             try:
-                msg = await events.next_msg(timeout=RECHECK_AFTER_S)
+                msg = await events.next_msg(timeout=INTERRUPT_POLL_S)
             except TimeoutError:
+                if time.monotonic() - quiet_since < RECHECK_AFTER_S:
+                    continue
+                quiet_since = time.monotonic()
                 record = await _record(nc, settings, accepted.migration_id)
                 if record.phase in TERMINAL_PHASES:
                     return record
                 continue
+            quiet_since = time.monotonic()
             event = _migration_event(msg, accepted.migration_id)
             if isinstance(event, AnyPhaseEvent):
                 bar.update(task, phase=event.phase)
@@ -111,6 +149,19 @@ async def follow(nc: Client, settings: Settings, events: Any, accepted: AnyAccep
                     return event.record
             elif isinstance(event, ProgressEvent):
                 _show_progress(bar, task, event)
+
+
+async def _abort(nc: Client, settings: Settings, accepted: AnyAccepted, interrupts: Interrupts,
+                 console: Any) -> None:
+    """Ask the coordinator to abort; the follow loop sees the outcome in the job's events."""
+    console.print(f"aborting {accepted.migration_id} (Ctrl-C again to detach)")
+    try:
+        await ask(nc, settings, CoordinatorEndpoint.ABORT,
+                  AbortRequest(migration_id=accepted.migration_id), AnyRecord,
+                  timeouts.COORDINATOR_ABORT)
+    except BatonError as exc:  # too late (the guest already runs there), gone, ...
+        interrupts.abort_requested = False
+        console.print(f"[yellow]the abort was refused: {exc.message}[/]")
 
 
 def _show_progress(bar: Any, task: Any, event: ProgressEvent) -> None:

@@ -115,6 +115,11 @@ def migrate(vm: str, destination: str | None, source: str | None, offline: bool,
     time until the migration succeeds, fails or is aborted. With -o json,
     prints the final migration record. A failed or aborted migration exits 1.
 
+    Ctrl-C while it follows: on a terminal, asks whether to abort the
+    migration (the VM stays on the source), detach and leave it running, or
+    go on watching; without a terminal it aborts, as virsh does. A second
+    Ctrl-C after an abort detaches at once (the abort goes on).
+
     \b
     Examples:
       baton migrate web1 --to node2

@@ -113,6 +113,7 @@ class Script:
     resume_lead_s: float = 0.2  # destination resumes this long before the source returns
     final_escalations: list[str] = field(default_factory=list)  # said only in the outcome
     postcopy_from_step: int | None = None  # progress says "switched to post-copy" from here
+    abort_takes_s: float = 0.0  # a hanging job ends this long after its abort (libvirt's)
 
 
 @dataclass
@@ -422,6 +423,7 @@ class FakeAgent:
                                 else script.interval_s)
         if script.outcome == "hang":
             await job.abort.wait()
+            await asyncio.sleep(script.abort_takes_s)
             return await self._finish(request, aborted=True)
         if script.outcome == "fail":
             return await self._finish(request, error=ErrorReply(
