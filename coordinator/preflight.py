@@ -296,6 +296,7 @@ def _pool_problem(facts: Facts, directory: str, disks: list[DiskView]) -> str | 
 def check_network(facts: Facts) -> CheckResult:
     caps = facts.destination_caps
     bridges = {b.name: b for b in caps.bridges}
+    at_source = {b.name: b for b in facts.source_caps.bridges} if facts.source_caps else {}
     networks = {n.name: n for n in caps.networks}
     problems, warnings = [], []
     for nic in facts.domain.interfaces:
@@ -305,6 +306,13 @@ def check_network(facts: Facts) -> CheckResult:
                 state = "is down" if bridge else "does not exist"
                 problems.append(f"bridge {nic.source} {state} on {facts.destination}: create "
                                 "it there or attach the VM to a bridge both hosts have")
+            elif (here := at_source.get(bridge.name)) is not None and bridge.mtu < here.mtu:
+                # The guest keeps its MTU: frames it sends larger than the destination's bridge
+                # carries are dropped there, a network outage that starts at the switch-over.
+                problems.append(f"bridge {bridge.name} carries MTU {bridge.mtu} on "
+                                f"{facts.destination} but {here.mtu} on {facts.source}: the "
+                                "guest's larger frames would be dropped there (ip link set "
+                                f"{bridge.name} mtu {here.mtu} on {facts.destination})")
         elif nic.type == "network":
             net = networks.get(nic.source or "")
             if net is None or not net.active:

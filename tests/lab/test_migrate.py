@@ -195,6 +195,15 @@ def test_each_preflight_failure_stops_the_move_and_placement_takes_only_a_host_t
     assert "br-vm" in check(to_h3, "network")["reason"]
     code, not_shared = migrate(stack, vm, "--to", "h2", "--shared-storage")
     assert (1, "fail") == (code, check(not_shared, "storage")["status"])
+    lab.exec("h2", "ip", "link", "set", "br-vm", "mtu", "1400")
+    try:
+        stack.baton("caps", "h2", "--refresh")
+        smaller_mtu = json.loads(stack.baton("check", vm, "--to", "h2", "-o", "json",
+                                             check=False).stdout)
+    finally:
+        lab.exec("h2", "ip", "link", "set", "br-vm", "mtu", "1500")
+        stack.baton("caps", "h2", "--refresh")
+    assert "MTU 1400 on h2 but 1500 on h1" in check(smaller_mtu, "network")["reason"]
     stack.restart_agent("h2", "--reserved-memory-mib", str(64 * 1024 * 1024))
     try:
         code, no_memory = migrate(stack, vm, "--to", "h2")

@@ -126,6 +126,18 @@ def test_a_missing_or_down_bridge_fails_network():
     assert FAIL == result.status and "br0 is down" in result.reason
 
 
+def test_a_destination_bridge_with_a_smaller_mtu_fails_network_and_a_larger_one_passes():
+    def with_mtu(host: str, mtu: int):
+        return msgspec.structs.replace(host_caps(host), bridges=[Bridge(name="br0", up=True,
+                                                                          mtu=mtu)])
+    smaller = check_network(facts(caps=with_mtu("h2", 1400), source_caps=with_mtu("h1", 1500)))
+    assert FAIL == smaller.status and "MTU 1400 on h2 but 1500 on h1" in smaller.reason
+    for source_mtu in (1400, 1500):  # same, or the destination carries more
+        assert PASS == check_network(facts(caps=with_mtu("h2", 1500),
+                                           source_caps=with_mtu("h1", source_mtu))).status
+    assert PASS == check_network(facts(caps=with_mtu("h2", 1400), source_caps=None)).status
+
+
 def test_libvirt_networks_must_exist_and_be_active():
     vm = msgspec.structs.replace(domain("vm1"), interfaces=[
         InterfaceInfo(type="network", source="default")])
