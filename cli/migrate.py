@@ -115,6 +115,10 @@ def migrate(vm: str, destination: str | None, source: str | None, offline: bool,
     time until the migration succeeds, fails or is aborted. With -o json,
     prints the final migration record. A failed or aborted migration exits 1.
 
+    When the coordinator's limits are reached (by default 2 migrations out
+    of a host, 2 into one, 5 in all) it waits in phase queued first, touching
+    no host; baton abort ends it there.
+
     Ctrl-C while it follows: on a terminal, asks whether to abort the
     migration (the VM stays on the source), detach and leave it running, or
     go on watching; without a terminal it aborts, as virsh does. A second

@@ -44,6 +44,7 @@ from baton.schemas.migration import (
     MigrateAccepted,
     MigrateRequest,
     MigrationRecord,
+    Phase,
     Placement,
     PreflightReport,
 )
@@ -69,7 +70,7 @@ class Coordinator:
         (coordinator/takeover.py, coordinator/storage_takeover.py)."""
         records = await self._deps.store.load()
         self.registry.restore(records)
-        for record in records:
+        for record in sorted(records, key=lambda r: r.created_at):  # the queue's order
             if not is_terminal(record.phase):
                 self._settle(record)
         return len(records)
@@ -102,11 +103,22 @@ class Coordinator:
                 log.error("reconcile_failed", error=str(exc) or type(exc).__name__)
 
     def _settle(self, record: JobRecord) -> None:
+        if isinstance(record, MigrationRecord) and record.phase == Phase.QUEUED:
+            self._requeue(record)
+            return
         takeover = (Takeover(record, self._deps) if isinstance(record, MigrationRecord)
                     else StorageTakeover(record, self._deps))
         self.registry.take_over(takeover)
         self._track(record.migration_id, self._spawn(takeover.run()))
         log.info("job_taken_over", migration_id=record.migration_id, phase=record.phase)
+
+    def _requeue(self, record: MigrationRecord) -> None:
+        """A queued migration touched no host: it waits again, in its order of arrival, and
+        then runs as if this coordinator had accepted it."""
+        runner = MigrationRunner(record, self._deps)
+        self.registry.take_over(runner)
+        self._track(record.migration_id, self._spawn(runner.run()))
+        log.info("migration_requeued", migration_id=record.migration_id)
 
     # --- endpoints -------------------------------------------------------------------------
 
@@ -253,17 +265,24 @@ class Coordinator:
     # --- shutdown --------------------------------------------------------------------------
 
     async def wind_down(self, grace_s: float, rollback_s: float) -> None:
+        """Queued migrations touched nothing: they stay queued, in the job store, for the next
+        coordinator (coordinator/admission.py); the running ones finish or are rolled back."""
         self.accepting = False
+        if self._deps.admission is not None:
+            self._deps.admission.close()
         if not await self._wait_active(grace_s):
-            for runner in self.registry.active():
+            for runner in self._in_flight():
                 with contextlib.suppress(BatonError):
                     runner.request_abort("the coordinator is shutting down")
             await self._wait_active(rollback_s)
         for task in list(self._tasks.values()):
-            task.cancel()  # last resort: whatever still runs after the roll-back window
+            task.cancel()  # last resort, and how the queued ones stop waiting
+
+    def _in_flight(self) -> list[Job]:
+        return [job for job in self.registry.active() if job.record.phase != Phase.QUEUED]
 
     async def _wait_active(self, limit_s: float) -> bool:
-        waits = [r.done.wait() for r in self.registry.active()]
+        waits = [r.done.wait() for r in self._in_flight()]
         if not waits:
             return True
         try:

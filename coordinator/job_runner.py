@@ -25,6 +25,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from baton.coordinator.admission import Admission
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.phases import PhaseTracker
 from baton.coordinator.progress import ProgressPump
@@ -56,6 +57,7 @@ class RunnerDeps:
     agents: AgentClient
     subjects: Subjects
     store: JobStore = field(default_factory=MemoryStore)  # where each phase change is written
+    admission: Admission | None = None  # the migration limits and queue; None: no limits
 
 
 class JobRunner(Generic[RecordT, FinishedT]):

@@ -13,11 +13,18 @@ import asyncio
 import contextlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from nats.aio.client import Client
 
+from baton.coordinator.admission import (
+    DEFAULT_INBOUND,
+    DEFAULT_OUTBOUND,
+    DEFAULT_TOTAL,
+    Admission,
+    Limits,
+)
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.core import Coordinator
 from baton.coordinator.job_runner import RunnerDeps
@@ -55,6 +62,7 @@ class CoordinatorConfig:
     nats_ca: str | None = None
     store: str = "memory"  # "jetstream": records in the KV bucket (the command's default)
     kv_replicas: int = 1  # copies of each bucket in a NATS cluster (3 on a 3-node cluster)
+    limits: Limits = field(default_factory=Limits)  # migrations at once (coordinator/admission.py)
 
     @property
     def nats(self) -> NatsAccess:
@@ -84,6 +92,13 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
                         help="copies JetStream keeps of the records and the lease: 3 on a "
                         "3-node NATS cluster, so losing one node loses nothing; a bucket made "
                         "with fewer is scaled up (env BATON_KV_REPLICAS; default: %(default)s)")
+    for flag, env, default, what in (
+            ("--max-outbound", "BATON_MAX_OUTBOUND", DEFAULT_OUTBOUND, "leaving one host"),
+            ("--max-inbound", "BATON_MAX_INBOUND", DEFAULT_INBOUND, "arriving at one host"),
+            ("--max-migrations", "BATON_MAX_MIGRATIONS", DEFAULT_TOTAL, "in the cluster")):
+        parser.add_argument(flag, type=int, metavar="N", default=os.environ.get(env, default),
+                            help=f"migrations at once {what}; more wait in phase queued, in "
+                            f"order (env {env}; default: %(default)s)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
                         help="JSON log lines (default: when stderr is not a terminal)")
@@ -94,13 +109,17 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         parser.error(str(exc))
     if args.grace < 0:
         parser.error("--grace must not be negative")
+    if min(args.max_outbound, args.max_inbound, args.max_migrations) < 1:
+        parser.error("--max-outbound, --max-inbound and --max-migrations must be at least 1")
     if not 1 <= args.kv_replicas <= 5:
         parser.error("--kv-replicas must be 1 to 5 (JetStream's limit), at most the cluster's "
                      "node count")
     config = CoordinatorConfig(nats_url=args.nats, prefix=args.prefix, grace_s=args.grace,
                                nats_nkey=args.nats_nkey, nats_creds=args.nats_creds,
                                nats_ca=args.nats_ca, store=args.store,
-                               kv_replicas=args.kv_replicas)
+                               kv_replicas=args.kv_replicas,
+                               limits=Limits(outbound=args.max_outbound, inbound=args.max_inbound,
+                                             total=args.max_migrations))
     return config, args
 
 
@@ -121,7 +140,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             if lease is not None:
                 tasks.create_task(_stop_when_lost(lease, stop))
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects,
-                              store=store)
+                              store=store, admission=Admission(config.limits))
             coordinator = Coordinator(deps, tasks.create_task)
             log.info("records_restored", count=await coordinator.restore(), store=config.store)
             reconciling = tasks.create_task(coordinator.reconcile_forever())

@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 MOVES: dict[Phase, frozenset[Phase]] = {
-    Phase.PENDING: frozenset({Phase.CHECKING, Phase.FAILED, Phase.ABORTED}),
+    Phase.PENDING: frozenset({Phase.QUEUED, Phase.CHECKING, Phase.FAILED, Phase.ABORTED}),
+    Phase.QUEUED: frozenset({Phase.CHECKING, Phase.FAILED, Phase.ABORTED}),
     Phase.CHECKING: frozenset({Phase.PREPARING, Phase.FAILED, Phase.ABORTED}),
     Phase.PREPARING: frozenset({Phase.MIGRATING, Phase.FAILED, Phase.ABORTED}),
     Phase.MIGRATING: frozenset({Phase.COMPLETING, Phase.FAILED, Phase.ABORTED}),

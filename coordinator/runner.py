@@ -81,10 +81,38 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         return self.record.request.timeout_s
 
     async def _fail_cancelled(self) -> None:
+        if self.tracker.phase == Phase.QUEUED:  # touched nothing: the next coordinator runs it
+            log.info("migration_left_queued")
+            return
         log.warning("migration_cancelled", phase=self.tracker.phase)
         await super()._fail_cancelled()
 
+    async def run(self) -> None:
+        """The whole run holds its slot (coordinator/admission.py), roll-back included: a queued
+        migration starts only once this one has left both hosts."""
+        admission = self._deps.admission
+        if admission is None:
+            return await super().run()
+        async with admission.held(self.record.migration_id):
+            await super().run()
+
+    async def _wait_for_slot(self) -> None:
+        """Phase ``queued`` until the admission rule lets this migration start (or an abort)."""
+        admission = self._deps.admission
+        if admission is None:
+            return
+        record = self.record
+        ticket = admission.ticket(record.migration_id, record.source, record.destination)
+        while not admission.try_admit(ticket, self._wake.set):
+            if self.tracker.phase != Phase.QUEUED:
+                await self.tracker.transition(
+                    Phase.QUEUED, f"waiting for a slot: {admission.why_waiting(ticket)}")
+            self._raise_if_aborted()
+            await self._wait_for_wake()
+        self._raise_if_aborted()
+
     async def _run(self) -> None:
+        await self._wait_for_slot()
         await self.tracker.transition(Phase.CHECKING)
         await holds.hold_at("checking")
         facts = await self._check()

@@ -21,6 +21,9 @@ BandwidthMiBs = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
 class Phase(StrEnum):
     PENDING = "pending"  # accepted, not started
+    # Waiting for a slot under the coordinator's limits (migrations per source, per destination,
+    # in the cluster); nothing touched yet, abortable. Storage moves never queue.
+    QUEUED = "queued"
     CHECKING = "checking"  # pre-flight checks run; nothing touched yet
     PREPARING = "preparing"  # destination prepares (pre-creates disks for a copy)
     MIGRATING = "migrating"  # libvirt moves state (and disks); the guest runs on the source

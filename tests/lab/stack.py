@@ -82,17 +82,19 @@ class BatonStack:
         self.start_agent(host, *extra)
         self.wait_for_agents((host,))
 
-    def restart_coordinator(self, crash: bool = False, hold_at: str | None = None) -> None:
+    def restart_coordinator(self, crash: bool = False, hold_at: str | None = None,
+                            env: dict[str, str] | None = None) -> None:
         """Stop the coordinator (SIGTERM, or SIGKILL for ``crash``: no clean-up of any kind)
         and start a new one on the same NATS (``hold_at``: one that holds its migrations at that
-        point, see coordinator/holds.py)."""
+        point, see coordinator/holds.py; ``env``: more of its environment, e.g. its limits)."""
         assert self.coordinator is not None and self.nats is not None
         if crash:
             self.coordinator.kill()
             self.coordinator.wait()
         _stop(self.coordinator)
         self.coordinator = self._spawn("coordinator", self._coordinator_argv(),
-                                       {"BATON_HOLD_AT": hold_at} if hold_at else {})
+                                       ({"BATON_HOLD_AT": hold_at} if hold_at else {})
+                                       | (env or {}))
         self.wait_for_coordinator()
 
     def _coordinator_argv(self) -> list[str]:

@@ -1,0 +1,148 @@
+"""Admission control: how many migrations run at once, and the queue of those that wait.
+
+Ten copies started together share one link and finish no sooner than one after another, each
+holding its guest in pre-copy the whole time; so the coordinator lets at most ``outbound``
+migrations leave a host, ``inbound`` arrive at one, and ``total`` run in the cluster (KubeVirt's
+defaults: 2, 2, 5). A migration beyond them waits in phase ``queued`` (written to the job store
+like every phase), touching no host, and can be aborted there.
+
+The rule is :func:`admissible` (pure): in order of arrival, each waiting migration starts if it
+fits beside those running and those admitted before it in the same pass. A migration blocked by
+its own hosts does not hold up a later one between other hosts (the cluster's limit still
+counts everyone). :class:`Admission` keeps the running and waiting tickets of this coordinator
+and wakes the waiting runners when a slot frees. Disk moves between pools of one host are not
+counted. Migrations a restarted coordinator settles from libvirt's facts (coordinator/takeover.py)
+do not hold slots: they only finish what was already running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+DEFAULT_OUTBOUND = 2
+DEFAULT_INBOUND = 2
+DEFAULT_TOTAL = 5
+
+
+@dataclass(frozen=True)
+class Limits:
+    outbound: int = DEFAULT_OUTBOUND  # migrations leaving one host
+    inbound: int = DEFAULT_INBOUND  # migrations arriving at one host
+    total: int = DEFAULT_TOTAL  # migrations in the cluster
+
+    def __post_init__(self) -> None:
+        if min(self.outbound, self.inbound, self.total) < 1:
+            raise ValueError(f"every migration limit must be at least 1: {self}")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    migration_id: str
+    source: str
+    destination: str
+    order: int = 0  # arrival: lower goes first
+
+
+def admissible(waiting: Iterable[Ticket], running: Iterable[Ticket],
+               limits: Limits) -> list[Ticket]:
+    """The waiting tickets that may start now, in order of arrival."""
+    out, into, total = _counts(running)
+    admitted = []
+    for ticket in sorted(waiting, key=lambda t: t.order):
+        if total >= limits.total:
+            break
+        if out.get(ticket.source, 0) >= limits.outbound \
+                or into.get(ticket.destination, 0) >= limits.inbound:
+            continue
+        admitted.append(ticket)
+        out[ticket.source] = out.get(ticket.source, 0) + 1
+        into[ticket.destination] = into.get(ticket.destination, 0) + 1
+        total += 1
+    return admitted
+
+
+def why_waiting(ticket: Ticket, running: Iterable[Ticket], limits: Limits) -> str:
+    """The limit that holds ``ticket`` back, in words (for the ``queued`` phase's reason)."""
+    out, into, total = _counts(running)
+    if total >= limits.total:
+        return f"{total} migrations run in the cluster (limit {limits.total})"
+    if out.get(ticket.source, 0) >= limits.outbound:
+        return f"{out[ticket.source]} migrations leave {ticket.source} (limit {limits.outbound})"
+    if into.get(ticket.destination, 0) >= limits.inbound:
+        return (f"{into[ticket.destination]} migrations arrive at {ticket.destination} "
+                f"(limit {limits.inbound})")
+    return "earlier requests wait for the same slots"
+
+
+def _counts(running: Iterable[Ticket]) -> tuple[dict[str, int], dict[str, int], int]:
+    out: dict[str, int] = {}
+    into: dict[str, int] = {}
+    total = 0
+    for ticket in running:
+        out[ticket.source] = out.get(ticket.source, 0) + 1
+        into[ticket.destination] = into.get(ticket.destination, 0) + 1
+        total += 1
+    return out, into, total
+
+
+@dataclass
+class Admission:
+    """This coordinator's running and waiting migrations (in memory; the records are durable)."""
+
+    limits: Limits = field(default_factory=Limits)
+    _running: dict[str, Ticket] = field(default_factory=dict)
+    _waiting: dict[str, tuple[Ticket, Callable[[], None]]] = field(default_factory=dict)
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count)
+    _closed: bool = False  # shutting down: nothing more starts; the queue waits for the next
+
+    def close(self) -> None:
+        self._closed = True
+
+    def ticket(self, migration_id: str, source: str, destination: str) -> Ticket:
+        return Ticket(migration_id, source, destination, next(self._arrivals))
+
+    def try_admit(self, ticket: Ticket, wake: Callable[[], None]) -> bool:
+        """Admit ``ticket`` if the rule lets it start now; else (re)register it as waiting, to
+        be woken by ``wake`` when a slot frees."""
+        waiting = [t for t, _ in self._waiting.values()]
+        if ticket.migration_id not in self._waiting:
+            waiting.append(ticket)
+        if not self._closed and ticket in admissible(waiting, self._running.values(),
+                                                     self.limits):
+            self._waiting.pop(ticket.migration_id, None)
+            self._running[ticket.migration_id] = ticket
+            return True
+        self._waiting[ticket.migration_id] = (ticket, wake)
+        return False
+
+    def why_waiting(self, ticket: Ticket) -> str:
+        if self._closed:
+            return "the coordinator is shutting down; the next one starts it"
+        return why_waiting(ticket, self._running.values(), self.limits)
+
+    def leave(self, migration_id: str) -> None:
+        """A migration ended (or stopped waiting): free its slot and wake every waiting one."""
+        freed = self._running.pop(migration_id, None) is not None
+        self._waiting.pop(migration_id, None)
+        if freed:
+            for _, wake in list(self._waiting.values()):
+                wake()
+
+    @contextlib.asynccontextmanager
+    async def held(self, migration_id: str) -> AsyncIterator[None]:
+        """Release the slot (or the place in the queue) however the block ends."""
+        try:
+            yield
+        finally:
+            self.leave(migration_id)
+
+    @property
+    def running(self) -> list[Ticket]:
+        return list(self._running.values())
+
+    @property
+    def waiting(self) -> list[Ticket]:
+        return sorted((t for t, _ in self._waiting.values()), key=lambda t: t.order)

@@ -1,0 +1,174 @@
+"""Admission control through the real coordinator over NATS: a migration beyond the limits waits
+in phase ``queued``, touching no host, can be aborted there, starts when a slot frees, and
+waits again after a coordinator restart (scripted fake agents; JetStream for the restart)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from baton.coordinator.admission import Limits
+from baton.coordinator.core import Coordinator
+from baton.coordinator.main import CoordinatorConfig, run_coordinator
+from baton.schemas.codec import decode_any, encode
+from baton.schemas.errors import ErrorReply
+from baton.schemas.migration import (
+    AbortRequest,
+    MigrateAccepted,
+    MigrateRequest,
+    MigrationRecord,
+    Phase,
+    PhaseEvent,
+)
+from baton.schemas.subjects import AgentEndpoint as A
+from baton.schemas.subjects import CoordinatorEndpoint as C
+from baton.schemas.subjects import Subjects
+from tests.integration.fake_agents import SHARED, Mesh, Script, domain
+from tests.support.natsserver import NatsServer
+
+pytestmark = pytest.mark.integration
+S = Subjects()
+ONE_AT_A_TIME = Limits(outbound=1, inbound=1, total=1)
+
+
+class Phases:
+    def __init__(self) -> None:
+        self.seen: list[PhaseEvent] = []
+        self.changed = asyncio.Event()
+
+    async def on_message(self, msg) -> None:
+        self.seen.append(decode_any(msg.data, PhaseEvent))
+        self.changed.set()
+
+    def of(self, migration_id: str) -> list[Phase]:
+        return [e.phase for e in self.seen if e.migration_id == migration_id]
+
+    async def until(self, migration_id: str, phase: Phase, within_s: float = 15) -> MigrationRecord:
+        async with asyncio.timeout(within_s):
+            while True:
+                for event in self.seen:
+                    if event.migration_id == migration_id and event.phase == phase:
+                        return event.record
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def js_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    with NatsServer(jetstream=True) as server:
+        yield server
+
+
+async def start_coordinator(url: str, store: str = "memory",
+                            ) -> tuple[asyncio.Event, asyncio.Task[None], Coordinator]:
+    config = CoordinatorConfig(nats_url=url, grace_s=0.2, rollback_s=5, store=store,
+                               limits=ONE_AT_A_TIME)
+    stop = asyncio.Event()
+    started: asyncio.Future[Coordinator] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_coordinator(config, stop, started))
+    await asyncio.wait_for(started, 10)
+    return stop, task, started.result()
+
+
+def three_vms_on_h1() -> Mesh:
+    mesh = Mesh()
+    h1 = mesh.add("h1")
+    mesh.add("h2")
+    for vm in ("vma", "vmb", "vmc"):
+        h1.add_domain(domain(vm, directory=SHARED))
+    return mesh
+
+
+async def migrate(nc, vm: str) -> str:
+    reply = await nc.request(S.coordinator(C.MIGRATE),
+                             encode(MigrateRequest(vm=vm, destination="h2")), timeout=15)
+    return decode_any(reply.data, MigrateAccepted).migration_id
+
+
+async def abort(nc, migration_id: str) -> MigrationRecord | ErrorReply:
+    reply = await nc.request(S.coordinator(C.ABORT),
+                             encode(AbortRequest(migration_id=migration_id)), timeout=40)
+    return decode_any(reply.data, MigrationRecord | ErrorReply)
+
+
+def started_vms(mesh: Mesh) -> list[str]:
+    return [request.vm for request in mesh["h1"].asked(A.MIGRATION_START)]
+
+
+def prepared_vms(mesh: Mesh) -> list[str]:
+    return [request.vm for request in mesh["h2"].asked(A.MIGRATION_PREPARE)]
+
+
+async def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the_next_runs_after(
+        nats_server):
+    mesh = three_vms_on_h1()
+    phases = Phases()
+    async with mesh.serving(nats_server.url):
+        nc = await nats.connect(nats_server.url)
+        await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+        stop, task, _ = await start_coordinator(nats_server.url)
+        try:
+            mesh["h1"].script = Script(outcome="hang")
+            first = await migrate(nc, "vma")
+            await phases.until(first, Phase.MIGRATING)
+            mesh["h1"].script = Script()  # what starts later succeeds
+            second, third = await migrate(nc, "vmb"), await migrate(nc, "vmc")
+            await phases.until(third, Phase.QUEUED)
+            await phases.until(second, Phase.QUEUED)
+            [why] = [e.reason for e in phases.seen if e.migration_id == third
+                     and e.phase == Phase.QUEUED]
+            assert "waiting for a slot: 1 migrations run in the cluster (limit 1)" == why
+            dropped = await abort(nc, third)
+            assert isinstance(dropped, MigrationRecord) and Phase.ABORTED == dropped.phase
+            await asyncio.sleep(0.5)
+            assert (["vma"], ["vma"]) == (started_vms(mesh), prepared_vms(mesh))
+            assert Phase.QUEUED == phases.of(second)[-1]
+            await abort(nc, first)  # frees the slot
+            done = await phases.until(second, Phase.SUCCEEDED)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await nc.drain()
+    assert [Phase.PENDING, Phase.QUEUED, Phase.ABORTED] == phases.of(third)
+    assert [Phase.PENDING, Phase.QUEUED, Phase.CHECKING, Phase.PREPARING, Phase.MIGRATING,
+            Phase.COMPLETING, Phase.SUCCEEDED] == phases.of(second)
+    assert ["vma", "vmb"] == started_vms(mesh) and "vmc" not in prepared_vms(mesh)
+    assert "vmb" in mesh["h2"].domains and "vmc" in mesh["h1"].domains
+    first_ended = next(e.at for e in phases.seen if e.migration_id == first
+                       and e.phase == Phase.ABORTED)
+    second_checked = next(e.at for e in phases.seen if e.migration_id == second
+                          and e.phase == Phase.CHECKING)
+    assert first_ended <= second_checked and done.destination == "h2"
+
+
+async def test_a_queued_migration_waits_again_after_a_coordinator_restart_and_then_runs(js_server):
+    mesh = three_vms_on_h1()
+    phases = Phases()
+    async with mesh.serving(js_server.url):
+        nc = await nats.connect(js_server.url)
+        await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+        stop, task, _ = await start_coordinator(js_server.url, store="jetstream")
+        mesh["h1"].script = Script(outcome="hang")
+        first = await migrate(nc, "vma")
+        await phases.until(first, Phase.MIGRATING)
+        mesh["h1"].script = Script()
+        second = await migrate(nc, "vmb")
+        await phases.until(second, Phase.QUEUED)
+        stop.set()  # the running one is rolled back; the queued one stays queued, untouched
+        await asyncio.wait_for(task, 15)
+        assert (Phase.ABORTED, Phase.QUEUED) == (phases.of(first)[-1], phases.of(second)[-1])
+        assert ["vma"] == prepared_vms(mesh)
+        stop, task, _ = await start_coordinator(js_server.url, store="jetstream")
+        try:
+            await phases.until(second, Phase.SUCCEEDED, within_s=30)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await nc.drain()
+    assert [Phase.PENDING, Phase.QUEUED, Phase.CHECKING, Phase.PREPARING, Phase.MIGRATING,
+            Phase.COMPLETING, Phase.SUCCEEDED] == phases.of(second)
+    assert "vmb" in mesh["h2"].domains and "vma" in mesh["h1"].domains

@@ -1,0 +1,75 @@
+"""The admission rule (coordinator/admission.py): who may start now, in order of arrival."""
+
+from __future__ import annotations
+
+import pytest
+
+from baton.coordinator.admission import Admission, Limits, Ticket, admissible, why_waiting
+
+KUBEVIRT = Limits()  # 2 out, 2 in, 5 in the cluster
+
+
+def t(name: str, source: str, destination: str, order: int = 0) -> Ticket:
+    return Ticket(name, source, destination, order)
+
+
+def names(tickets: list[Ticket]) -> list[str]:
+    return [ticket.migration_id for ticket in tickets]
+
+
+@pytest.mark.parametrize(("running", "waiting", "starts"), [
+    ([], [t("a", "h1", "h2", 0), t("b", "h1", "h3", 1), t("c", "h1", "h4", 2)], ["a", "b"]),
+    ([], [t("a", "h1", "h9", 0), t("b", "h2", "h9", 1), t("c", "h3", "h9", 2)], ["a", "b"]),
+    ([t("r", "h1", "h2")], [t("a", "h1", "h3", 0), t("b", "h1", "h4", 1)], ["a"]),
+    # one blocked by its own host does not hold up a later one between other hosts
+    ([t("r1", "h1", "h2"), t("r2", "h1", "h3")], [t("a", "h1", "h4", 0), t("b", "h5", "h6", 1)],
+     ["b"]),
+    # the cluster's limit counts everyone, in order of arrival
+    ([t(f"r{i}", f"s{i}", f"d{i}") for i in range(4)],
+     [t("late", "x1", "y1", 9), t("early", "x2", "y2", 1)], ["early"]),
+    ([t(f"r{i}", f"s{i}", f"d{i}") for i in range(5)], [t("a", "x", "y", 0)], []),
+], ids=["two-out", "two-in", "out-counts-running", "no-head-of-line-block", "cluster-in-order",
+        "cluster-full"])
+def test_who_starts_now(running, waiting, starts):
+    assert starts == names(admissible(waiting, running, KUBEVIRT))
+
+
+def test_the_reason_names_the_limit_that_holds_a_migration_back():
+    busy = [t("r1", "h1", "h2"), t("r2", "h1", "h3")]
+    assert "2 migrations leave h1 (limit 2)" == why_waiting(t("a", "h1", "h4"), busy, KUBEVIRT)
+    assert "2 migrations arrive at h2 (limit 2)" == why_waiting(
+        t("a", "h7", "h2"), [t("r1", "h5", "h2"), t("r2", "h6", "h2")], KUBEVIRT)
+    one = Limits(outbound=1, inbound=1, total=1)
+    assert "1 migrations run in the cluster (limit 1)" == why_waiting(t("a", "h7", "h8"),
+                                                                      busy[:1], one)
+    assert "earlier requests wait for the same slots" == why_waiting(t("a", "h7", "h8"), [], one)
+
+
+def test_limits_below_one_are_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        Limits(outbound=0)
+
+
+def test_a_freed_slot_goes_to_the_earliest_waiting_however_the_runners_wake():
+    admission = Admission(Limits(outbound=1, inbound=1, total=1))
+    woken: list[str] = []
+    first, second, third = (admission.ticket(m, "h1", "h2") for m in ("m1", "m2", "m3"))
+    assert admission.try_admit(first, lambda: woken.append("m1"))
+    assert not admission.try_admit(second, lambda: woken.append("m2"))
+    assert not admission.try_admit(third, lambda: woken.append("m3"))
+    admission.leave("m1")
+    assert ["m2", "m3"] == sorted(woken)
+    assert not admission.try_admit(third, lambda: None)  # woke first, but m2 came first
+    assert admission.try_admit(second, lambda: None)
+    assert (["m2"], ["m3"]) == (names(admission.running), names(admission.waiting))
+    admission.leave("m3")  # an abort while queued frees no slot and wakes nobody
+    assert (["m2"], [], ["m2", "m3"]) == (names(admission.running), names(admission.waiting),
+                                          sorted(woken))
+
+
+def test_a_closed_admission_starts_nothing_more():
+    admission = Admission(Limits())
+    admission.close()
+    ticket = admission.ticket("m1", "h1", "h2")
+    assert not admission.try_admit(ticket, lambda: None)
+    assert "shutting down" in admission.why_waiting(ticket)
