@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import click
 from nats.aio.client import Client
 
+from baton.cli import drain as cli_drain
 from baton.cli import migrate as cli_migrate
 from baton.cli import render as cli_render
 from baton.cli import storage as cli_storage
@@ -48,6 +49,7 @@ def main() -> None:
     cli_migrate.register(cli)
     cli_storage.register(cli)
     cli_vms.register(cli)
+    cli_drain.register(cli)
     cli(prog_name="baton")
 
 

@@ -44,31 +44,53 @@ class Ticket:
     source: str
     destination: str
     order: int = 0  # arrival: lower goes first
+    group: str | None = None  # a drain: at most ``group_limit`` of its migrations at once
+    group_limit: int | None = None
 
 
 def admissible(waiting: Iterable[Ticket], running: Iterable[Ticket],
                limits: Limits) -> list[Ticket]:
     """The waiting tickets that may start now, in order of arrival."""
+    running = list(running)
     out, into, total = _counts(running)
+    groups = _group_counts(running)
     admitted = []
     for ticket in sorted(waiting, key=lambda t: t.order):
         if total >= limits.total:
             break
         if out.get(ticket.source, 0) >= limits.outbound \
-                or into.get(ticket.destination, 0) >= limits.inbound:
+                or into.get(ticket.destination, 0) >= limits.inbound or _group_full(ticket, groups):
             continue
         admitted.append(ticket)
         out[ticket.source] = out.get(ticket.source, 0) + 1
         into[ticket.destination] = into.get(ticket.destination, 0) + 1
+        if ticket.group is not None:
+            groups[ticket.group] = groups.get(ticket.group, 0) + 1
         total += 1
     return admitted
 
 
+def _group_counts(running: Iterable[Ticket]) -> dict[str, int]:
+    groups: dict[str, int] = {}
+    for ticket in running:
+        if ticket.group is not None:
+            groups[ticket.group] = groups.get(ticket.group, 0) + 1
+    return groups
+
+
+def _group_full(ticket: Ticket, groups: dict[str, int]) -> bool:
+    return (ticket.group is not None and ticket.group_limit is not None
+            and groups.get(ticket.group, 0) >= ticket.group_limit)
+
+
 def why_waiting(ticket: Ticket, running: Iterable[Ticket], limits: Limits) -> str:
     """The limit that holds ``ticket`` back, in words (for the ``queued`` phase's reason)."""
+    running = list(running)
     out, into, total = _counts(running)
     if total >= limits.total:
         return f"{total} migrations run in the cluster (limit {limits.total})"
+    if _group_full(ticket, _group_counts(running)):
+        return f"{ticket.group_limit} of its drain's migrations run (--parallel {ticket.group_limit})"
     if out.get(ticket.source, 0) >= limits.outbound:
         return f"{out[ticket.source]} migrations leave {ticket.source} (limit {limits.outbound})"
     if into.get(ticket.destination, 0) >= limits.inbound:
@@ -101,8 +123,9 @@ class Admission:
     def close(self) -> None:
         self._closed = True
 
-    def ticket(self, migration_id: str, source: str, destination: str) -> Ticket:
-        return Ticket(migration_id, source, destination, next(self._arrivals))
+    def ticket(self, migration_id: str, source: str, destination: str,
+               group: str | None = None, group_limit: int | None = None) -> Ticket:
+        return Ticket(migration_id, source, destination, next(self._arrivals), group, group_limit)
 
     def try_admit(self, ticket: Ticket, wake: Callable[[], None]) -> bool:
         """Admit ``ticket`` if the rule lets it start now; else (re)register it as waiting, to

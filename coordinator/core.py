@@ -39,6 +39,10 @@ from baton.schemas.migration import (
     AbortRequest,
     BandwidthRequest,
     CheckRequest,
+    DrainItem,
+    DrainReply,
+    DrainRequest,
+    DrainTag,
     JobsReply,
     JobsRequest,
     MigrateAccepted,
@@ -180,6 +184,76 @@ class Coordinator:
         return StorageMoveAccepted(migration_id=migration_id, vm=request.vm, host=host,
                                    destination_pool=request.destination_pool, disks=report.disks)
 
+    async def drain(self, request: DrainRequest) -> DrainReply:
+        """Every running VM of ``request.host``, placed one after the other (each placement sees
+        the migrations queued before it, so they spread) and handed to admission control; or,
+        with ``abort``, the abort of the host's drain."""
+        if request.abort:
+            return self._abort_drain(request.host)
+        if not self.accepting and not request.dry_run:
+            raise BatonError(ErrorCode.UNAVAILABLE, "the coordinator is shutting down")
+        if unknown := set(request.to) - set(await self._agents.discover_hosts()):
+            raise BatonError(ErrorCode.NOT_FOUND, f"no agent answers for {', '.join(sorted(unknown))}"
+                             " (baton hosts lists the known ones)")
+        with _host_errors(request.host):
+            domains = await self._agents.all_domains(request.host)
+        tag = None if request.dry_run else DrainTag(drain_id=uuid.uuid4().hex[:12],
+                                                     host=request.host, parallel=request.parallel)
+        items = [await self._drain_one(request, domain, tag)
+                 for domain in sorted(domains, key=lambda d: d.name)]
+        drain_id = None if tag is None else tag.drain_id
+        log.info("drain_planned", host=request.host, drain_id=drain_id,
+                 moving=sum(1 for i in items if i.destination),
+                 staying=sum(1 for i in items if not i.destination))
+        return DrainReply(host=request.host, drain_id=drain_id, items=items)
+
+    async def _drain_one(self, request: DrainRequest, domain: DomainInfo,
+                         tag: DrainTag | None) -> DrainItem:
+        state = str(domain.state)
+        if not domain.active:
+            return DrainItem(vm=domain.name, state=state, active=False, reason="not running: "
+                             "a drain moves "
+                             "running guests (baton migrate --offline moves a shut-off one)")
+        if (busy := self.registry.active_for(domain.name)) is not None:
+            return DrainItem(vm=domain.name, state=state, migration_id=busy.record.migration_id,
+                             reason=f"already in job {busy.record.migration_id}")
+        migrate = MigrateRequest(vm=domain.name, source=request.host, tls=request.tls,
+                                 bandwidth_mib_s=request.bandwidth_mib_s,
+                                 strategy=request.strategy, allow_postcopy=request.allow_postcopy)
+        chosen, _ = await self._place(migrate, request.host, among=request.to or None)
+        if chosen.chosen is None:
+            return DrainItem(vm=domain.name, state=state,
+                             reason=placement.none_fits(domain.name, chosen).message)
+        why = chosen.candidates[0].reason
+        if tag is None:
+            return DrainItem(vm=domain.name, state=state, destination=chosen.chosen, reason=why)
+        accepted = await self._accept(msgspec.structs.replace(migrate, destination=chosen.chosen),
+                                      request.host, chosen, tag)
+        return DrainItem(vm=domain.name, state=state, destination=chosen.chosen,
+                         migration_id=accepted.migration_id, reason=why)
+
+    def _abort_drain(self, host: str) -> DrainReply:
+        """Abort every unfinished migration a drain of ``host`` started: the queued ones end at
+        once, the running ones are rolled back (those completing can no longer be aborted)."""
+        items, drain_id = [], None
+        for job in self.registry.active():
+            record = job.record
+            if not isinstance(record, MigrationRecord) or record.drain is None \
+                    or record.drain.host != host:
+                continue
+            drain_id = record.drain.drain_id
+            try:
+                job.request_abort("the drain was aborted")
+                reason = "abort requested"
+            except BatonError as exc:
+                reason = exc.message
+            items.append(DrainItem(vm=record.vm, state=str(record.phase),
+                                   destination=record.destination,
+                                   migration_id=record.migration_id, reason=reason))
+        if not items:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no drain of {host} has a migration left")
+        return DrainReply(host=host, drain_id=drain_id, items=items)
+
     async def abort(self, request: AbortRequest) -> JobRecord:
         runner = self.registry.get(request.migration_id)
         runner.request_abort("requested by an operator")
@@ -206,10 +280,10 @@ class Coordinator:
 
     # --- accepting -------------------------------------------------------------------------
 
-    async def _accept(self, request: MigrateRequest, source: str,
-                      chosen: Placement | None) -> MigrateAccepted:
+    async def _accept(self, request: MigrateRequest, source: str, chosen: Placement | None,
+                      drain: DrainTag | None = None) -> MigrateAccepted:
         migration_id = uuid.uuid4().hex[:12]
-        record = new_record(migration_id, request, source, chosen)
+        record = new_record(migration_id, request, source, chosen, drain)
         await self._launch(MigrationRunner(record, self._deps))
         log.info("migration_accepted", migration_id=migration_id, vm=request.vm, source=source,
                  destination=record.destination, placed=chosen is not None)
@@ -236,10 +310,12 @@ class Coordinator:
                 request.storage, request.tls, preflight.intent_of(request, predict=True))
         return preflight.report(facts)
 
-    async def _place(self, request: MigrateRequest | CheckRequest,
-                     source: str) -> tuple[Placement, dict[str, PreflightReport]]:
-        """Every other host checked as the destination, ranked (coordinator/placement.py)."""
-        hosts = await self._agents.discover_hosts()
+    async def _place(self, request: MigrateRequest | CheckRequest, source: str,
+                     among: list[str] | None = None,
+                     ) -> tuple[Placement, dict[str, PreflightReport]]:
+        """Every other host (of ``among``, when given) checked as the destination, ranked
+        (coordinator/placement.py)."""
+        hosts = [h for h in await self._agents.discover_hosts() if not among or h in among]
         unfinished = [job.record for job in self.registry.active()]
         intent = preflight.intent_of(request, predict=False)  # one measurement, not one a host
 

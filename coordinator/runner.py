@@ -35,6 +35,7 @@ from baton.schemas.events import LifecycleEvent, LifecycleKind
 from baton.schemas.migration import (
     AgentAbortRequest,
     CleanupRequest,
+    DrainTag,
     MigrateRequest,
     MigrationRecord,
     MigrationStatusRequest,
@@ -102,7 +103,10 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         if admission is None:
             return
         record = self.record
-        ticket = admission.ticket(record.migration_id, record.source, record.destination)
+        drain = record.drain
+        ticket = admission.ticket(record.migration_id, record.source, record.destination,
+                                  None if drain is None else drain.drain_id,
+                                  None if drain is None else drain.parallel)
         while not admission.try_admit(ticket, self._wake.set):
             if self.tracker.phase != Phase.QUEUED:
                 await self.tracker.transition(
@@ -386,7 +390,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
 
 
 def new_record(migration_id: str, request: MigrateRequest, source: str,
-               placement: Placement | None = None) -> MigrationRecord:
+               placement: Placement | None = None, drain: DrainTag | None = None,
+               ) -> MigrationRecord:
     """``request`` names its destination (the one placement chose, when the operator gave none)."""
     if request.destination is None:
         raise ValueError("a migration record needs a destination: place the VM first")
@@ -395,4 +400,4 @@ def new_record(migration_id: str, request: MigrateRequest, source: str,
                            destination=request.destination, phase=Phase.PENDING,
                            storage=request.storage, request=request, created_at=now,
                            updated_at=now, bandwidth_mib_s=request.bandwidth_mib_s,
-                           placement=placement)
+                           placement=placement, drain=drain)

@@ -22,6 +22,7 @@ from baton.schemas.migration import (
     AbortRequest,
     BandwidthRequest,
     CheckRequest,
+    DrainRequest,
     JobsRequest,
     MigrateRequest,
 )
@@ -44,6 +45,7 @@ async def start_service(nc: NATS, subjects: Subjects, coordinator: Coordinator,
         (CoordinatorEndpoint.BANDWIDTH, BandwidthRequest, coordinator.bandwidth),
         (CoordinatorEndpoint.JOBS, JobsRequest, coordinator.jobs),
         (CoordinatorEndpoint.STORAGE_MOVE, StorageMoveRequest, coordinator.move_storage),
+        (CoordinatorEndpoint.DRAIN, DrainRequest, coordinator.drain),
     )
     for endpoint, request_type, handle in routes:
         await service.add_endpoint(EndpointConfig(

@@ -44,6 +44,8 @@ PUBLIC_MESSAGES: tuple[Any, ...] = (
     migration.BandwidthRequest,
     migration.JobsRequest,
     migration.JobsReply,
+    migration.DrainRequest,
+    migration.DrainReply,
     migration.MigrationRecord,
     migration.PhaseEvent,
     migration.ProgressEvent,

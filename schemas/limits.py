@@ -30,6 +30,7 @@ DISKS_MAX: Final = 64  # disks of one VM in one request; a guest rarely has more
 # storage.probe: a 64-disk VM's disks, their directories and target paths, and the pools, fit.
 PROBE_PATHS_MAX: Final = 256
 DELETE_PATHS_MAX: Final = DISKS_MAX  # cleanup deletes at most one file per disk
+HOSTS_MAX: Final = 256  # hosts named in one request (a drain's destinations)
 DOMAIN_NAMES_MAX: Final = 256  # domains asked for by name at once; callers ask for one
 
 # --- jobs pages -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Migration messages: the coordinator's public API, the agents' migration endpoints, and the
 events that report a migration's phases and progress.
 
-Public (``baton.coordinator.<verb>``): migrate, check, abort, bandwidth, jobs.
+Public (``baton.coordinator.<verb>``): migrate, check, drain, abort, bandwidth, jobs.
 Events (``baton.migrations.<id>.<event>``): ``phase`` (every phase change, with the whole record),
 ``progress`` (at least once a second while data moves).
 Agent side (``baton.agent.<host>.migration.<verb>``): prepare, start, speed, abort, cleanup; the
@@ -33,6 +33,7 @@ from baton.schemas.limits import (
     CURSOR_MAX,
     DELETE_PATHS_MAX,
     DISKS_MAX,
+    HOSTS_MAX,
     JOBS_PAGE_DEFAULT,
     JOBS_PAGE_MAX,
     URI_MAX,
@@ -180,6 +181,45 @@ class PreflightReport(Message, frozen=True, kw_only=True, tag="coordinator.check
     placement: Placement | None = None  # the ranking, when no destination was given
 
 
+class DrainRequest(Message, frozen=True, kw_only=True, tag="coordinator.drain.request"):
+    """Move every running VM off ``host``: each is placed like ``migrate`` without a destination
+    (among ``to`` when given) and queued under the coordinator's limits."""
+
+    host: HostId
+    to: Annotated[list[HostId], msgspec.Meta(max_length=HOSTS_MAX)] = []  # empty: any other host
+    # At most this many of the drain's migrations at once (the coordinator's limits still hold).
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    bandwidth_mib_s: BandwidthMiBs | None = None  # each migration's cap
+    strategy: Strategy = Strategy.PRECOPY
+    allow_postcopy: bool = False
+    tls: bool = True
+    dry_run: bool = False  # the plan only: where each VM would go, or why it cannot
+    abort: bool = False  # abort the host's drain: its queued and running migrations
+
+
+class DrainItem(Message, frozen=True, kw_only=True, tag="coordinator.drain.item"):
+    vm: str
+    state: str  # libvirt's state of the domain on the drained host
+    active: bool = True  # running (or paused): the drain is to move it
+    destination: str | None = None  # where placement put it; None: it does not move
+    migration_id: str | None = None  # its migration (not for a dry run)
+    reason: str = ""  # why it does not move (failed checks, shut off), or the placement
+
+
+class DrainReply(Message, frozen=True, kw_only=True, tag="coordinator.drain.reply"):
+    host: str
+    drain_id: str | None = None  # None for a dry run
+    items: list[DrainItem] = []
+
+
+class DrainTag(Message, frozen=True, kw_only=True, tag="coordinator.drain.tag"):
+    """The drain a migration belongs to, on its record (admission honours ``parallel``)."""
+
+    drain_id: str
+    host: str
+    parallel: int | None = None
+
+
 class MigrateAccepted(Message, frozen=True, kw_only=True, tag="coordinator.migrate.accepted"):
     migration_id: MigrationId
     vm: str
@@ -231,6 +271,7 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     postcopy: bool = False
     prediction: Prediction | None = None  # what pre-flight expected (strategy auto measures)
     placement: Placement | None = None  # how the destination was chosen, when none was given
+    drain: DrainTag | None = None  # the drain that asked for this migration
 
 
 class JobsReply(Message, frozen=True, kw_only=True, tag="coordinator.jobs.reply"):

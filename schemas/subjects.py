@@ -54,6 +54,7 @@ class CoordinatorEndpoint(StrEnum):
     BANDWIDTH = "bandwidth"
     JOBS = "jobs"
     STORAGE_MOVE = "storage.move"  # move a running VM's disks to another pool on its host
+    DRAIN = "drain"  # move every running VM off a host (or abort such a drain)
 
 
 class MigrationEvent(StrEnum):

@@ -38,6 +38,7 @@ COORDINATOR_CHECK: Final = 60.0
 COORDINATOR_ABORT: Final = 40.0  # the coordinator waits up to ABORT_SETTLE for the outcome
 COORDINATOR_BANDWIDTH: Final = 15.0
 COORDINATOR_JOBS: Final = 5.0
+COORDINATOR_DRAIN: Final = 120.0  # places every VM of the host, one after the other
 COORDINATOR_STORAGE_MOVE: Final = 60.0  # a dry run answers with the whole check report
 
 # --- coordinator's own deadlines (seconds) -------------------------------------------------------

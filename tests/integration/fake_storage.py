@@ -70,7 +70,10 @@ class HostFiles:
 
     def token_op(self, op: TokenOp) -> TokenResult:
         directory = os.path.dirname(op.beside)
-        key, where = (self.storage.scope(self.host, op.beside), directory), str(token_path(op))
+        # One file per token, as the real agent's .baton-probe-<token>: probes of the same
+        # directory at once (placement checks every host together) do not see each other's.
+        where = str(token_path(op))
+        key = (self.storage.scope(self.host, op.beside), where)
         if op.action == TokenAction.REMOVE:  # the real agent's unlink(missing_ok=True)
             self.storage.tokens.pop(key, None)
             return TokenResult(action=op.action, token_path=where, ok=True, detail="removed")

@@ -140,12 +140,18 @@ class BatonStack:
         assert self.nats is not None
         return self.nats
 
+    def baton_argv(self) -> list[str]:
+        return [str(BIN / "baton")]
+
+    def baton_env(self, user: str = "operator") -> dict[str, str]:
+        """The environment the ``baton`` CLI needs to reach this stack as ``user``."""
+        return {**self.lab.popen_env(), **self._nats().env(user)}
+
     def baton(self, *args: str, check: bool = True, timeout: float = 600, user: str = "operator",
               ) -> subprocess.CompletedProcess[str]:
         """Run the real ``baton`` CLI against this stack, signed in as ``user``."""
-        env = {**self.lab.popen_env(), **self._nats().env(user)}
-        proc = subprocess.run([str(BIN / "baton"), *args], capture_output=True, env=env,
-                              text=True, timeout=timeout, check=False)
+        proc = subprocess.run([*self.baton_argv(), *args], capture_output=True,
+                              env=self.baton_env(user), text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"baton {' '.join(args)} -> {proc.returncode}\n{proc.stdout}"
                                  f"{proc.stderr}")

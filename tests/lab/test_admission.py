@@ -6,6 +6,8 @@ logs, never Baton's word alone)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from datetime import datetime
 
 import pytest
@@ -13,12 +15,14 @@ import pytest
 from tests.lab.migrations import final, record, start, wait_phase
 
 pytestmark = pytest.mark.lab
+SAMPLE_EVERY_S = 0.5  # between readings of libvirt's jobs: sampling, not waiting for anything
 
 
 def job_type(lab, host: str, vm: str) -> str:
-    rows = dict(line.split(":", 1) for line in lab.virsh(host, "domjobinfo", vm).splitlines()
-                if ":" in line)
-    return rows["Job type"].strip()
+    """libvirt's job type of ``vm`` on ``host``; "gone" once the domain left it."""
+    out = lab.virsh(host, "domjobinfo", vm, check=False)
+    rows = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return rows["Job type"].strip() if "Job type" in rows else "gone"
 
 
 def at(rec, field: str) -> datetime:
@@ -53,3 +57,44 @@ def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the_other
     agent_logs = "".join((stack.log_dir / f"agent-{h}.log").read_text() for h in ("h1", "h2"))
     assert third not in agent_logs and second in agent_logs
     assert "aborted" == record(stack, third)["phase"]
+
+
+def running_jobs(lab, vms: list[str]) -> int:
+    """How many of ``vms`` libvirt on h1 shows with a migration job right now."""
+    return sum(1 for vm in vms if job_type(lab, "h1", vm) == "Unbounded")
+
+
+def most_at_once(records: list[dict]) -> int:
+    """The most migrations whose libvirt jobs overlapped, from the records' own figures: each
+    ran from (switch-over - libvirt's elapsed time) to its record's end."""
+    spans = [(at(r, "switchover_at").timestamp() - r["result"]["time_elapsed_ms"] / 1000,
+              at(r, "updated_at").timestamp()) for r in records]
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+
+def test_drain_parallel_2_empties_the_host_two_at_a_time_and_the_bridged_guest_avoids_h3(
+        stack, lab, guest):
+    local = guest("h1", storage="local", dirty_mb=8, dirty_rate_mib_s=2)
+    bridged = guest("h1", nic=True, dirty_mb=8, dirty_rate_mib_s=2)  # h3 has no br-vm
+    shared = [guest("h1", dirty_mb=8, dirty_rate_mib_s=2) for _ in range(2)]
+    vms = [local, bridged, *shared]
+    seq_before = {vm: lab.alive_seq(vm) for vm in vms}
+    proc = subprocess.Popen([*stack.baton_argv(), "drain", "h1", "--parallel", "2",
+                             "--bandwidth", "32", "-o", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=stack.baton_env())
+    seen = []
+    while proc.poll() is None:  # sampling libvirt while the drain runs
+        seen.append(running_jobs(lab, vms))
+        time.sleep(SAMPLE_EVERY_S)
+    stdout, stderr = proc.communicate()
+    assert 0 == proc.returncode, stdout + stderr
+    records = json.loads(stdout)["migrations"]
+    assert sorted(vms) == sorted(r["vm"] for r in records)
+    assert {"succeeded"} == {r["phase"] for r in records}
+    assert (max(seen) <= 2, 2) == (True, most_at_once(records)), (seen, records)  # 2, not 1
+    where = {vm: [h for h in ("h1", "h2", "h3") if lab.domstate(h, vm) is not None] for vm in vms}
+    assert all(len(hosts) == 1 and hosts != ["h1"] for hosts in where.values()), where
+    assert ["h2"] == where[bridged]
+    for vm in vms:
+        assert lab.wait_alive_past(vm, seq_before[vm]) > seq_before[vm]

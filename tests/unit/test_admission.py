@@ -73,3 +73,13 @@ def test_a_closed_admission_starts_nothing_more():
     ticket = admission.ticket("m1", "h1", "h2")
     assert not admission.try_admit(ticket, lambda: None)
     assert "shutting down" in admission.why_waiting(ticket)
+
+
+def test_a_drains_parallel_limit_holds_its_own_migrations_only():
+    running = [Ticket("r1", "h1", "h2", 0, "d1", 1)]
+    waiting = [Ticket("a", "h1", "h3", 1, "d1", 1), Ticket("b", "h4", "h5", 2)]
+    assert ["b"] == names(admissible(waiting, running, KUBEVIRT))
+    assert "1 of its drain's migrations run (--parallel 1)" == why_waiting(waiting[0], running,
+                                                                          KUBEVIRT)
+    two = [Ticket(m, f"s{i}", f"d{i}", i, "d1", 2) for i, m in enumerate("abc")]
+    assert ["a", "b"] == names(admissible(two, [], KUBEVIRT))

@@ -1,0 +1,90 @@
+"""``baton drain`` through the real coordinator and scripted fake agents (h1 holds vm1 on a
+local disk, vmshared on shared storage and the shut-off vmoff; h2 is a good destination; h3
+lacks the VMs' bridge)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from click.testing import CliRunner, Result
+
+from baton.cli.drain import register
+from baton.cli.main import cli
+from baton.schemas.migration import Phase
+from tests.integration.fake_agents import Script, domain
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ("tests.integration.coordinator_fixtures",)
+
+if "drain" not in cli.commands:  # main() registers it; the tests call the group directly
+    register(cli)
+
+
+@pytest.fixture(autouse=True)
+def logs_beside_the_cli_output() -> Iterator[None]:
+    """Service logs go to the real stderr, so CliRunner's captured stdout holds only the CLI's."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
+    yield
+    structlog.reset_defaults()
+
+
+async def baton(nats_server, *args: str) -> Result:
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, cli, [*args, "--nats", nats_server.url])
+
+
+async def test_a_dry_run_plans_each_vm_and_moves_nothing(nats_server, mesh, coordinator):
+    result = await baton(nats_server, "drain", "h1", "--dry-run", "-o", "json")
+    plan = json.loads(result.stdout)
+    assert 0 == result.exit_code, result.output
+    assert [("vm1", "h2", True), ("vmoff", None, False), ("vmshared", "h2", True)] == [
+        (i["vm"], i["destination"], i["active"]) for i in plan["items"]]
+    assert plan["drain_id"] is None and [] == mesh["h1"].asked("migration.start")
+
+
+async def test_drain_with_parallel_1_moves_them_one_after_the_other_and_exits_0(
+        nats_server, mesh, coordinator, watcher):
+    result = await baton(nats_server, "drain", "h1", "--parallel", "1", "-o", "json")
+    assert 0 == result.exit_code, result.output
+    records = {r["vm"]: r for r in json.loads(result.stdout)["migrations"]}
+    assert {"vm1": "succeeded", "vmshared": "succeeded"} == {
+        vm: r["phase"] for vm, r in records.items()}
+    assert {"vm1", "vmshared"} <= set(mesh["h2"].domains) and "vmoff" in mesh["h1"].domains
+    first, second = sorted(records.values(), key=lambda r: r["created_at"])
+    ended = next(e.at for e in watcher.phases if e.migration_id == first["migration_id"]
+                 and e.phase == Phase.SUCCEEDED)
+    began = next(e.at for e in watcher.phases if e.migration_id == second["migration_id"]
+                 and e.phase == Phase.CHECKING)
+    assert ended <= began  # --parallel 1: the second waited in phase queued
+    assert Phase.QUEUED in watcher.phases_of(second["migration_id"])
+
+
+async def test_a_vm_no_host_can_take_stays_the_rest_move_and_the_drain_exits_1(
+        nats_server, mesh, coordinator):
+    mesh["h1"].add_domain(domain("vmbig", memory_gib=64))
+    result = await baton(nats_server, "drain", "h1")
+    assert 1 == result.exit_code
+    summary = [line for line in result.stdout.splitlines() if "vmbig" in line]
+    assert "stays" in summary[0] and "not moved" in summary[-1], result.stdout
+    assert {"vm1", "vmshared"} <= set(mesh["h2"].domains) and "vmbig" in mesh["h1"].domains
+
+
+async def test_abort_stops_the_hosts_drain_and_every_vm_stays(nats_server, mesh, coordinator,
+                                                              watcher):
+    mesh["h1"].script = Script(outcome="hang")
+    detached = await baton(nats_server, "drain", "h1", "--detach", "-o", "json")
+    ids = [i["migration_id"] for i in json.loads(detached.stdout)["items"] if i["migration_id"]]
+    assert 2 == len(ids)
+    await watcher.until(ids[0], {Phase.MIGRATING})
+    aborted = await baton(nats_server, "drain", "h1", "--abort", "-o", "json")
+    assert 0 == aborted.exit_code, aborted.output
+    assert sorted(ids) == sorted(i["migration_id"] for i in json.loads(aborted.stdout)["items"])
+    assert {Phase.ABORTED} == {(await watcher.final(m)).phase for m in ids}
+    assert {"vm1", "vmshared"} <= set(mesh["h1"].domains)
+    again = await baton(nats_server, "drain", "h1", "--abort")
+    assert 3 == again.exit_code  # nothing left to abort: not found
