@@ -259,6 +259,14 @@ def _copy_storage(facts: Facts) -> CheckResult:
                 if not d.shared and not d.copyable
                 and not (d.on_destination and d.on_destination.exists)]
     to_copy = [d for d in facts.disks if d.copyable]
+    if to_copy and not facts.domain.active:
+        # libvirt copies disks only through a running QEMU (NBD); refuse here, before the
+        # destination is prepared, not at the start call after it was.
+        problems.append(f"{facts.vm} is {facts.domain.state} and its disks "
+                        f"{', '.join(d.path for d in to_copy)} are not on storage "
+                        f"{facts.destination} sees: libvirt cannot copy the disks of a domain "
+                        "that is not running; start it and migrate it live with --copy-storage, "
+                        "or put the disks on shared storage")
     problems += [f"{d.path} already exists on {facts.destination}: remove it there or move the "
                  "VM elsewhere" for d in to_copy if d.on_destination and d.on_destination.exists]
     by_dir: dict[str, list[DiskView]] = defaultdict(list)

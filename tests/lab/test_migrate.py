@@ -265,3 +265,13 @@ def test_offline_migration_moves_a_shut_off_guest_definition(stack, lab, guest):
     assert (0, "succeeded") == (code, rec["phase"])
     assert ("shut off", True) == (lab.domstate("h2", vm), persistent(lab, "h2", vm))
     assert vm not in lab.domains("h1", all_=True)
+
+
+def test_an_offline_move_of_local_disks_is_refused_in_preflight_before_h2_is_touched(
+        stack, lab, guest):
+    vm = guest("h1", storage="local", start=False, wait=False)
+    code, rec = migrate(stack, vm, "--to", "h2", "--offline")
+    assert (1, "failed", "fail") == (code, rec["phase"], check(rec, "storage")["status"])
+    assert "cannot copy the disks of a domain that is not running" in check(rec, "storage")["reason"]
+    assert ("shut off", None) == (lab.domstate("h1", vm), lab.domstate("h2", vm))
+    assert not lab.disk_path(vm, "local", "h2").exists()

@@ -126,6 +126,16 @@ def test_a_missing_or_down_bridge_fails_network():
     assert FAIL == result.status and "br0 is down" in result.reason
 
 
+def test_an_offline_move_of_local_disks_fails_storage_before_anything_is_touched():
+    off = msgspec.structs.replace(domain("vm1", state=D.SHUTOFF), active=False)
+    result = check_storage(facts(vm=off, live=False))
+    assert FAIL == result.status and "cannot copy the disks of a domain that is not running" \
+        in result.reason
+    shared_off = msgspec.structs.replace(domain("vm1", directory=SHARED, state=D.SHUTOFF),
+                                         active=False)
+    assert PASS == check_storage(facts(vm=shared_off, shared=True, live=False)).status
+
+
 def test_a_destination_bridge_with_a_smaller_mtu_fails_network_and_a_larger_one_passes():
     def with_mtu(host: str, mtu: int):
         return msgspec.structs.replace(host_caps(host), bridges=[Bridge(name="br0", up=True,
