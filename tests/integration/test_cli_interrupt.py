@@ -106,3 +106,23 @@ async def test_on_a_terminal_ctrl_c_asks_and_continue_keeps_the_migration_runnin
     [migration_id] = {e.migration_id for e in watcher.phases}
     assert Phase.ABORTED == (await watcher.final(migration_id)).phase
     assert 1 == len(mesh["h1"].asked(A.MIGRATION_ABORT))
+
+
+async def test_ctrl_c_at_a_following_drain_without_a_terminal_aborts_the_drain(
+        nats_server, mesh, coordinator, watcher):
+    mesh["h1"].script = Script(outcome="hang", interval_s=0.1)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "drain", "h1", "--nats", nats_server.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(20):
+        while len({e.migration_id for e in watcher.phases if e.phase == Phase.MIGRATING}) < 2:
+            await watcher.changed.wait()
+            watcher.changed.clear()
+    await asyncio.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 40)
+    ids = {e.migration_id for e in watcher.phases}
+    assert (1, 2) == (proc.returncode, len(ids)), stderr.decode()
+    assert "aborting the drain of h1" in stderr.decode()
+    assert {Phase.ABORTED} == {(await watcher.final(m)).phase for m in ids}
+    assert {"vm1", "vmshared"} <= set(mesh["h1"].domains)
