@@ -123,6 +123,7 @@ async def test_ctrl_c_at_a_following_drain_without_a_terminal_aborts_the_drain(
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 40)
     ids = {e.migration_id for e in watcher.phases}
     assert (1, 2) == (proc.returncode, len(ids)), stderr.decode()
+    assert stdout.decode().count("aborted") >= 2  # the summary: both VMs, aborted
     assert "aborting the drain of h1" in stderr.decode()
     assert {Phase.ABORTED} == {(await watcher.final(m)).phase for m in ids}
     assert {"vm1", "vmshared"} <= set(mesh["h1"].domains)
