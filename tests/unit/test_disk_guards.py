@@ -91,6 +91,47 @@ async def test_creating_a_disk_over_an_existing_file_is_refused_and_leaves_it_un
     assert (ErrorCode.CONFLICT, b"somebody's data") == (caught.value.code, existing.read_bytes())
 
 
+def test_a_file_that_appears_after_the_check_is_not_taken_over(tmp_path, monkeypatch):
+    """O_EXCL is the guard once the existence check has passed (a race with another writer)."""
+    raced = file_with(tmp_path / "vm1.qcow2", b"written in between")
+    monkeypatch.setattr(disks, "_check_target", lambda plan: Path(plan.path))  # check passed
+    with pytest.raises(BatonError) as caught:
+        disks.reserve_disk(DiskPlan(target="vda", path=str(raced), format="qcow2",
+                                    capacity_bytes=MIB))
+    assert (ErrorCode.CONFLICT, b"written in between") == (caught.value.code, raced.read_bytes())
+    assert str(raced) in caught.value.message
+
+
+def test_a_symlink_that_appears_after_the_check_is_not_written_through(tmp_path, monkeypatch):
+    target = file_with(tmp_path / "precious", b"keep")
+    link = tmp_path / "vm1.qcow2"
+    link.symlink_to(target)
+    monkeypatch.setattr(disks, "_check_target", lambda plan: Path(plan.path))
+    with pytest.raises(BatonError):
+        disks.reserve_disk(DiskPlan(target="vda", path=str(link), format="qcow2",
+                                    capacity_bytes=MIB))
+    assert b"keep" == target.read_bytes()
+
+
+def test_a_reserved_disk_file_is_private_to_root(tmp_path):
+    path = tmp_path / "vm1.qcow2"
+    disks.reserve_disk(DiskPlan(target="vda", path=str(path), format="qcow2", capacity_bytes=MIB))
+    assert 0o600 == path.stat().st_mode & 0o777
+
+
+async def test_a_failed_fill_of_a_file_already_gone_raises_the_fills_error(tmp_path, monkeypatch):
+    path = tmp_path / "vm1.qcow2"
+
+    async def fill_fails(plan):
+        os.unlink(plan.path)  # someone removed it meanwhile: the clean-up's unlink fails too
+        raise BatonError(ErrorCode.HYPERVISOR, "qemu-img create failed")
+
+    monkeypatch.setattr(disks, "fill_disk", fill_fails)
+    with pytest.raises(BatonError, match="qemu-img create failed"):
+        await disks.create_disk(DiskPlan(target="vda", path=str(path), format="qcow2",
+                                         capacity_bytes=MIB))
+
+
 @pytest.mark.parametrize(("path", "code"), [
     ("relative/vm1.qcow2", ErrorCode.BAD_REQUEST),
     ("/nonexistent-baton-dir/vm1.qcow2", ErrorCode.PRECONDITION_FAILED),

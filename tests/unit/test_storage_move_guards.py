@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
@@ -702,3 +703,26 @@ async def test_a_move_notes_its_copies_in_the_ledger_before_it_asks_libvirt_to_c
         entry = ledger.get("m1")
         await manager.abort(AgentStorageAbortRequest(migration_id="m1", vm="vm1"))
     assert ("vm1", [str(pools.new["vda"])]) == (entry.vm, entry.created_paths)
+
+
+async def test_a_job_id_that_already_ran_here_is_refused_before_any_copy(pools):
+    libvirt = pools.libvirt()
+    ledger = fresh_ledger()
+    ledger.put(Entry(migration_id="m1", vm="vm1", created_paths=["/elsewhere/old.qcow2"]))
+    async with asyncio.TaskGroup() as tasks:
+        manager = StorageMoveManager("h1", libvirt, S, Move().publish, tasks, ledger)
+        with pytest.raises(BatonError) as caught:
+            await manager.start(pools.request())
+    assert (ErrorCode.CONFLICT, "job m1 already ran on this host; a new storage move needs a "
+            "new id", []) == (caught.value.code, caught.value.message, libvirt.acts("copy"))
+    assert ["/elsewhere/old.qcow2"] == ledger.get("m1").created_paths  # its record kept as is
+
+
+async def test_a_copy_outside_every_pool_is_refused_naming_the_path(pools, tmp_path):
+    outside = tmp_path / "etc" / "a.qcow2"
+    outside.parent.mkdir()
+    request = pools.request()
+    disks = [msgspec.structs.replace(request.disks[0], destination_path=str(outside))]
+    error = await start_refused(pools.libvirt(), msgspec.structs.replace(request, disks=disks))
+    assert (ErrorCode.FORBIDDEN, f"{outside}: not in the directory of an active storage pool "
+            "of this host; an agent copies disks only there") == (error.code, error.message)
