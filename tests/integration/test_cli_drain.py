@@ -13,6 +13,7 @@ import pytest
 import structlog
 from click.testing import CliRunner, Result
 
+from baton.cli import migrate as cli_migrate
 from baton.cli.drain import register
 from baton.cli.main import cli
 from baton.schemas.migration import Phase
@@ -21,8 +22,10 @@ from tests.integration.fake_agents import Script, domain
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
 
-if "drain" not in cli.commands:  # main() registers it; the tests call the group directly
+if "drain" not in cli.commands:  # main() registers them; the tests call the group directly
     register(cli)
+if "migrate" not in cli.commands:
+    cli_migrate.register(cli)
 
 
 @pytest.fixture(autouse=True)
@@ -88,3 +91,20 @@ async def test_abort_stops_the_hosts_drain_and_every_vm_stays(nats_server, mesh,
     assert {"vm1", "vmshared"} <= set(mesh["h1"].domains)
     again = await baton(nats_server, "drain", "h1", "--abort")
     assert 3 == again.exit_code  # nothing left to abort: not found
+
+
+async def test_aborting_a_drain_leaves_migrations_it_did_not_start_alone(
+        nats_server, mesh, coordinator, watcher):
+    mesh["h1"].script = Script(outcome="hang")
+    own = json.loads((await baton(nats_server, "migrate", "vmshared", "--to", "h2", "--detach",
+                                  "-o", "json")).stdout)["migration_id"]
+    detached = await baton(nats_server, "drain", "h1", "--detach", "-o", "json")
+    items = {i["vm"]: i for i in json.loads(detached.stdout)["items"]}
+    assert items["vmshared"]["reason"] == f"already in job {own}"
+    drained_id = items["vm1"]["migration_id"]
+    await watcher.until(drained_id, {Phase.MIGRATING})
+    aborted = await baton(nats_server, "drain", "h1", "--abort", "-o", "json")
+    assert [drained_id] == [i["migration_id"] for i in json.loads(aborted.stdout)["items"]]
+    assert Phase.ABORTED == (await watcher.final(drained_id)).phase
+    assert Phase.MIGRATING == watcher.phases_of(own)[-1]  # not the drain's: still running
+    await baton(nats_server, "abort", own)
