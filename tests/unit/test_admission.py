@@ -83,3 +83,34 @@ def test_a_drains_parallel_limit_holds_its_own_migrations_only():
                                                                           KUBEVIRT)
     two = [Ticket(m, f"s{i}", f"d{i}", i, "d1", 2) for i, m in enumerate("abc")]
     assert ["a", "b"] == names(admissible(two, [], KUBEVIRT))
+
+
+def test_the_cluster_limit_counts_each_admitted_one_once():
+    limits = Limits(outbound=9, inbound=9, total=3)
+    waiting = [t(m, f"s{i}", f"d{i}", i) for i, m in enumerate("abcd")]
+    assert ["a", "b", "c"] == names(admissible(waiting, [], limits))
+
+
+def test_a_drains_running_migrations_count_from_the_running_ones():
+    running = [Ticket("r1", "h1", "h2", 0, "d1", 2), Ticket("r2", "h3", "h4", 0, "d2", 2)]
+    waiting = [Ticket("a", "h5", "h6", 1, "d1", 2), Ticket("b", "h7", "h8", 2, "d1", 2)]
+    assert ["a"] == names(admissible(waiting, running, KUBEVIRT))  # d1: r1 + a = 2
+
+
+def test_an_admissions_tickets_keep_their_hosts():
+    admission = Admission(Limits(outbound=1, inbound=1, total=5))
+    first = admission.ticket("m1", "h1", "h2")
+    assert ("h1", "h2") == (first.source, first.destination)
+    assert admission.try_admit(first, lambda: None)
+    assert not admission.try_admit(admission.ticket("m2", "h1", "h3"), lambda: None)  # out of h1
+    assert not admission.try_admit(admission.ticket("m3", "h4", "h2"), lambda: None)  # into h2
+    assert admission.try_admit(admission.ticket("m4", "h4", "h5"), lambda: None)
+    admission.close()
+    assert ("the coordinator is shutting down; the next one starts it"
+            == admission.why_waiting(admission.ticket("m5", "h6", "h7")))
+
+
+def test_two_running_migrations_of_a_drain_fill_its_parallel_2():
+    running = [Ticket("r1", "h1", "h2", 0, "d1", 2), Ticket("r3", "h3", "h4", 0, "d1", 2)]
+    waiting = [Ticket("a", "h5", "h6", 1, "d1", 2), Ticket("b", "h7", "h8", 2)]
+    assert ["b"] == names(admissible(waiting, running, KUBEVIRT))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import pytest
 
+from baton.coordinator import preflight
 from baton.coordinator.placement import (
     Standing,
     none_fits,
     placement_of,
     rank,
     running_jobs,
+    standing_of,
     weigh,
 )
 from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.job import CheckStatus
 from baton.schemas.migration import MigrationRecord, Phase
 from baton.schemas.storage import StorageMoveRecord
 from tests.support.samples import sample
@@ -98,3 +103,59 @@ async def test_weigh_does_not_swallow_a_bug():
 
     with pytest.raises(KeyError):
         await weigh(["h1", "h2"], "h1", gather, lambda _: 0)
+
+
+def test_unknown_memory_ranks_like_none_left_and_one_byte_left_beats_both():
+    assert ["h1", "h2"] == hosts([Standing("h1", ok=True, memory_left_bytes=0),
+                                  Standing("h2", ok=True)])
+    assert ["h3", "h1", "h2"] == hosts([Standing("h1", ok=True, memory_left_bytes=0),
+                                        Standing("h2", ok=True),
+                                        Standing("h3", ok=True, memory_left_bytes=1)])
+
+
+def test_a_candidate_carries_its_figures_and_the_placement_says_how_it_ranked():
+    chosen = placement_of([Standing("h2", ok=True, warnings=1, running_jobs=2,
+                                    memory_left_bytes=3 * GIB)])
+    [c] = chosen.candidates
+    assert (1, 2, 3 * GIB) == (c.warnings, c.running_jobs, c.memory_left_bytes)
+    assert "passes (1 warning(s), 2 job(s) running there, 3.0 GiB left after the move)" == c.reason
+    assert chosen.order.startswith("hosts that pass every check, then: fewest warnings")
+    unknown = placement_of([Standing("h2", ok=True)]).candidates[0].reason
+    assert unknown.endswith("memory left unknown)")
+
+
+def test_the_refusals_code_and_details_name_the_hosts():
+    refusal = none_fits("vm1", placement_of([Standing("h2", ok=False, reason="x"),
+                                             Standing("h3", ok=False, reason="y")]))
+    assert "h2,h3" == refusal.details["candidates"]
+    assert ErrorCode.PRECONDITION_FAILED == none_fits("vm1", placement_of([])).code
+
+
+async def test_weigh_reads_each_hosts_own_report_and_jobs():
+    from tests.unit.test_preflight import facts  # a good destination h2 for a 1 GiB vm1
+
+    async def gather(host: str):
+        return dataclasses.replace(facts(), destination=host)
+
+    chosen, reports = await weigh(["h1", "h2"], "h1", gather, {"h2": 3}.__getitem__)
+    [c] = chosen.candidates
+    assert ("h2", True, 3, 0, "h2") == (c.host, c.ok, c.running_jobs, c.warnings,
+                                        reports["h2"].destination)
+    assert c.reason.startswith("passes (0 warning(s), 3 job(s)")
+
+
+def test_a_standing_counts_warnings_and_leaves_no_reason_when_it_passes():
+    from tests.unit.test_preflight import facts
+
+    base = facts()
+    report = preflight.report(base)
+    warned = msgspec.structs.replace(report, checks=[
+        msgspec.structs.replace(c, status=CheckStatus.WARN) if i < 2 else c
+        for i, c in enumerate(report.checks)])
+    standing = standing_of(base, warned, 4)
+    assert (True, 2, 4, "") == (standing.ok, standing.warnings, standing.running_jobs,
+                                standing.reason)
+    assert standing.memory_left_bytes == base.destination_caps.memory.available_bytes - GIB
+    failed = msgspec.structs.replace(report, ok=False, checks=[
+        msgspec.structs.replace(report.checks[0], status=CheckStatus.FAIL, reason="broken")])
+    assert standing_of(base, failed, 0).reason == "pre-flight failed — hosts: broken"
