@@ -211,9 +211,9 @@ class Coordinator:
                          tag: DrainTag | None) -> DrainItem:
         state = str(domain.state)
         if not domain.active:
-            return DrainItem(vm=domain.name, state=state, active=False, reason="not running: "
-                             "a drain moves "
-                             "running guests (baton migrate --offline moves a shut-off one)")
+            return DrainItem(vm=domain.name, state=state, active=False,
+                             reason="not running: a drain moves running guests (baton migrate "
+                             "--offline moves a shut-off one)")
         if (busy := self.registry.active_for(domain.name)) is not None:
             return DrainItem(vm=domain.name, state=state, migration_id=busy.record.migration_id,
                              reason=f"already in job {busy.record.migration_id}")
