@@ -17,13 +17,31 @@ import pytest
 from baton.coordinator.core import Coordinator
 from baton.coordinator.main import CoordinatorConfig, run_coordinator
 from baton.schemas.agent import DomainState
-from baton.schemas.codec import decode_any
+from baton.schemas.codec import decode_any, encode
+from baton.schemas.errors import ErrorReply
 from baton.schemas.migration import TERMINAL_PHASES, MigrationRecord, Phase, PhaseEvent, ProgressEvent
 from baton.schemas.storage import StorageMoveRecord, StoragePhaseEvent
+from baton.schemas.subjects import AgentEndpoint as A
+from baton.schemas.subjects import CoordinatorEndpoint as C
 from baton.schemas.subjects import MigrationEvent, Subjects
 from tests.integration.fake_agents import SHARED, Mesh, domain
 
 S = Subjects()
+# The agent endpoints that change a host: a test that expects "nothing touched" looks for these.
+TOUCHING = (A.MIGRATION_PREPARE, A.MIGRATION_START, A.MIGRATION_CLEANUP)
+
+
+async def ask(nc, endpoint: C, request: Any, reply_type: Any, deadline_s: float = 15) -> Any:
+    """The coordinator's reply, decoded as ``reply_type`` or an ErrorReply (never raised)."""
+    body = request if isinstance(request, bytes) else encode(request)
+    msg = await nc.request(S.coordinator(endpoint), body, timeout=deadline_s)
+    return decode_any(msg.data, reply_type | ErrorReply)
+
+
+def touched(mesh: Mesh) -> list[tuple[str, A]]:
+    """Every request that changes a host, by host."""
+    return [(host, endpoint) for host, agent in mesh.agents.items()
+            for endpoint, _ in agent.requests if endpoint in TOUCHING]
 
 
 @pytest.fixture

@@ -4,42 +4,19 @@ lacks the VMs' bridge)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Iterator
 
 import pytest
-import structlog
-from click.testing import CliRunner, Result
 
-from baton.cli import migrate as cli_migrate
-from baton.cli.drain import register
-from baton.cli.main import cli
 from baton.schemas.migration import Phase
+from tests.integration.cli_runner import (  # the fixture is autouse here
+    baton,
+    logs_beside_the_cli_output,  # noqa: F401
+)
 from tests.integration.fake_agents import Script, domain
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
-
-if "drain" not in cli.commands:  # main() registers them; the tests call the group directly
-    register(cli)
-if "migrate" not in cli.commands:
-    cli_migrate.register(cli)
-
-
-@pytest.fixture(autouse=True)
-def logs_beside_the_cli_output() -> Iterator[None]:
-    """Service logs go to the real stderr, so CliRunner's captured stdout holds only the CLI's."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
-    yield
-    structlog.reset_defaults()
-
-
-async def baton(nats_server, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, cli, [*args, "--nats", nats_server.url])
-
 
 async def test_a_dry_run_plans_each_vm_and_moves_nothing(nats_server, mesh, coordinator):
     result = await baton(nats_server, "drain", "h1", "--dry-run", "-o", "json")

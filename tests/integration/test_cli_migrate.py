@@ -8,36 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import Iterator
 
 import pytest
-import structlog
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from baton.cli.main import cli
-from baton.cli.migrate import register
+from tests.integration.cli_runner import (  # the fixture is autouse here
+    baton,
+    logs_beside_the_cli_output,  # noqa: F401
+)
 from tests.integration.fake_agents import Script, domain
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
-
-if "migrate" not in cli.commands:  # until baton.cli.main wires the migration commands in
-    register(cli)
-
-
-@pytest.fixture(autouse=True)
-def logs_beside_the_cli_output() -> Iterator[None]:
-    """Service logs go to the real stderr, so CliRunner's captured stdout holds only the CLI's."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
-    yield
-    structlog.reset_defaults()
-
-
-async def baton(nats_server, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, cli, [*args, "--nats", nats_server.url])
-
 
 async def test_migrate_follows_to_the_end_and_prints_the_record_as_json(nats_server, coordinator):
     result = await baton(nats_server, "migrate", "vm1", "--to", "h2", "--bandwidth", "50",

@@ -3,29 +3,20 @@ and the shut-off vmoff; h2 and h3 hold nothing)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from click.testing import CliRunner, Result
 
-from baton.cli.main import cli
-from baton.cli.vms import register
 from baton.schemas.agent import DomainState
 from baton.schemas.errors import BatonError, ErrorCode
+from tests.integration.cli_runner import (  # the fixture is autouse here
+    baton,
+    logs_beside_the_cli_output,  # noqa: F401
+)
 from tests.integration.fake_agents import domain
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
-
-if "vms" not in cli.commands:  # main() registers it; the tests call the group directly
-    register(cli)
-
-
-async def baton(nats_server, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, cli, [*args, "--nats", nats_server.url])
-
 
 async def test_vms_lists_every_hosts_domains_with_where_they_are(nats_server, mesh):
     mesh["h2"].add_domain(domain("vmoff", directory="/srv/other", state=DomainState.SHUTOFF))

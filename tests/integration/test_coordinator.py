@@ -18,7 +18,7 @@ import pytest
 from baton.coordinator.core import Coordinator
 from baton.coordinator.main import CoordinatorConfig, run_coordinator
 from baton.schemas.agent import DomainState
-from baton.schemas.codec import decode_any, encode
+from baton.schemas.codec import encode
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.migration import (
     AbortRequest,
@@ -39,6 +39,7 @@ from baton.schemas.migration import (
 from baton.schemas.subjects import AgentEndpoint as A
 from baton.schemas.subjects import CoordinatorEndpoint as C
 from baton.schemas.subjects import Subjects
+from tests.integration.coordinator_fixtures import ask, touched
 from tests.integration.fake_agents import (
     IMAGES,
     LIBVIRT_FAILURE,
@@ -51,14 +52,6 @@ from tests.integration.fake_agents import (
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
 S = Subjects()
-TOUCHING = (A.MIGRATION_PREPARE, A.MIGRATION_START, A.MIGRATION_CLEANUP)
-
-
-async def ask(nc, endpoint: C, request: Any, reply_type: Any, deadline_s: float = 15) -> Any:
-    """The coordinator's reply, decoded as ``reply_type`` or an ErrorReply (never raised)."""
-    body = request if isinstance(request, bytes) else encode(request)
-    msg = await nc.request(S.coordinator(endpoint), body, timeout=deadline_s)
-    return decode_any(msg.data, reply_type | ErrorReply)
 
 
 async def migrate(nc, **options: Any) -> MigrateAccepted:
@@ -66,11 +59,6 @@ async def migrate(nc, **options: Any) -> MigrateAccepted:
                                                        | options)), MigrateAccepted)
     assert isinstance(reply, MigrateAccepted), reply
     return reply
-
-
-def touched(mesh: Mesh) -> list[tuple[str, A]]:
-    return [(host, endpoint) for host, agent in mesh.agents.items()
-            for endpoint, _ in agent.requests if endpoint in TOUCHING]
 
 
 # --- the happy paths ------------------------------------------------------------------------

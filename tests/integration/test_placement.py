@@ -3,12 +3,9 @@ the best that passes (scripted fake agents: h2 is a good destination, h3 lacks t
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import pytest
 
-from baton.schemas.codec import decode_any, encode
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 from baton.schemas.migration import (
     CheckRequest,
@@ -17,25 +14,14 @@ from baton.schemas.migration import (
     Phase,
     PreflightReport,
 )
-from baton.schemas.subjects import AgentEndpoint as A
 from baton.schemas.subjects import CoordinatorEndpoint as C
 from baton.schemas.subjects import Subjects
-from tests.integration.fake_agents import Mesh, domain
+from tests.integration.coordinator_fixtures import ask, touched
+from tests.integration.fake_agents import domain
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.coordinator_fixtures",)
 S = Subjects()
-TOUCHING = (A.MIGRATION_PREPARE, A.MIGRATION_START, A.MIGRATION_CLEANUP)
-
-
-async def ask(nc, endpoint: C, request: Any, reply_type: Any) -> Any:
-    msg = await nc.request(S.coordinator(endpoint), encode(request), timeout=15)
-    return decode_any(msg.data, reply_type | ErrorReply)
-
-
-def touched(mesh: Mesh) -> list[tuple[str, A]]:
-    return [(host, endpoint) for host, agent in mesh.agents.items()
-            for endpoint, _ in agent.requests if endpoint in TOUCHING]
 
 
 async def test_check_without_a_destination_ranks_every_other_host(coordinator, nats_client):
