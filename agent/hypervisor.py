@@ -80,6 +80,9 @@ class Hypervisor(Protocol):
 
     async def guest_cpu(self, domain: str) -> GuestCpu: ...
 
+    async def migratable_xml(self, vm: str, inactive: bool) -> str:
+        """The definition a migration sends (running, or with ``inactive`` the persistent one)."""
+
     async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict: ...
 
     async def running_domain_count(self) -> int: ...

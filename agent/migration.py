@@ -26,9 +26,10 @@ from baton.agent.core import FetchRemoteDomain
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.jobs import Publish, RunningJobs, crashed
 from baton.agent.ledger import Entry, Ledger
-from baton.agent.migration_plan import MigrationFlag, MigrationPlan, plan_migration
+from baton.agent.migration_plan import Definitions, MigrationFlag, MigrationPlan, plan_migration
 from baton.agent.peers import CheckPeer
 from baton.agent.prediction import PassClock, eta_of
+from baton.agent.relocation import check_paths, relocate_disks
 from baton.schemas.agent import (
     PAUSED_POSTCOPY,
     PAUSED_POSTCOPY_FAILED,
@@ -107,7 +108,8 @@ class MigrationManager(RunningJobs[_Running]):
     async def start(self, request: StartRequest) -> StartReply:
         self._refuse_if_busy(request.migration_id, request.vm)
         [domain] = await self._hv.domains([request.vm], include_cpu_xml=False)
-        plan = plan_migration(request, domain_active=domain.active)
+        plan = plan_migration(request, domain_active=domain.active,
+                              definitions=await self._relocated_definitions(request))
         await self._check_peer(request.destination_host, request.destination_uri)
         await self._note_sending(request, domain)
         running = _Running(request)
@@ -115,6 +117,20 @@ class MigrationManager(RunningJobs[_Running]):
         log.info("migration_started", migration_id=request.migration_id, vm=request.vm,
                  destination=request.destination_uri, flags=sorted(plan.flags))
         return StartReply(migration_id=request.migration_id)
+
+    async def _relocated_definitions(self, request: StartRequest) -> Definitions | None:
+        """The definitions the destination gets when copies land at other paths (another pool):
+        only copied disks move, to absolute paths; the rest of the definition is libvirt's."""
+        paths = request.destination_paths
+        if not paths:
+            return None
+        check_paths(request.copy_disks, paths)
+        running = relocate_disks(await self._hv.migratable_xml(request.vm, inactive=False), paths)
+        if not request.persistent:
+            return Definitions(destination_xml=running)
+        # Without its own, libvirt would persist the source's definition: the old paths.
+        persistent = relocate_disks(await self._hv.migratable_xml(request.vm, inactive=True), paths)
+        return Definitions(destination_xml=running, persistent_xml=persistent)
 
     async def _note_sending(self, request: StartRequest, domain: DomainInfo) -> None:
         """Write down the disks this migration copies away, before libvirt starts."""

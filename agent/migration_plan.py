@@ -8,7 +8,8 @@ undefine_source -> UNDEFINE_SOURCE; copy_disks -> NON_SHARED_DISK restricted to 
 targets through ``migrate_disks`` (never a shared disk); auto_converge -> AUTO_CONVERGE with the
 optional initial/increment throttle; a post-copy switch (``postcopy`` not off) -> POSTCOPY, which
 only permits the switch (the source agent decides when; agent/convergence.py); bandwidth (MiB/s)
-and the data address as parameters.
+and the data address as parameters; copies landing at other paths (another pool) -> the
+rewritten definitions as ``destination_xml`` and ``persistent_xml``.
 The maximum downtime has no migration parameter in libvirt 9.0: it is set on the running job.
 """
 
@@ -42,7 +43,16 @@ class MigrationPlan:
     max_downtime_ms: int | None = None
 
 
-def plan_migration(request: StartRequest, domain_active: bool) -> MigrationPlan:
+@dataclass(frozen=True)
+class Definitions:
+    """The domain as the destination should define it, when that differs from the source's."""
+
+    destination_xml: str
+    persistent_xml: str | None = None  # with PERSIST_DEST; None: libvirt persists the source's
+
+
+def plan_migration(request: StartRequest, domain_active: bool,
+                   definitions: Definitions | None = None) -> MigrationPlan:
     offline = not domain_active
     if offline and request.live:
         raise BatonError(ErrorCode.PRECONDITION_FAILED,
@@ -57,8 +67,13 @@ def plan_migration(request: StartRequest, domain_active: bool) -> MigrationPlan:
     if offline and request.copy_disks:
         raise BatonError(ErrorCode.UNSUPPORTED, "libvirt cannot copy disks of a shut-off domain; "
                          "use shared storage, or start the VM and migrate it live with copy")
+    params = _params(request, offline)
+    if definitions is not None:
+        params["destination_xml"] = definitions.destination_xml
+        if definitions.persistent_xml is not None and request.persistent:
+            params["persistent_xml"] = definitions.persistent_xml
     return MigrationPlan(destination_uri=request.destination_uri,
-                         flags=_flags(request, offline), params=_params(request, offline),
+                         flags=_flags(request, offline), params=params,
                          max_downtime_ms=request.max_downtime_ms)
 
 

@@ -8,6 +8,7 @@ a migration that ends failed or aborted, and a check that fails, exit 1.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -60,6 +61,30 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
 # --- migrate ----------------------------------------------------------------------------------
 
 
+def _disk_map(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...],
+              ) -> dict[str, str]:
+    pools: dict[str, str] = {}
+    for value in values:
+        target, sep, pool = value.partition("=")
+        if not (sep and target and pool):
+            raise click.BadParameter(f"{value!r}: give DISK=POOL, e.g. vda=fast")
+        if pools.setdefault(target, pool) != pool:
+            raise click.BadParameter(f"{target} is mapped to {pools[target]} and to {pool}")
+    return pools
+
+
+def pool_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Where a shared-nothing migration puts the copies on the destination."""
+    command = click.option(
+        "--disk-map", "disk_pools", multiple=True, metavar="DISK=POOL", callback=_disk_map,
+        help="Copy this disk (by target, e.g. vda) into POOL on the destination; repeat for "
+        "more disks. Wins over --target-pool.")(command)
+    return click.option(
+        "--target-pool", metavar="POOL", help="Copy the local disks into this storage pool on "
+        "the destination (default: a pool at the same directory as on the source).")(command)
+
+
+
 @click.command(epilog=EPILOG)
 @click.argument("vm")
 @click.option("--to", "destination", callback=optional_host, metavar="HOST",
@@ -98,6 +123,7 @@ from baton.schemas.subjects import CoordinatorEndpoint, EventName, MigrationEven
               "post-copy when the last downtime step stalls too.")
 @click.option("--no-tls", is_flag=True, help="Send guest memory and disks unencrypted even "
               "when both hosts could use TLS (pre-flight warns).")
+@pool_options
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only.")
 @click.option("--detach", is_flag=True, help="Print the migration id and return at once.")
 @common_options
@@ -105,6 +131,7 @@ def migrate(vm: str, destination: str | None, source: str | None, offline: bool,
             transient: bool, keep_source: bool, auto_converge: bool, ac_initial: int | None,
             ac_increment: int | None, bandwidth: int | None, max_downtime: int | None,
             timeout_s: int | None, strategy: str, allow_postcopy: bool, no_tls: bool,
+            target_pool: str | None, disk_pools: dict[str, str],
             dry_run: bool, detach: bool, nats_url: str, prefix: str, output: str) -> None:
     """Move VM to another host, live by default, and follow it to the end.
 
@@ -129,6 +156,7 @@ def migrate(vm: str, destination: str | None, source: str | None, offline: bool,
       baton migrate web1 --to node2
       baton migrate web1                    # the coordinator chooses the host
       baton migrate web1 --to node3 --copy-storage --bandwidth 200
+      baton migrate web1 --to node3 --copy-storage --target-pool fast
       baton migrate web1 --to node2 --auto-converge --max-downtime 500 -o json
       baton migrate web1 --to node2 --bandwidth 100 --timeout 600
       baton migrate busy1 --to node2 --strategy auto --allow-postcopy
@@ -142,7 +170,7 @@ def migrate(vm: str, destination: str | None, source: str | None, offline: bool,
         auto_converge_initial_pct=ac_initial, auto_converge_increment_pct=ac_increment,
         bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, timeout_s=timeout_s,
         strategy=Strategy(strategy), allow_postcopy=allow_postcopy, dry_run=dry_run,
-        tls=not no_tls)
+        tls=not no_tls, target_pool=target_pool, disk_pools=disk_pools)
     settings = Settings(nats_url, prefix, output)
     run(settings, lambda nc, s: _migrate(nc, s, request, detach))
 
@@ -186,10 +214,12 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
               "pre-copy converges, how long the move takes and how long the guest pauses.")
 @click.option("--max-downtime", type=click.IntRange(1, 3_600_000), metavar="MS",
               help="The pause the migration would accept (QEMU's 300 ms if not given).")
+@pool_options
 @common_options
 def check(vm: str, destination: str | None, source: str | None, offline: bool, storage: str | None,
           no_tls: bool, strategy: str, allow_postcopy: bool, bandwidth: int | None,
-          max_downtime: int | None, nats_url: str, prefix: str, output: str) -> None:
+          max_downtime: int | None, target_pool: str | None, disk_pools: dict[str, str],
+          nats_url: str, prefix: str, output: str) -> None:
     """Run the pre-flight checks for moving VM to a host; change nothing.
 
     Storage, network, CPU, memory, the VM's state on both hosts, devices
@@ -217,7 +247,8 @@ def check(vm: str, destination: str | None, source: str | None, offline: bool, s
     request = CheckRequest(vm=vm, destination=destination, source=source, live=not offline,
                            storage=StorageMode(storage or StorageMode.AUTO), tls=not no_tls,
                            strategy=Strategy(strategy), allow_postcopy=allow_postcopy,
-                           bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime)
+                           bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime,
+                           target_pool=target_pool, disk_pools=disk_pools)
     run(Settings(nats_url, prefix, output), lambda nc, s: _check(nc, s, request))
 
 

@@ -1,7 +1,8 @@
 """Turning a request and its pre-flight facts into what each agent is asked to do (pure).
 
-For ``copy`` the destination pre-creates exactly the VM's local disks (same path, format and
-virtual size) and the source copies exactly those targets — never a disk on shared storage.
+For ``copy`` the destination pre-creates exactly the VM's local disks (same format and virtual
+size; same path, or in the pool the request names) and the source copies exactly those targets —
+never a disk on shared storage.
 """
 
 from __future__ import annotations
@@ -39,16 +40,23 @@ class MigrationPlan:
 
     @property
     def copy_paths(self) -> list[str]:
-        return [d.path for d in self.disks]
+        """The copied disks' paths on the source."""
+        return [d.source_path or d.path for d in self.disks]
+
+    @property
+    def destination_paths(self) -> dict[str, str]:
+        """Copied disks that land elsewhere on the destination, by target."""
+        return {d.target: d.path for d in self.disks if d.source_path}
 
 
 def make_plan(facts: Facts) -> MigrationPlan:
     storage = resolved_storage(facts)
     disks = []
     if storage == StorageMode.COPY:
-        disks = [DiskPlan(target=d.disk.target, path=d.path,
+        disks = [DiskPlan(target=d.disk.target, path=d.destination_path,
                           format=d.disk.format or DEFAULT_FORMAT,
-                          capacity_bytes=d.disk.capacity_bytes)
+                          capacity_bytes=d.disk.capacity_bytes,
+                          source_path=d.path if d.landing else None)
                  for d in facts.disks if d.copyable]
     return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
                          disks=disks, tls=migration_tls(facts),
@@ -76,7 +84,7 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         destination_host=request.destination, destination_address=host_of(plan.destination_uri),
         live=request.live,
         persistent=request.persistent, undefine_source=request.undefine_source,
-        copy_disks=plan.copy_targets,
+        copy_disks=plan.copy_targets, destination_paths=plan.destination_paths,
         auto_converge=request.auto_converge or request.strategy == Strategy.AUTO_CONVERGE,
         auto_converge_initial_pct=request.auto_converge_initial_pct,
         auto_converge_increment_pct=request.auto_converge_increment_pct,

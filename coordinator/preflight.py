@@ -60,6 +60,15 @@ class Intent:
     bandwidth_mib_s: int | None = None  # the prediction's link rate
     max_downtime_ms: int | None = None
     allow_postcopy: bool = False
+    target_pool: str | None = None  # the destination pool for every copied disk
+    disk_pools: dict[str, str] = field(default_factory=dict)  # per disk target; wins
+
+    def pool_for(self, target: str) -> str | None:
+        return self.disk_pools.get(target, self.target_pool)
+
+    @property
+    def pools_asked(self) -> bool:
+        return self.target_pool is not None or bool(self.disk_pools)
 
 
 @dataclass(frozen=True)
@@ -68,11 +77,16 @@ class DiskView:
 
     disk: DiskInfo
     shared: bool  # the destination read the token the source wrote beside it
-    on_destination: PathProbe | None = None
+    on_destination: PathProbe | None = None  # the destination's facts at destination_path
+    landing: str | None = None  # where a copy lands when the request puts it in another pool
 
     @property
     def path(self) -> str:
         return self.disk.source_path or ""
+
+    @property
+    def destination_path(self) -> str:
+        return self.landing or self.path
 
     @property
     def copyable(self) -> bool:
@@ -105,7 +119,8 @@ def intent_of(request: MigrateRequest | CheckRequest, predict: bool) -> Intent:
     return Intent(strategy=request.strategy,
                   postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
                   predict=predict and request.live, bandwidth_mib_s=request.bandwidth_mib_s,
-                  max_downtime_ms=request.max_downtime_ms, allow_postcopy=request.allow_postcopy)
+                  max_downtime_ms=request.max_downtime_ms, allow_postcopy=request.allow_postcopy,
+                  target_pool=request.target_pool, disk_pools=dict(request.disk_pools))
 
 
 # --- gathering (I/O) --------------------------------------------------------------------------
@@ -114,16 +129,18 @@ def intent_of(request: MigrateRequest | CheckRequest, predict: bool) -> Intent:
 async def gather(agents: AgentClient, vm: str, source: str, destination: str, live: bool,
                  storage: StorageMode, tls: bool = True, intent: Intent | None = None) -> Facts:
     """Ask both agents everything the checks need. Raises for an unknown VM or host."""
+    intent = intent or Intent()
     domain, caps, on_destination, source_caps = await asyncio.gather(
         agents.domain(source, vm, include_cpu_xml=True), agents.caps(destination),
         agents.domain_or_none(destination, vm), agents.caps(source))
-    disks, probe_error = await probe_disks(agents, source, destination, domain)
+    disks, probe_error = await probe_disks(agents, source, destination, domain,
+                                           landings(domain, caps, intent))
     cpu, cpu_error = await compare_cpu(agents, vm, source, destination)
     facts = Facts(vm=vm, source=source, destination=destination, live=live,
                   requested_storage=storage, domain=domain, destination_caps=caps,
                   on_destination=on_destination, disks=disks, probe_error=probe_error,
                   cpu=cpu, cpu_error=cpu_error, tls=tls, source_caps=source_caps,
-                  intent=intent or Intent())
+                  intent=intent)
     if facts.intent.predict and domain.state == DomainState.RUNNING:
         facts = await predict(agents, facts)
     return facts
@@ -144,8 +161,24 @@ async def predict(agents: AgentClient, facts: Facts) -> Facts:
     return replace(facts, prediction=prediction)
 
 
-async def probe_disks(agents: AgentClient, source: str, destination: str,
-                      domain: DomainInfo) -> tuple[list[DiskView], str | None]:
+def landings(domain: DomainInfo, caps: HostCaps, intent: Intent) -> dict[str, str]:
+    """Where each disk asked into a destination pool lands there: the pool's directory, the
+    file's name. A pool the destination lacks gives no landing (check_storage says why)."""
+    pools = {p.name: p for p in caps.pools if p.target_path and p.active}
+    found = {}
+    for disk in domain.disks:
+        if disk.readonly or disk.shareable:  # never copied; check_storage refuses them by name
+            continue
+        pool = pools.get(intent.pool_for(disk.target) or "")
+        if pool is not None and pool.target_path and disk.source_path:
+            landing = os.path.join(pool.target_path, os.path.basename(disk.source_path))
+            if landing != disk.source_path:
+                found[disk.target] = landing
+    return found
+
+
+async def probe_disks(agents: AgentClient, source: str, destination: str, domain: DomainInfo,
+                      landing: dict[str, str] | None = None) -> tuple[list[DiskView], str | None]:
     by_dir: dict[str, list[DiskInfo]] = defaultdict(list)
     for disk in domain.disks:
         if disk.source_path:
@@ -153,7 +186,7 @@ async def probe_disks(agents: AgentClient, source: str, destination: str,
     views: list[DiskView] = []
     try:
         for disks in by_dir.values():
-            views += await _probe_directory(agents, source, destination, disks)
+            views += await _probe_directory(agents, source, destination, disks, landing or {})
     except BatonError as exc:
         unprobed = [DiskView(d, shared=False) for ds in by_dir.values() for d in ds]
         return unprobed, exc.message
@@ -161,7 +194,7 @@ async def probe_disks(agents: AgentClient, source: str, destination: str,
 
 
 async def _probe_directory(agents: AgentClient, source: str, destination: str,
-                           disks: list[DiskInfo]) -> list[DiskView]:
+                           disks: list[DiskInfo], landing: dict[str, str]) -> list[DiskView]:
     beside = disks[0].source_path or ""
     token = secrets.token_urlsafe(18)
     written = await agents.storage_probe(source, StorageProbeRequest(
@@ -172,14 +205,15 @@ async def _probe_directory(agents: AgentClient, source: str, destination: str,
                          f"the source could not write a probe token beside {beside}: {detail}")
     try:
         read = await agents.storage_probe(destination, StorageProbeRequest(
-            paths=[d.source_path or "" for d in disks],
+            paths=[landing.get(d.target, d.source_path or "") for d in disks],
             token=TokenOp(action=TokenAction.READ, beside=beside, token=token)))
     finally:
         await agents.storage_probe(source, StorageProbeRequest(
             token=TokenOp(action=TokenAction.REMOVE, beside=beside, token=token)))
     shared = read.token is not None and read.token.ok
     probes = {p.path: p for p in read.paths}
-    return [DiskView(d, shared, probes.get(d.source_path or "")) for d in disks]
+    views = [DiskView(d, shared, landing=landing.get(d.target)) for d in disks]
+    return [replace(v, on_destination=probes.get(v.destination_path)) for v in views]
 
 
 async def compare_cpu(agents: AgentClient, vm: str, source: str,
@@ -238,11 +272,57 @@ def check_vm(facts: Facts) -> CheckResult:
 def check_storage(facts: Facts) -> CheckResult:
     if facts.probe_error is not None:
         return _result(CheckName.STORAGE, [f"could not probe the disks: {facts.probe_error}"], "")
+    asked = pool_request_problems(facts)
     if not facts.disks:
-        return _result(CheckName.STORAGE, [], "the VM has no file-backed disks")
-    if resolved_storage(facts) == StorageMode.SHARED:
-        return _shared_storage(facts)
-    return _copy_storage(facts)
+        return _result(CheckName.STORAGE, asked, "the VM has no file-backed disks")
+    shared = resolved_storage(facts) == StorageMode.SHARED
+    result = _shared_storage(facts) if shared else _copy_storage(facts)
+    if not asked:
+        return result
+    return _result(CheckName.STORAGE, asked + ([result.reason] if result.status ==
+                                               CheckStatus.FAIL else []), "")
+
+
+def pool_request_problems(facts: Facts) -> list[str]:
+    """``--target-pool`` / ``--disk-map``: every pool named exists on the destination as an
+    active directory, every disk named is one the migration copies, and something is copied."""
+    intent, destination = facts.intent, facts.destination
+    if not intent.pools_asked:
+        return []
+    pools = {p.name: p for p in facts.destination_caps.pools}
+    problems = []
+    for name in sorted({*intent.disk_pools.values(), *filter(None, [intent.target_pool])}):
+        pool = pools.get(name)
+        if pool is None:
+            problems.append(f"{destination} has no storage pool {name!r} (its pools: "
+                            f"{', '.join(sorted(pools)) or 'none'})")
+        elif not pool.active:
+            problems.append(f"pool {name} is inactive on {destination}: virsh pool-start {name}")
+        elif not pool.target_path:
+            problems.append(f"pool {name} ({pool.type}) on {destination} has no directory; "
+                            "Baton copies into directory-backed pools only")
+    views = {d.disk.target: d for d in facts.disks}
+    copied = resolved_storage(facts) == StorageMode.COPY
+    for target in sorted(intent.disk_pools):
+        view = views.get(target)
+        if view is None:
+            problems.append(f"{facts.vm} has no file-backed disk {target} (its disks: "
+                            f"{', '.join(sorted(views)) or 'none'})")
+        elif not (copied and view.copyable):
+            why = "is on storage both hosts see" if view.shared else "is read-only or shareable"
+            problems.append(f"{target} ({view.path}) {why}, so it is not copied: only a copied "
+                            "disk goes into another pool")
+    if intent.target_pool is not None and not (copied and any(d.copyable for d in facts.disks)):
+        problems.append(f"nothing is copied, so nothing goes into pool {intent.target_pool}: "
+                        f"{facts.vm}'s disks are on storage both hosts see (or read-only)")
+    landed: dict[str, list[str]] = defaultdict(list)
+    for view in facts.disks:
+        if copied and view.copyable:
+            landed[view.destination_path].append(view.disk.target)
+    problems += [f"{' and '.join(targets)} would both land at {path} on {destination}: "
+                 "map them to different pools" for path, targets in landed.items()
+                 if len(targets) > 1]
+    return problems
 
 
 def _shared_storage(facts: Facts) -> CheckResult:
@@ -267,16 +347,19 @@ def _copy_storage(facts: Facts) -> CheckResult:
                         f"{facts.destination} sees: libvirt cannot copy the disks of a domain "
                         "that is not running; start it and migrate it live with --copy-storage, "
                         "or put the disks on shared storage")
-    problems += [f"{d.path} already exists on {facts.destination}: remove it there or move the "
-                 "VM elsewhere" for d in to_copy if d.on_destination and d.on_destination.exists]
+    problems += [f"{d.destination_path} already exists on {facts.destination}: remove it there "
+                 "or move the VM elsewhere" for d in to_copy
+                 if d.on_destination and d.on_destination.exists]
     by_dir: dict[str, list[DiskView]] = defaultdict(list)
     for d in to_copy:
-        by_dir[os.path.dirname(d.path)].append(d)
+        by_dir[os.path.dirname(d.destination_path)].append(d)
     problems += [p for directory, disks in by_dir.items()
                  if (p := _pool_problem(facts, directory, disks))]
     total = sum(d.disk.capacity_bytes for d in to_copy)
+    elsewhere = "".join(f"; {d.disk.target} into {d.destination_path}"
+                        for d in to_copy if d.landing)
     return _result(CheckName.STORAGE, problems, f"copy {len(to_copy)} local disk(s), "
-                   f"{total / GIB:.1f} GiB, into pools on {facts.destination}"
+                   f"{total / GIB:.1f} GiB, into pools on {facts.destination}{elsewhere}"
                    if to_copy else "every disk is on shared storage; nothing to copy")
 
 
@@ -292,7 +375,8 @@ def _pool_problem(facts: Facts, directory: str, disks: list[DiskView]) -> str | 
     if not active:
         return (f"{facts.destination} has no active storage pool at {directory} for "
                 f"{', '.join(d.path for d in disks)}: define and start one there "
-                f"(virsh pool-define-as NAME dir --target {directory})")
+                f"(virsh pool-define-as NAME dir --target {directory}), or copy into another "
+                "pool (--target-pool POOL)")
     need = sum(d.disk.capacity_bytes for d in disks)
     best = max(active, key=lambda p: p.available_bytes)
     if best.available_bytes < need:

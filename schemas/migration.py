@@ -47,6 +47,7 @@ DowntimeMs = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
 CompletionTimeoutS = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)]
 DOMAIN_UUID_PATTERN = r"^[0-9A-Fa-f]{8}(-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}$"
 DomainUuid = Annotated[str, msgspec.Meta(pattern=DOMAIN_UUID_PATTERN)]
+DiskPools = Annotated[dict[Name, Name], msgspec.Meta(max_length=DISKS_MAX)]  # disk target -> pool
 
 
 class Strategy(StrEnum):
@@ -108,6 +109,11 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
     # Encrypt the migration stream (VIR_MIGRATE_TLS) when both hosts have QEMU TLS
     # certificates; false (`--no-tls`) sends it in the clear, which pre-flight warns about.
     tls: bool = True
+    # Shared-nothing only: the destination pool every copied disk goes into (`--target-pool`),
+    # and per disk target (`--disk-map vda=POOL`, which wins). A disk named in neither keeps
+    # its directory, which must then be a pool on the destination too.
+    target_pool: Name | None = None
+    disk_pools: DiskPools = {}
 
 
 class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.request"):
@@ -124,6 +130,8 @@ class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.re
     allow_postcopy: bool = False
     bandwidth_mib_s: BandwidthMiBs | None = None  # the cap: the prediction's link rate
     max_downtime_ms: DowntimeMs | None = None
+    target_pool: Name | None = None  # as in MigrateRequest
+    disk_pools: DiskPools = {}
 
 
 class Prediction(Message, frozen=True, kw_only=True, tag="agent.migration.prediction"):
@@ -307,13 +315,16 @@ class ProgressEvent(Message, frozen=True, kw_only=True, tag="migration.progress"
 
 class DiskPlan(Message, frozen=True, kw_only=True, tag="agent.disk_plan"):
     target: Name
-    path: PathText
+    path: PathText  # where the copy lands on the destination
     format: Name
     capacity_bytes: NonNegativeInt
+    # The disk's path on the source when the copy goes elsewhere (another pool); None: the same.
+    source_path: PathText | None = None
 
 
 class PrepareRequest(Message, frozen=True, kw_only=True, tag="agent.migration.prepare.request"):
-    """Destination: pre-create the disks a copy will fill (same path, format and virtual size)."""
+    """Destination: pre-create the disks a copy will fill (their path there, the source's format
+    and virtual size)."""
 
     migration_id: MigrationId
     vm: VmName
@@ -343,6 +354,9 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     undefine_source: bool = True
     # Targets to copy (shared-nothing); empty = shared storage.
     copy_disks: Annotated[list[Name], msgspec.Meta(max_length=DISKS_MAX)] = []
+    # Copied disks that land at another path on the destination (another pool), by target:
+    # the source sends libvirt a destination definition with these paths.
+    destination_paths: Annotated[dict[Name, PathText], msgspec.Meta(max_length=DISKS_MAX)] = {}
     auto_converge: bool = False
     auto_converge_initial_pct: Percent | None = None
     auto_converge_increment_pct: Percent | None = None

@@ -10,6 +10,7 @@ name and a CPU definition is only given when asked for, every call while disconn
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import msgspec
@@ -75,6 +76,10 @@ class FakeHypervisor:
         info = self._lookup(domain)
         return GuestCpu(info.cpu_xml, info.virt_type)
 
+    async def migratable_xml(self, vm: str, inactive: bool) -> str:
+        self._require_connection()
+        return definition_xml(self._lookup(vm))
+
     async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict:
         self._require_connection()
         if self.verdict is None:
@@ -106,6 +111,21 @@ class FakeHypervisor:
     async def refresh_pools(self) -> None:
         self._require_connection()
         self.pool_refreshes += 1
+
+
+def definition_xml(info: DomainInfo) -> str:
+    """A domain definition with the facts ``info`` holds (its name, UUID and file disks)."""
+    root = ET.Element("domain", type=info.virt_type or "kvm")
+    ET.SubElement(root, "name").text = info.name
+    ET.SubElement(root, "uuid").text = info.uuid
+    devices = ET.SubElement(root, "devices")
+    for disk in info.disks:
+        element = ET.SubElement(devices, "disk", type=disk.source_type, device=disk.device)
+        ET.SubElement(element, "driver", name="qemu", type=disk.format or "raw")
+        if disk.source_path:
+            ET.SubElement(element, "source", file=disk.source_path)
+        ET.SubElement(element, "target", dev=disk.target, bus="virtio")
+    return ET.tostring(root, encoding="unicode")
 
 
 def _running_domain(name: str, cpu: GuestCpu) -> DomainInfo:

@@ -67,6 +67,9 @@ class LibvirtHypervisor:
     async def guest_cpu(self, domain: str) -> GuestCpu:
         return await domains.guest_cpu(self._connection, domain)
 
+    async def migratable_xml(self, vm: str, inactive: bool) -> str:
+        return await domains.migratable_xml(self._connection, vm, inactive)
+
     async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict:
         return await self._host.compare_cpu(self._connection, cpu_xml, virt_type)
 

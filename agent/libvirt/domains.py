@@ -36,6 +36,15 @@ async def guest_cpu(connection: Connection, domain: str) -> GuestCpu:
     return await connection.call(f"reading the CPU of domain {domain!r}", read_cpu)
 
 
+async def migratable_xml(connection: Connection, domain: str, inactive: bool) -> str:
+    """The definition libvirt would send (``--migratable``), secrets included so that none is
+    lost on the way; ``inactive``: the persistent one, not the running one."""
+    flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
+    flags |= libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    return await connection.call(f"reading the definition of domain {domain!r}",
+                                 lambda conn: lookup(conn, domain).XMLDesc(flags))
+
+
 async def running_count(connection: Connection) -> int:
     return await connection.call("counting domains", lambda conn: conn.numOfDomains())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,19 @@ async def test_named_domains_come_in_the_order_asked_with_their_state(hypervisor
     lambda hv: hv.domains(["nosuch"], include_cpu_xml=False),
     lambda hv: hv.domains(["vm1", "nosuch"], include_cpu_xml=True),
     lambda hv: hv.guest_cpu("nosuch"),
-], ids=["domains", "domains-with-a-known-one", "guest_cpu"])
+    lambda hv: hv.migratable_xml("nosuch", inactive=False),
+], ids=["domains", "domains-with-a-known-one", "guest_cpu", "migratable_xml"])
 async def test_an_unknown_domain_is_not_found(hypervisor, call: Callable[[Any], Awaitable[Any]]):
     assert ErrorCode.NOT_FOUND == await outcome(call(hypervisor))
+
+
+@pytest.mark.parametrize("inactive", [False, True])
+async def test_a_migratable_definition_names_the_domain_and_its_disks(hypervisor, inactive):
+    root = ET.fromstring(await hypervisor.migratable_xml("vm1", inactive=inactive))
+    [known] = await hypervisor.domains(["vm1"], include_cpu_xml=False)
+    assert ("vm1", [(d.target, d.source_path) for d in known.disks]) == (
+        root.findtext("name"), [(d.find("target").get("dev"), d.find("source").get("file"))
+                                for d in root.iter("disk")])
 
 
 async def test_a_domain_without_a_cpu_definition_has_the_default_guest_cpu(hypervisor):

@@ -33,6 +33,7 @@ from baton.agent import ownership
 from baton.agent.ledger import Entry
 from baton.agent.migration_plan import plan_migration
 from baton.agent.prediction import modelled
+from baton.agent.relocation import check_paths, relocate_disks
 from baton.agent.storage_move import start_problems
 from baton.mesh.daemon import announce_ready
 from baton.mesh.rpc import typed_handler
@@ -92,6 +93,7 @@ from baton.schemas.storage import (
     StorageStageEvent,
 )
 from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
+from tests.fakes import definition_xml
 from tests.integration.fake_storage import GIB as GIB
 from tests.integration.fake_storage import SHARED as SHARED
 from tests.integration.fake_storage import FakeStorage, HostFiles
@@ -324,6 +326,9 @@ class FakeAgent:
     async def start(self, request: StartRequest) -> StartReply:
         _refuse_if_busy(self.migrations, request.migration_id, request.vm, "is already migrating")
         domain = self._domain(request.vm)
+        if request.destination_paths:  # as the real agent: its checks, on the definition
+            check_paths(request.copy_disks, request.destination_paths)
+            relocate_disks(definition_xml(domain), request.destination_paths)
         plan_migration(request, domain_active=domain.active)
         self._check_peer(request.destination_host, request.destination_uri)
         self._refuse_known_id(request.migration_id)
@@ -450,8 +455,10 @@ class FakeAgent:
         destination = self.mesh.by_uri(request.destination_uri)
         moved = self.domains[request.vm]
         state = DomainState.RUNNING if request.live else DomainState.SHUTOFF
+        disks = [msgspec.structs.replace(d, source_path=request.destination_paths.get(
+            d.target, d.source_path)) for d in moved.disks]
         destination.domains[request.vm] = msgspec.structs.replace(
-            moved, state=state, active=request.live, persistent=request.persistent)
+            moved, state=state, active=request.live, persistent=request.persistent, disks=disks)
         if request.live:
             await destination.lifecycle(request.vm, LifecycleKind.RESUMED, "migrated")
         if request.undefine_source or not moved.persistent:

@@ -64,6 +64,22 @@ async def test_a_dry_run_prints_the_report_and_exits_0(nats_server, mesh, coordi
     assert [] == mesh["h1"].asked("migration.start")
 
 
+async def test_the_pool_options_reach_the_checks_and_a_bad_map_is_a_usage_error(
+        nats_server, mesh, coordinator):
+    pooled = await baton(nats_server, "check", "vm1", "--to", "h2", "--target-pool", "fast",
+                         "-o", "json")
+    [storage] = [c for c in json.loads(pooled.stdout)["checks"] if c["name"] == "storage"]
+    assert (0, True) == (pooled.exit_code, storage["reason"].endswith(
+        "vda into /var/lib/libvirt/pools/fast/vm1.qcow2"))
+    mapped = await baton(nats_server, "migrate", "vm1", "--to", "h2", "--disk-map", "vdz=fast",
+                         "--dry-run")
+    assert (1, True) == (mapped.exit_code, "vm1 has no file-backed disk vdz" in mapped.output)
+    for bad in (["--disk-map", "vda"], ["--disk-map", "vda=fast", "--disk-map", "vda=slow"]):
+        usage = await baton(nats_server, "migrate", "vm1", "--to", "h2", *bad)
+        assert (2, True) == (usage.exit_code, "--disk-map" in usage.output)
+    assert [] == mesh["h1"].asked("migration.start")
+
+
 async def test_detach_returns_the_id_and_jobs_lists_it(nats_server, coordinator):
     detached = await baton(nats_server, "migrate", "vmshared", "--to", "h2", "--detach",
                            "-o", "json")

@@ -41,6 +41,7 @@ from baton.schemas.subjects import CoordinatorEndpoint as C
 from baton.schemas.subjects import Subjects
 from tests.integration.coordinator_fixtures import ask, touched
 from tests.integration.fake_agents import (
+    FAST,
     IMAGES,
     LIBVIRT_FAILURE,
     Mesh,
@@ -94,6 +95,30 @@ async def test_copy_migration_precreates_copies_and_deletes_only_the_local_disk(
         start.copy_disks, start.destination_uri, start.destination_address)
     [cleanup] = mesh["h1"].asked(A.MIGRATION_CLEANUP)
     assert ([f"{IMAGES}/vm1.qcow2"], False) == (cleanup.delete_paths, cleanup.remove_domain)
+
+
+async def test_a_copy_into_another_pool_lands_there_and_deletes_the_source_path(
+        coordinator, mesh, watcher, nats_client):
+    accepted = await migrate(nats_client, target_pool="fast")
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, StorageMode.COPY) == (record.phase, record.storage)
+    [prepare] = mesh["h2"].asked(A.MIGRATION_PREPARE)
+    assert [(f"{FAST}/vm1.qcow2", f"{IMAGES}/vm1.qcow2")] == [
+        (d.path, d.source_path) for d in prepare.disks]
+    [start] = mesh["h1"].asked(A.MIGRATION_START)
+    assert (["vda"], {"vda": f"{FAST}/vm1.qcow2"}) == (start.copy_disks, start.destination_paths)
+    [cleanup] = mesh["h1"].asked(A.MIGRATION_CLEANUP)
+    assert [f"{IMAGES}/vm1.qcow2"] == cleanup.delete_paths
+    assert [f"{FAST}/vm1.qcow2"] == [d.source_path for d in mesh["h2"].domains["vm1"].disks]
+
+
+async def test_a_copy_into_a_pool_the_destination_lacks_is_refused_before_any_host_is_touched(
+        coordinator, mesh, watcher, nats_client):
+    accepted = await migrate(nats_client, target_pool="nvme")
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.PRECONDITION_FAILED) == (record.phase, record.error.code)
+    assert "h2 has no storage pool 'nvme'" in record.error.message
+    assert [] == touched(mesh)
 
 
 async def test_auto_storage_on_a_shared_disk_copies_nothing(coordinator, mesh, watcher,

@@ -61,17 +61,23 @@ def test_transient_keep_source_leaves_an_inactive_definition_behind(stack, lab, 
     assert ("running", False) == (lab.domstate("h2", vm), persistent(lab, "h2", vm))
 
 
-def test_shared_nothing_migration_copies_the_disk_content(stack, lab, guest):
+def test_shared_nothing_migration_copies_the_disk_content_into_the_target_pool(stack, lab, guest):
     vm = guest("h1", storage="local")
     lab.wait_alive_past(vm, 3)  # a few heartbeats are on the disk before the move
     before = lab.heartbeats(lab.disk_path(vm, "local", "h1")).max_seq
-    code, rec = migrate(stack, vm, "--to", "h2")
+    code, rec = migrate(stack, vm, "--to", "h2", "--target-pool", "fast")
     assert (0, "succeeded", "copy") == (code, rec["phase"], rec["storage"])
     assert rec["result"]["disk_total_bytes"] > 0
     assert_guest_alive_on(lab, vm, "h2", lab.alive_seq(vm))
     assert not lab.disk_path(vm, "local", "h1").exists()  # Baton deleted the copied source
+    landed = f"/var/lib/libvirt/pools/fast/{vm}.qcow2"
+    # libvirt's own view: the running guest and its saved definition both use the copy
+    running = [line.split() for line in lab.virsh("h2", "domblklist", vm).splitlines()[2:]]
+    assert [["vda", landed]] == [b for b in running if b]
+    assert f"<source file='{landed}'" in lab.virsh("h2", "dumpxml", "--inactive", vm)
+    assert not lab.disk_path(vm, "local", "h2").exists()  # nothing at the source's directory
     lab.wait_alive_past(vm, lab.alive_seq(vm) + 2)
-    copied = lab.heartbeats(lab.disk_path(vm, "local", "h2"))
+    copied = lab.heartbeats(lab.host_path("h2", landed))
     assert 0 == copied.corrupt_records
     assert set(range(max(1, before - 5), before + 1)) <= set(copied.valid_seqs)  # written on h1
     assert copied.max_seq > before  # and the guest kept writing on h2

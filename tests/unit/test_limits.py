@@ -16,6 +16,9 @@ from baton.schemas.errors import BatonError, ErrorCode
 from tests.support.samples import sample
 
 Path = tuple[str | int, ...]
+DICT_KEY = "<key>"  # a dict's keys, in a slot's path
+DICT_VALUE = "[...]"  # a dict's values, in a slot's path (as msgspec names the place)
+SAMPLE_KEY = "x"  # the one key of a sample dict (tests/support/samples.py)
 
 
 def _subclasses(cls: type) -> Iterator[type]:
@@ -42,7 +45,11 @@ def _slots(info: mi.Type, path: Path) -> Iterator[tuple[Path, mi.Type]]:
     elif isinstance(info, mi.ListType):
         yield path, info
         yield from _slots(info.item_type, (*path, 0))
-    elif isinstance(info, mi.StrType | mi.DictType):
+    elif isinstance(info, mi.DictType):
+        yield path, info
+        yield (*path, DICT_KEY), info.key_type  # every key: bounded, never put in a body
+        yield from _slots(info.value_type, (*path, DICT_VALUE))
+    elif isinstance(info, mi.StrType):
         yield path, info
 
 
@@ -51,7 +58,7 @@ def _bounded_slots() -> list[tuple[type, Path, mi.Type]]:
         (t, path, info)
         for t in REQUESTS
         for path, info in _slots(mi.type_info(t), ())
-        if getattr(info, "max_length", None) is not None
+        if getattr(info, "max_length", None) is not None and DICT_KEY not in path
     ]
 
 
@@ -61,22 +68,24 @@ def _slot_id(case: tuple[type, Path, mi.Type]) -> str:
 
 
 def _json_path(path: Path) -> str:
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else p if p == DICT_VALUE else f".{p}"
+                         for p in path)
 
 
 def _body_with(message_type: type, path: Path, value: Any) -> bytes:
     body = msgspec.to_builtins(sample(message_type))
     parent = body
-    for key in path[:-1]:
+    keys = [SAMPLE_KEY if key == DICT_VALUE else key for key in path]
+    for key in keys[:-1]:
         parent = parent[key]
-    parent[path[-1]] = value
+    parent[keys[-1]] = value
     return msgspec.json.encode(body)
 
 
 def _at(message_type: type, path: Path) -> Any:
     value = msgspec.to_builtins(sample(message_type))
     for key in path:
-        value = value[key]
+        value = value[SAMPLE_KEY if key == DICT_VALUE else key]
     return value
 
 
@@ -85,6 +94,8 @@ def _sized(message_type: type, path: Path, info: Any, size: int) -> Any:
     current = _at(message_type, path)
     if isinstance(info, mi.ListType):
         return [current[0]] * size
+    if isinstance(info, mi.DictType):
+        return {f"k{i}": current[SAMPLE_KEY] for i in range(size)}
     return (current + "x" * size)[:size]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from baton.schemas.migration import (
     StartRequest,
 )
 from baton.schemas.subjects import MigrationEvent, Subjects
+from tests.fakes import definition_xml
 from tests.support.images import MIB, needs_qemu_img
 from tests.support.ledgers import fresh_ledger
 
@@ -106,6 +108,12 @@ class Hypervisor:
         if missing:
             raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {missing[0]!r} on this host")
         return [self.vms[n] for n in names]
+
+    async def migratable_xml(self, vm: str, inactive: bool) -> str:
+        self._call("migratable_xml", (vm, inactive))
+        if vm not in self.vms:
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {vm!r} on this host")
+        return definition_xml(self.vms[vm])
 
     async def migrate(self, vm: str, plan: MigrationPlan) -> None:
         self._call("migrate", vm)
@@ -275,6 +283,60 @@ async def test_a_second_start_for_a_migrating_vm_or_a_running_id_is_a_conflict()
             codes.append(caught.value.code)
         await a.outcome(None)
     assert ([ErrorCode.CONFLICT] * 2, ["vm1"]) == (codes, hv.called("migrate"))
+
+
+# --- copies into another pool ------------------------------------------------------------------
+
+
+async def test_copies_into_another_pool_send_libvirt_both_definitions_with_the_new_paths():
+    hv = host(domain("vm1", ("/pools/slow/vm1.qcow2", "/pools/slow/vm1-data.qcow2")))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda", "vdb"], destination_paths={"vda": "/pools/fast/vm1.qcow2"})
+        await a.outcome(None)
+    [plan] = hv.plans
+    sources = {which: [s.get("file") for s in ET.fromstring(str(plan.params[which])).iter("source")]
+               for which in ("destination_xml", "persistent_xml")}
+    assert {"destination_xml": ["/pools/fast/vm1.qcow2", "/pools/slow/vm1-data.qcow2"],
+            "persistent_xml": ["/pools/fast/vm1.qcow2", "/pools/slow/vm1-data.qcow2"]} == sources
+    assert [("vm1", False), ("vm1", True)] == hv.called("migratable_xml")
+
+
+async def test_a_transient_move_into_another_pool_sends_no_persistent_definition():
+    hv = host(domain("vm1", ("/pools/slow/vm1.qcow2",)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"], destination_paths={"vda": "/pools/fast/vm1.qcow2"},
+                      persistent=False)
+        await a.outcome(None)
+    [plan] = hv.plans
+    assert ("destination_xml" in plan.params, "persistent_xml" in plan.params) == (True, False)
+    assert [("vm1", False)] == hv.called("migratable_xml")
+
+
+async def test_a_copy_without_other_paths_leaves_the_definitions_to_libvirt():
+    hv = host(domain("vm1", ("/pools/slow/vm1.qcow2",)))
+    async with agent(hv) as a:
+        await a.start(copy_disks=["vda"])
+        await a.outcome(None)
+    [plan] = hv.plans
+    assert ([], set()) == (hv.called("migratable_xml"),
+                           {"destination_xml", "persistent_xml"} & set(plan.params))
+
+
+@pytest.mark.parametrize(("paths", "copied", "said"), [
+    ({"vdb": "/pools/fast/x.qcow2"}, ["vda"], "vdb not copied: only a copied disk can land at "
+     "another path on the destination"),
+    ({"vda": "fast/vm1.qcow2"}, ["vda"], "disk path must be absolute: fast/vm1.qcow2"),
+    ({"vdc": "/pools/fast/x.qcow2"}, ["vda", "vdc"], "cannot put vdc elsewhere: the domain has no "
+     "file-backed disk vdc (only such disks are copied)"),
+], ids=["not-copied", "relative", "no-such-disk"])
+async def test_a_path_the_source_cannot_honour_is_refused_before_libvirt_is_asked(paths, copied,
+                                                                                   said):
+    hv = host(domain("vm1", ("/pools/slow/vm1.qcow2", "/pools/slow/vm1-data.qcow2")))
+    async with agent(hv) as a:
+        with pytest.raises(BatonError) as caught:
+            await a.start(copy_disks=copied, destination_paths=paths)
+    assert (ErrorCode.BAD_REQUEST, said, [], None) == (
+        caught.value.code, caught.value.message, hv.called("migrate"), a.ledger.get("m1"))
 
 
 # --- the migrate call and its one report -------------------------------------------------------

@@ -248,7 +248,8 @@ def test_pool_problems_are_reported_per_directory():
     result = check_storage(facts(destination_caps=caps, disks=[view(a), view(b), view(c)]))
     assert (FAIL, "pool default on h2 has 100.0 GiB available, the disks need 110.0 GiB: free "
             "space there; h2 has no active storage pool at /srv/vm for /srv/vm/c.qcow2: define "
-            "and start one there (virsh pool-define-as NAME dir --target /srv/vm)") == \
+            "and start one there (virsh pool-define-as NAME dir --target /srv/vm), or copy into "
+            "another pool (--target-pool POOL)") == \
         (result.status, result.reason)
 
 
@@ -256,7 +257,8 @@ def test_a_pool_must_be_active_and_its_target_may_end_in_a_slash():
     a = disk(f"{IMAGES}/a.qcow2")
     inactive = check_storage(facts(destination_caps=with_pools(pool("p", IMAGES, active=False))))
     assert (FAIL, f"h2 has no active storage pool at {IMAGES} for {IMAGES}/vm1.qcow2: define and "
-            f"start one there (virsh pool-define-as NAME dir --target {IMAGES})") == \
+            f"start one there (virsh pool-define-as NAME dir --target {IMAGES}), or copy into another "
+            "pool (--target-pool POOL)") == \
         (inactive.status, inactive.reason)
     slashed = with_pools(pool("p", IMAGES + "/"), pool("none", None))
     assert PASS == check_storage(facts(destination_caps=slashed, disks=[view(a)])).status
@@ -270,7 +272,8 @@ def test_two_disks_in_one_pool_directory_are_named_together():
     result = check_storage(facts(destination_caps=with_pools(), disks=[view(a), view(b)]))
     assert result.reason == (f"h2 has no active storage pool at {IMAGES} for {IMAGES}/a.qcow2, "
                              f"{IMAGES}/b.qcow2: define and start one there (virsh "
-                             f"pool-define-as NAME dir --target {IMAGES})")
+                             f"pool-define-as NAME dir --target {IMAGES}), or copy into another pool "
+                             "(--target-pool POOL)")
 
 
 def test_the_roomiest_active_pool_at_the_directory_counts():

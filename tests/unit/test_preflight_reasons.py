@@ -117,7 +117,8 @@ def test_a_disk_whose_directory_has_no_pool_there():
     caps = caps_with(pools=[StoragePool(name="default", type="dir", target_path="/other",
                                         active=True, available_bytes=100 * GIB)])
     assert (FAIL, f"h2 has no active storage pool at {IMAGES} for {IMAGES}/vm1.qcow2: define "
-            f"and start one there (virsh pool-define-as NAME dir --target {IMAGES})") == said(
+            f"and start one there (virsh pool-define-as NAME dir --target {IMAGES}), or copy into "
+            "another pool (--target-pool POOL)") == said(
         check_storage(facts(caps=caps)))
 
 
