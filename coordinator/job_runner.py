@@ -183,9 +183,16 @@ class JobRunner(Generic[RecordT, FinishedT]):
         abort_sent_at: float | None = None
         limit_s = self._completion_timeout_s()
         deadline = None if limit_s is None else time.monotonic() + limit_s
+        next_probe = 0.0
         while self._finished is None:
             await self._wait_for_wake()
             await self._on_wake()
+            if abort_sent_at is None and pump.silent_for() > timeouts.SOURCE_QUIET_PROBE \
+                    and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + timeouts.SOURCE_QUIET_PROBE
+                if await self._agent_forgot_job():
+                    raise BatonError(ErrorCode.TIMEOUT, "the source agent answers but no longer "
+                                     "runs the job (it restarted): its report is lost")
             if deadline is not None and time.monotonic() >= deadline and limit_s is not None \
                     and self._abort_reason is None and self.tracker.phase == Phase.MIGRATING:
                 self._timed_out = timed_out(self.KIND, limit_s, pump.latest)
@@ -197,6 +204,11 @@ class JobRunner(Generic[RecordT, FinishedT]):
                 abort_sent_at = time.monotonic()
             raise_if_late(abort_sent_at, pump.silent_for(), self._finished is None)
         return self._finished
+
+    async def _agent_forgot_job(self) -> bool:
+        """Asked once the agent has been quiet a while: True when it answers that it does not
+        run the job (restarted), so its outcome will never come. Default: cannot tell."""
+        return False
 
     async def _wait_for_wake(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -160,6 +160,19 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
                 raise BatonError(silence.code, f"{silence.message}; {decision.reason}") from None
             await asyncio.sleep(timeouts.CONFIRM_POLL)
 
+    async def _agent_forgot_job(self) -> bool:
+        """The source's agent answers, runs no such migration, and its outcome did not arrive
+        meanwhile (the report it published before forgetting a finished job wins)."""
+        asked = MigrationStatusRequest(migration_id=self.record.migration_id, vm=self.record.vm)
+        try:
+            status = await self._agents.migration_status(self.record.source, asked)
+        except BatonError:
+            return False  # not answering: the silence limit decides
+        if status.running_here:
+            return False
+        await asyncio.sleep(timeouts.CONFIRM_POLL)  # an outcome published just before it
+        return self._finished is None
+
     async def _stop_agent_job(self) -> None:
         """Ask the source to abort; wait for its outcome, or for both hosts' libvirt to show the
         job gone (the outcome may never come: a start that timed out, an agent restarted)."""

@@ -43,6 +43,9 @@ COORDINATOR_STORAGE_MOVE: Final = 60.0  # a dry run answers with the whole check
 
 # --- coordinator's own deadlines (seconds) -------------------------------------------------------
 SOURCE_SILENCE_LIMIT: Final = 60.0  # no progress or outcome from the source agent: give up
+# A source agent quiet this long is asked whether it still runs the job: one that restarted
+# says no, and the outcome is read from libvirt's facts at once rather than after the limit.
+SOURCE_QUIET_PROBE: Final = 5.0
 FACTS_SETTLE: Final = 120.0  # a silent source: wait this long for libvirt's job to end
 ABORT_SETTLE: Final = 30.0  # after asking the source to abort, wait this long for its outcome
 CONFIRM_WINDOW: Final = 15.0  # completion: keep re-asking both agents this long

@@ -166,6 +166,7 @@ class Agent(FakeAgent):
                      "fail_then_hide": self._fail_then_hide,
                      "resume_paused": self._resume_paused,
                      "land_then_die": self._land_then_die,
+                     "land_then_restart": self._land_then_die,  # running no job, never reporting
                      "land_late_then_die": self._land_late_then_die}
         error = await scenarios[self.plan](request)
         await self._emit(request.migration_id, MigrationEvent.SOURCE_FINISHED, SourceFinished(
@@ -546,6 +547,32 @@ async def test_a_source_that_dies_before_the_guest_lands_is_waited_for_and_finis
     assert completing.reason in ("guest resumed on the destination",
                                  "the source agent fell silent; vm1 runs on h2 only: the move "
                                  "happened")
+
+
+async def test_a_source_agent_that_restarted_is_settled_from_the_facts_without_waiting_out_the_silence(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    """A restarted agent answers, but runs no such migration: its report will never come."""
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 3600)  # never reached here
+    monkeypatch.setattr(timeouts, "SOURCE_QUIET_PROBE", 0.3)
+    mesh["h1"].plan, mesh["h1"].source_after = "land_then_restart", None
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)  # within 10 s, not the silence limit
+    assert (Phase.SUCCEEDED, None, None) == (record.phase, record.error, record.result)
+    assert [[DISK]] == [c.delete_paths for c in cleanups(mesh, "h1")]
+    assert mesh["h1"].asked(A.MIGRATION_STATUS)
+
+
+async def test_a_quiet_source_agent_that_still_runs_the_job_is_waited_for(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 3600)
+    monkeypatch.setattr(timeouts, "SOURCE_QUIET_PROBE", 0.3)
+    mesh["h1"].script = Script(silence_s=2.0)  # quiet, but it answers that the job runs
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, 42) == (record.phase, record.result.downtime_ms)  # its own report
+    assert [] == [e for e in watcher.phases if e.migration_id == accepted.migration_id
+                  and "fell silent" in (e.reason or "")]
+    assert len(mesh["h1"].asked(A.MIGRATION_STATUS)) >= 1  # it was asked while quiet
 
 
 async def test_a_silent_source_whose_facts_cannot_be_read_fails_saying_so(
