@@ -13,6 +13,12 @@ counts everyone). :class:`Admission` keeps the running and waiting tickets of th
 and wakes the waiting runners when a slot frees. Disk moves between pools of one host are not
 counted. Migrations a restarted coordinator settles from libvirt's facts (coordinator/takeover.py)
 do not hold slots: they only finish what was already running.
+
+Bandwidth budget (``host_bandwidth_mib_s``): each host's migration traffic, out and in together,
+is held to the budget by :func:`shares` (pure): a running migration gets an equal share of the
+budget of each of its two hosts (split among the migrations touching that host), the smaller
+of the two, and never more than its own cap. Each change of the running set re-shares, and
+:class:`Admission` tells every runner whose share changed (it sets the cap on libvirt's job).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_OUTBOUND = 2
 DEFAULT_INBOUND = 2
@@ -32,9 +38,11 @@ class Limits:
     outbound: int = DEFAULT_OUTBOUND  # migrations leaving one host
     inbound: int = DEFAULT_INBOUND  # migrations arriving at one host
     total: int = DEFAULT_TOTAL  # migrations in the cluster
+    host_bandwidth_mib_s: int | None = None  # each host's budget, shared by its migrations
 
     def __post_init__(self) -> None:
-        if min(self.outbound, self.inbound, self.total) < 1:
+        budget = self.host_bandwidth_mib_s
+        if min(self.outbound, self.inbound, self.total) < 1 or (budget is not None and budget < 1):
             raise ValueError(f"every migration limit must be at least 1: {self}")
 
 
@@ -46,6 +54,27 @@ class Ticket:
     order: int = 0  # arrival: lower goes first
     group: str | None = None  # a drain: at most ``group_limit`` of its migrations at once
     group_limit: int | None = None
+    cap_mib_s: int | None = None  # the migration's own cap (--bandwidth); None: uncapped
+
+
+def shares(running: Iterable[Ticket], budget_mib_s: int | None) -> dict[str, int | None]:
+    """Each running migration's cap: its own, or under a budget an equal share of each of its
+    hosts' budget (split among the migrations touching that host), whichever is smallest."""
+    running = list(running)
+    touching: dict[str, int] = {}
+    for ticket in running:
+        for host in {ticket.source, ticket.destination}:
+            touching[host] = touching.get(host, 0) + 1
+    caps: dict[str, int | None] = {}
+    for ticket in running:
+        if budget_mib_s is None:
+            caps[ticket.migration_id] = ticket.cap_mib_s
+            continue
+        crowd = max(touching[ticket.source], touching[ticket.destination])
+        share = max(1, budget_mib_s // crowd)
+        caps[ticket.migration_id] = share if ticket.cap_mib_s is None \
+            else min(share, ticket.cap_mib_s)
+    return caps
 
 
 def admissible(waiting: Iterable[Ticket], running: Iterable[Ticket],
@@ -119,17 +148,23 @@ class Admission:
     _waiting: dict[str, tuple[Ticket, Callable[[], None]]] = field(default_factory=dict)
     _arrivals: itertools.count[int] = field(default_factory=itertools.count)
     _closed: bool = False  # shutting down: nothing more starts; the queue waits for the next
+    _caps: dict[str, int | None] = field(default_factory=dict)  # the running ones', as shared
+    _on_cap: dict[str, Callable[[int | None], None]] = field(default_factory=dict)
 
     def close(self) -> None:
         self._closed = True
 
     def ticket(self, migration_id: str, source: str, destination: str,
-               group: str | None = None, group_limit: int | None = None) -> Ticket:
-        return Ticket(migration_id, source, destination, next(self._arrivals), group, group_limit)
+               group: str | None = None, group_limit: int | None = None,
+               cap_mib_s: int | None = None) -> Ticket:
+        return Ticket(migration_id, source, destination, next(self._arrivals), group, group_limit,
+                      cap_mib_s)
 
-    def try_admit(self, ticket: Ticket, wake: Callable[[], None]) -> bool:
+    def try_admit(self, ticket: Ticket, wake: Callable[[], None],
+                  on_cap: Callable[[int | None], None] | None = None) -> bool:
         """Admit ``ticket`` if the rule lets it start now; else (re)register it as waiting, to
-        be woken by ``wake`` when a slot frees."""
+        be woken by ``wake`` when a slot frees. Once admitted, ``on_cap`` hears each change of
+        its cap under the bandwidth budget (not the one its admission itself sets: see cap)."""
         waiting = [t for t, _ in self._waiting.values()]
         if ticket.migration_id not in self._waiting:
             waiting.append(ticket)
@@ -137,6 +172,9 @@ class Admission:
                                                      self.limits):
             self._waiting.pop(ticket.migration_id, None)
             self._running[ticket.migration_id] = ticket
+            self._reshare()
+            if on_cap is not None:
+                self._on_cap[ticket.migration_id] = on_cap
             return True
         self._waiting[ticket.migration_id] = (ticket, wake)
         return False
@@ -150,9 +188,39 @@ class Admission:
         """A migration ended (or stopped waiting): free its slot and wake every waiting one."""
         freed = self._running.pop(migration_id, None) is not None
         self._waiting.pop(migration_id, None)
+        self._on_cap.pop(migration_id, None)
         if freed:
+            self._reshare()
             for _, wake in list(self._waiting.values()):
                 wake()
+
+    def cap(self, migration_id: str) -> int | None:
+        """A running migration's cap now: its own, or its share of the budget if smaller."""
+        return self._caps.get(migration_id)
+
+    def share(self, migration_id: str) -> int | None:
+        """A running migration's share of the budget whatever its own cap (None: no budget)."""
+        ticket = self._running.get(migration_id)
+        if ticket is None or self.limits.host_bandwidth_mib_s is None:
+            return None
+        return shares([*[t for t in self._running.values() if t is not ticket],
+                       replace(ticket, cap_mib_s=None)],
+                      self.limits.host_bandwidth_mib_s)[migration_id]
+
+    def set_own_cap(self, migration_id: str, cap_mib_s: int) -> None:
+        """The operator changed a running migration's cap: every share is worked out again."""
+        ticket = self._running.get(migration_id)
+        if ticket is not None:
+            self._running[migration_id] = replace(ticket, cap_mib_s=cap_mib_s)
+            self._reshare()
+
+    def _reshare(self) -> None:
+        before, self._caps = self._caps, shares(self._running.values(),
+                                                self.limits.host_bandwidth_mib_s)
+        for migration_id, cap in self._caps.items():
+            if migration_id in before and before[migration_id] != cap \
+                    and migration_id in self._on_cap:
+                self._on_cap[migration_id](cap)
 
     @contextlib.asynccontextmanager
     async def held(self, migration_id: str) -> AsyncIterator[None]:

@@ -99,6 +99,11 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         parser.add_argument(flag, type=int, metavar="N", default=os.environ.get(env, default),
                             help=f"migrations at once {what}; more wait in phase queued, in "
                             f"order (env {env}; default: %(default)s)")
+    parser.add_argument("--host-bandwidth", type=int, metavar="MIB_S",
+                        default=os.environ.get("BATON_HOST_BANDWIDTH"),
+                        help="each host's migration budget in MiB/s, out and in together: the "
+                        "migrations touching a host share it equally, and their caps change as "
+                        "migrations come and go (env BATON_HOST_BANDWIDTH; default: no budget)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
                         help="JSON log lines (default: when stderr is not a terminal)")
@@ -111,6 +116,8 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
         parser.error("--grace must not be negative")
     if min(args.max_outbound, args.max_inbound, args.max_migrations) < 1:
         parser.error("--max-outbound, --max-inbound and --max-migrations must be at least 1")
+    if args.host_bandwidth is not None and args.host_bandwidth < 1:
+        parser.error("--host-bandwidth must be at least 1 MiB/s")
     if not 1 <= args.kv_replicas <= 5:
         parser.error("--kv-replicas must be 1 to 5 (JetStream's limit), at most the cluster's "
                      "node count")
@@ -119,7 +126,8 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
                                nats_ca=args.nats_ca, store=args.store,
                                kv_replicas=args.kv_replicas,
                                limits=Limits(outbound=args.max_outbound, inbound=args.max_inbound,
-                                             total=args.max_migrations))
+                                             total=args.max_migrations,
+                                             host_bandwidth_mib_s=args.host_bandwidth))
     return config, args
 
 

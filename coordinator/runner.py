@@ -67,14 +67,49 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         self._created_paths: list[str] = []
         self._touched = False  # the destination was asked to prepare or the source to start
         self._job_ended = False  # both hosts' libvirt showed no job of the VM any more
+        self._cap = record.bandwidth_mib_s  # what libvirt's job should run at (budget applied)
+        self._applied_cap: int | None = None  # what the source was last told
 
     async def set_bandwidth(self, mib_s: int) -> MigrationRecord:
         if self.tracker.phase in TERMINAL:
             raise BatonError(ErrorCode.CONFLICT, f"migration already {self.tracker.phase}")
+        admission = self._deps.admission
+        share = None if admission is None else admission.share(self.record.migration_id)
+        cap = mib_s if share is None else min(mib_s, share)  # the budget may hold it lower
         if self._started:
-            await self._agents.speed(self.record.source, SpeedRequest(
-                migration_id=self.record.migration_id, vm=self.record.vm, bandwidth_mib_s=mib_s))
-        return self.tracker.update(bandwidth_mib_s=mib_s)
+            applied, self._applied_cap = self._applied_cap, cap  # not sent twice by a wake
+            try:
+                await self._tell_source(cap)
+            except BatonError:
+                self._applied_cap = applied
+                raise
+        if admission is not None:
+            admission.set_own_cap(self.record.migration_id, mib_s)
+        self._cap = cap
+        return self.tracker.update(bandwidth_mib_s=mib_s, budget_mib_s=_held(cap, mib_s))
+
+    def _cap_changed(self, cap: int | None) -> None:
+        """The bandwidth budget's share changed (another migration came or went)."""
+        self._cap = cap
+        self._wake.set()
+
+    async def _apply_budget(self) -> None:
+        if not self._started or self._cap is None or self._cap == self._applied_cap \
+                or self.tracker.phase != Phase.MIGRATING:
+            return
+        cap = self._cap
+        try:
+            await self._tell_source(cap)
+        except BatonError as exc:  # tried again at the next wake
+            log.warning("budget_cap_not_applied", cap_mib_s=cap, error=str(exc))
+            return
+        log.info("budget_cap_applied", cap_mib_s=cap)
+        self.tracker.update(budget_mib_s=_held(cap, self.record.bandwidth_mib_s))
+
+    async def _tell_source(self, cap: int) -> None:
+        await self._agents.speed(self.record.source, SpeedRequest(
+            migration_id=self.record.migration_id, vm=self.record.vm, bandwidth_mib_s=cap))
+        self._applied_cap = cap
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -106,13 +141,17 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         drain = record.drain
         ticket = admission.ticket(record.migration_id, record.source, record.destination,
                                   None if drain is None else drain.drain_id,
-                                  None if drain is None else drain.parallel)
-        while not admission.try_admit(ticket, self._wake.set):
+                                  None if drain is None else drain.parallel,
+                                  record.bandwidth_mib_s)
+        while not admission.try_admit(ticket, self._wake.set, self._cap_changed):
             if self.tracker.phase != Phase.QUEUED:
                 await self.tracker.transition(
                     Phase.QUEUED, f"waiting for a slot: {admission.why_waiting(ticket)}")
             self._raise_if_aborted()
             await self._wait_for_wake()
+        if record.bandwidth_mib_s != ticket.cap_mib_s and record.bandwidth_mib_s is not None:
+            admission.set_own_cap(record.migration_id, record.bandwidth_mib_s)  # changed queued
+        self._cap = admission.cap(record.migration_id)
         self._raise_if_aborted()
 
     async def _run(self) -> None:
@@ -230,7 +269,10 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         assert self._plan is not None  # made before preparing
         self._touched = True
         request = planning.start_request(self.record.migration_id, self.record.request,
-                                         self._plan, self.record.bandwidth_mib_s)
+                                         self._plan, self._cap)
+        self._applied_cap = self._cap
+        if self._cap is not None:
+            self.tracker.update(budget_mib_s=_held(self._cap, self.record.bandwidth_mib_s))
         try:
             await self._agents.start(self.record.source, request)
         except BatonError as exc:
@@ -242,6 +284,7 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
     async def _on_wake(self) -> None:
         if self.tracker.phase != Phase.MIGRATING:
             return
+        await self._apply_budget()
         if self._switchover_seen:
             await self.tracker.transition(Phase.COMPLETING, "guest resumed on the destination")
         elif self.record.postcopy:  # its resume event says "post-copy", not "migrated"
@@ -400,6 +443,11 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
             self.tracker.update(switchover_at=event.at)
             log.info("switchover", at=event.at.isoformat())
             self._wake.set()
+
+
+def _held(cap: int, asked: int | None) -> int | None:
+    """The budget's cap when it holds the migration below what was asked, else None."""
+    return cap if asked is None or cap < asked else None
 
 
 def new_record(migration_id: str, request: MigrateRequest, source: str,

@@ -268,7 +268,10 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     created_at: datetime
     updated_at: datetime
     checks: list[CheckResult] = []
-    bandwidth_mib_s: int | None = None  # the cap in force now
+    bandwidth_mib_s: int | None = None  # the cap asked for (--bandwidth, baton bandwidth)
+    # The cap libvirt's job runs at when the hosts' bandwidth budget holds it below
+    # bandwidth_mib_s (its share, coordinator/admission.py); None: it runs at bandwidth_mib_s.
+    budget_mib_s: int | None = None
     switchover_at: datetime | None = None  # when the destination resumed the guest
     result: JobStats | None = None  # the completed job's figures from the source
     error: ErrorReply | None = None

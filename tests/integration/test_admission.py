@@ -18,6 +18,7 @@ from baton.schemas.codec import decode_any, encode
 from baton.schemas.errors import ErrorReply
 from baton.schemas.migration import (
     AbortRequest,
+    BandwidthRequest,
     MigrateAccepted,
     MigrateRequest,
     MigrationRecord,
@@ -63,10 +64,10 @@ async def js_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
         yield server
 
 
-async def start_coordinator(url: str, store: str = "memory",
+async def start_coordinator(url: str, store: str = "memory", limits: Limits = ONE_AT_A_TIME,
                             ) -> tuple[asyncio.Event, asyncio.Task[None], Coordinator]:
     config = CoordinatorConfig(nats_url=url, grace_s=0.2, rollback_s=5, store=store,
-                               limits=ONE_AT_A_TIME)
+                               limits=limits)
     stop = asyncio.Event()
     started: asyncio.Future[Coordinator] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_coordinator(config, stop, started))
@@ -172,3 +173,47 @@ async def test_a_queued_migration_waits_again_after_a_coordinator_restart_and_th
     assert [Phase.PENDING, Phase.QUEUED, Phase.CHECKING, Phase.PREPARING, Phase.MIGRATING,
             Phase.COMPLETING, Phase.SUCCEEDED] == phases.of(second)
     assert "vmb" in mesh["h2"].domains and "vma" in mesh["h1"].domains
+
+
+async def test_migrations_sharing_a_host_share_its_bandwidth_budget_and_get_it_back(nats_server):
+    mesh = three_vms_on_h1()
+    phases = Phases()
+    async with mesh.serving(nats_server.url):
+        nc = await nats.connect(nats_server.url)
+        await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+        stop, task, _ = await start_coordinator(
+            nats_server.url, limits=Limits(host_bandwidth_mib_s=60))
+        try:
+            mesh["h1"].script = Script(outcome="hang")
+            first = await migrate(nc, "vma")
+            await phases.until(first, Phase.MIGRATING)
+            second = await migrate(nc, "vmb")
+            await phases.until(second, Phase.MIGRATING)
+            starts = {r.vm: r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_START)}
+            assert {"vma": 60, "vmb": 30} == starts  # alone, then beside the first
+            await until_speed(mesh, "vma", 30)  # the first's cap came down to its share
+            raised = await nc.request(S.coordinator(C.BANDWIDTH), encode(BandwidthRequest(
+                migration_id=first, bandwidth_mib_s=100)), timeout=15)
+            record = decode_any(raised.data, MigrationRecord)
+            assert (100, 30) == (record.bandwidth_mib_s, record.budget_mib_s)  # asked, held
+            await until_speed(mesh, "vma", 30)
+            stopped = await abort(nc, second)
+            assert isinstance(stopped, MigrationRecord) and 30 == stopped.budget_mib_s
+            await until_speed(mesh, "vma", 60)  # and went back up once it was alone again
+            stopped = await abort(nc, first)
+            assert isinstance(stopped, MigrationRecord)
+            assert (100, 60) == (stopped.bandwidth_mib_s, stopped.budget_mib_s)
+        finally:
+            stop.set()
+            await task
+            await nc.drain()
+
+
+async def until_speed(mesh: Mesh, vm: str, mib_s: int, within_s: float = 10) -> None:
+    """The source agent was last asked to run ``vm``'s migration at ``mib_s``."""
+    async with asyncio.timeout(within_s):
+        while True:  # polling the fact, with a deadline
+            asked = [r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_SPEED) if r.vm == vm]
+            if asked[-1:] == [mib_s]:
+                return
+            await asyncio.sleep(0.05)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from baton.coordinator.admission import Admission, Limits, Ticket, admissible, why_waiting
+from baton.coordinator.admission import (
+    Admission,
+    Limits,
+    Ticket,
+    admissible,
+    shares,
+    why_waiting,
+)
 
 KUBEVIRT = Limits()  # 2 out, 2 in, 5 in the cluster
 
@@ -114,3 +121,53 @@ def test_two_running_migrations_of_a_drain_fill_its_parallel_2():
     running = [Ticket("r1", "h1", "h2", 0, "d1", 2), Ticket("r3", "h3", "h4", 0, "d1", 2)]
     waiting = [Ticket("a", "h5", "h6", 1, "d1", 2), Ticket("b", "h7", "h8", 2)]
     assert ["b"] == names(admissible(waiting, running, KUBEVIRT))
+
+
+# --- the bandwidth budget ------------------------------------------------------------------------
+
+
+def capped(name: str, source: str, destination: str, cap: int | None = None) -> Ticket:
+    return Ticket(name, source, destination, cap_mib_s=cap)
+
+
+@pytest.mark.parametrize(("running", "budget", "caps"), [
+    ([capped("a", "h1", "h2", 30)], None, {"a": 30}),
+    ([capped("a", "h1", "h2")], None, {"a": None}),
+    ([capped("a", "h1", "h2")], 100, {"a": 100}),
+    ([capped("a", "h1", "h2", 30)], 100, {"a": 30}),
+    # two leave h1: each gets half of h1's budget
+    ([capped("a", "h1", "h2"), capped("b", "h1", "h3")], 100, {"a": 50, "b": 50}),
+    # in and out of a host share its budget; the busiest of a migration's two hosts decides
+    ([capped("a", "h1", "h2"), capped("b", "h3", "h2"), capped("c", "h2", "h4")], 90,
+     {"a": 30, "b": 30, "c": 30}),
+    ([capped("a", "h1", "h2"), capped("b", "h1", "h3"), capped("c", "h4", "h5")], 100,
+     {"a": 50, "b": 50, "c": 100}),
+    # a share is never below 1 MiB/s, and never above the migration's own cap
+    ([capped(f"m{i}", "h1", f"d{i}") for i in range(3)], 2, {"m0": 1, "m1": 1, "m2": 1}),
+    ([capped("a", "h1", "h2", 10), capped("b", "h1", "h3")], 100, {"a": 10, "b": 50}),
+], ids=["own-cap", "uncapped", "alone", "own-cap-below-budget", "two-out", "in-and-out",
+        "other-hosts", "at-least-1", "own-cap-wins"])
+def test_each_running_migration_gets_its_share_of_its_hosts_budget(running, budget, caps):
+    assert caps == shares(running, budget)
+
+
+def test_the_runners_hear_their_new_share_as_migrations_come_and_go():
+    admission = Admission(Limits(host_bandwidth_mib_s=100))
+    heard: list[tuple[str, int | None]] = []
+    first = admission.ticket("a", "h1", "h2")
+    assert admission.try_admit(first, lambda: None, lambda cap: heard.append(("a", cap)))
+    assert (100, []) == (admission.cap("a"), heard)  # its own admission: read with cap()
+    second = admission.ticket("b", "h1", "h3", cap_mib_s=80)
+    assert admission.try_admit(second, lambda: None, lambda cap: heard.append(("b", cap)))
+    assert ([("a", 50)], 50) == (heard, admission.cap("b"))
+    admission.set_own_cap("b", 20)
+    assert ([("a", 50), ("b", 20)], 20, 50) == (heard, admission.cap("b"), admission.share("b"))
+    admission.leave("a")
+    assert ([("a", 50), ("b", 20)], None) == (heard, admission.cap("a"))
+    admission.set_own_cap("b", 200)
+    assert ([("a", 50), ("b", 20), ("b", 100)], 100) == (heard, admission.cap("b"))
+
+
+def test_a_budget_below_one_is_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        Limits(host_bandwidth_mib_s=0)
