@@ -16,11 +16,13 @@ from datetime import datetime
 
 import structlog
 
-from baton.agent import AGENT_VERSION, hostfacts, ownership, storage_probe
+from baton.agent import AGENT_VERSION, cpu_baseline, hostfacts, ownership, storage_probe
 from baton.agent.hypervisor import Hypervisor
 from baton.schemas.agent import (
     AgentStatus,
     CapsRequest,
+    CpuBaselineReply,
+    CpuBaselineRequest,
     CpuCompareReply,
     CpuCompareRequest,
     CpuCompatibility,
@@ -100,6 +102,9 @@ class AgentCore:
         return CpuCompareReply(host_id=self.host_id, result=verdict.result,
                                runnable=verdict.result != CpuCompatibility.INCOMPATIBLE,
                                reason=verdict.reason)
+
+    async def cpu_baseline(self, request: CpuBaselineRequest) -> CpuBaselineReply:
+        return await cpu_baseline.baseline_reply(self._hv, self.host_id, request)
 
     async def _guest_cpu(self, request: CpuCompareRequest) -> tuple[str | None, str | None]:
         if request.cpu_xml is not None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from baton.agent.migration_plan import MigrationPlan
 from baton.schemas.agent import (
+    BaselineApi,
     CpuCompatibility,
     CpuInfo,
     DomainInfo,
@@ -55,6 +56,14 @@ class CpuVerdict:
 
 
 @dataclass(frozen=True)
+class BaselineResult:
+    """libvirt's baseline of some CPUs, every feature listed (``EXPAND_FEATURES``)."""
+
+    cpu_xml: str  # a guest <cpu> definition
+    api: BaselineApi  # which libvirt call computed it
+
+
+@dataclass(frozen=True)
 class GuestCpu:
     """A domain's migratable CPU definition (None: the domain uses the hypervisor's default)."""
 
@@ -84,6 +93,12 @@ class Hypervisor(Protocol):
         """The definition a migration sends (running, or with ``inactive`` the persistent one)."""
 
     async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict: ...
+
+    async def baseline_cpu(self, cpu_xmls: list[str]) -> BaselineResult:
+        """The most capable CPU all of ``cpu_xmls`` (host-style ``<cpu>``s with ``<arch>``) can
+        provide, features expanded: ``baselineHypervisorCPU``, or ``baselineCPU`` on a driver
+        without it; ``hypervisor`` when libvirt refuses the CPUs (no or unknown model, vendors
+        that differ)."""
 
     async def running_domain_count(self) -> int: ...
 

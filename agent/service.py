@@ -24,6 +24,7 @@ from baton.mesh.rpc import typed_handler
 from baton.schemas import PROTOCOL_VERSION
 from baton.schemas.agent import (
     CapsRequest,
+    CpuBaselineRequest,
     CpuCompareRequest,
     DomainInfo,
     DomainsReply,
@@ -88,6 +89,7 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
     routes: list[tuple[AgentEndpoint, type[Any], Callable[[Any], Awaitable[Any]]]] = [
         (AgentEndpoint.CAPS, CapsRequest, core.caps),
         (AgentEndpoint.CPU_COMPARE, CpuCompareRequest, core.cpu_compare),
+        (AgentEndpoint.CPU_BASELINE, CpuBaselineRequest, core.cpu_baseline),
         (AgentEndpoint.STORAGE_PROBE, StorageProbeRequest, core.storage_probe),
         (AgentEndpoint.DOMAINS, DomainsRequest, core.domains),
         (AgentEndpoint.STATUS, StatusRequest, core.status),

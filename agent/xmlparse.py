@@ -33,6 +33,7 @@ def host_cpu(capabilities_xml: str) -> CpuInfo:
         vendor=cpu.findtext("vendor", "unknown"),
         model=cpu.findtext("model", "unknown"),
         features=features,
+        xml=ET.tostring(cpu, encoding="unicode").strip(),
     )
 
 

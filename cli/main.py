@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import click
 from nats.aio.client import Client
 
+from baton.cli import baseline as cli_baseline
 from baton.cli import drain as cli_drain
 from baton.cli import migrate as cli_migrate
 from baton.cli import render as cli_render
@@ -57,24 +58,38 @@ def main() -> None:
 
 
 @cli.command(epilog=EPILOG)
+@click.option("--baseline", is_flag=True,
+              help="Show the hosts' CPU baseline and which guests' CPUs it can run.")
 @common_options
-def hosts(nats_url: str, prefix: str, output: str) -> None:
+def hosts(baseline: bool, nats_url: str, prefix: str, output: str) -> None:
     """List the live agents and their hosts.
 
     Asks every baton-agent on NATS for its service info, then each one for its
     status, and shows host id, CPU model, libvirt and QEMU versions, whether the
     agent holds a libvirt connection, and the age of its last heartbeat.
 
+    With --baseline, shows the cluster's CPU baseline instead: the most capable
+    CPU every host can provide, as libvirt computes it (baselineHypervisorCPU
+    over the hosts' CPUs, on the first host's agent), its model, vendor and
+    features, each host's CPU model, and for every VM on every host whether the
+    baseline can run its CPU, and why: runs, does not run (the features it
+    lacks), or not judged (host-passthrough, maximum and host-model CPUs have no
+    fixed definition to judge). A host that does not answer is named on stderr
+    and left out; the exit code is 0 whatever the verdicts.
+
     \b
     Examples:
       baton hosts
       baton hosts -o json | jq '.[].host_id'
       BATON_NATS=nats://10.0.0.1:4222 baton hosts
+      baton hosts --baseline
+      baton hosts --baseline -o json | jq '.baseline.model'
+      baton hosts --baseline -o json | jq -r '.vms[] | select(.fit != "runs") | .vm'
     """
-    run(Settings(nats_url, prefix, output), _hosts)
+    run(Settings(nats_url, prefix, output), lambda nc, s: _hosts(nc, s, baseline))
 
 
-async def _hosts(nc: Client, settings: Settings) -> None:
+async def _hosts(nc: Client, settings: Settings, baseline: bool = False) -> None:
     agents = await client.discover_agents(nc, prefix=settings.subjects.prefix)
     if not agents:
         raise BatonError(
@@ -82,6 +97,9 @@ async def _hosts(nc: Client, settings: Settings) -> None:
             f"no baton agents answer on NATS at {settings.nats_url} under prefix "
             f"'{settings.subjects.prefix}' (is baton-agent running on the hosts?)",
         )
+    if baseline:
+        await cli_baseline.show_baseline(nc, settings, sorted(a.host_id for a in agents))
+        return
     agents = await client.with_status(nc, agents, settings.subjects.prefix)
     now = datetime.now(UTC)
     records = [cli_render.host_record(agent, now) for agent in agents]

@@ -9,10 +9,18 @@ from typing import Annotated
 import msgspec
 
 from baton.schemas.base import HostId, Message, NonNegativeInt, VmName
-from baton.schemas.limits import CPU_XML_MAX, DOMAIN_NAMES_MAX, PATH_MAX, PROBE_PATHS_MAX
+from baton.schemas.limits import (
+    BASELINE_GUESTS_MAX,
+    BASELINE_HOSTS_MAX,
+    CPU_XML_MAX,
+    DOMAIN_NAMES_MAX,
+    PATH_MAX,
+    PROBE_PATHS_MAX,
+)
 
 AbsolutePath = Annotated[str, msgspec.Meta(pattern=r"^/", min_length=1, max_length=PATH_MAX)]
 ProbeToken = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+CpuXml = Annotated[str, msgspec.Meta(min_length=1, max_length=CPU_XML_MAX)]
 
 
 # --- caps -------------------------------------------------------------------------------------
@@ -29,6 +37,9 @@ class CpuInfo(Message, frozen=True, kw_only=True, tag="agent.cpu_info"):
     features: list[str] = []
     host_model: str | None = None  # what libvirt's host-model CPU expands to for guests
     usable_models: list[str] = []  # custom CPU models this host's hypervisor can run
+    # The host's <cpu> element of libvirt's capabilities, as cpu.baseline takes it (None from
+    # agents older than cpu.baseline).
+    xml: str | None = None
 
 
 class Versions(Message, frozen=True, kw_only=True, tag="agent.versions"):
@@ -106,6 +117,55 @@ class CpuCompareReply(Message, frozen=True, kw_only=True, tag="agent.cpu_compare
     result: CpuCompatibility
     runnable: bool
     reason: str
+
+
+# --- cpu.baseline -----------------------------------------------------------------------------
+
+
+class CpuBaselineRequest(Message, frozen=True, kw_only=True, tag="agent.cpu_baseline.request"):
+    """The baseline of ``host_cpus`` (each host's ``HostCaps.cpu.xml``), and whether it can run
+    each of ``guest_cpus`` (a domain's migratable ``<cpu>``, None for a domain without one),
+    answered in the same order."""
+
+    host_cpus: Annotated[list[CpuXml], msgspec.Meta(min_length=1, max_length=BASELINE_HOSTS_MAX)]
+    guest_cpus: Annotated[list[CpuXml | None], msgspec.Meta(max_length=BASELINE_GUESTS_MAX)] = []
+
+
+class BaselineApi(StrEnum):
+    # virConnectBaselineHypervisorCPU: what the answering host's hypervisor can provide
+    HYPERVISOR = "hypervisor"
+    # virConnectBaselineCPU: libvirt's CPU map only, for drivers without the former
+    CPU_MAP = "cpu_map"
+
+
+class BaselineCpu(Message, frozen=True, kw_only=True, tag="agent.baseline_cpu"):
+    """The most capable CPU every host can provide, its features expanded by libvirt."""
+
+    model: str
+    vendor: str | None = None
+    features: list[str] = []  # every feature it requires, the model's own included; sorted
+    xml: str  # libvirt's guest <cpu> definition of it
+
+
+class GuestCpuFit(StrEnum):
+    RUNS = "runs"  # the baseline provides every feature the guest CPU requires
+    DOES_NOT_RUN = "does_not_run"  # the baseline lacks a required feature, or the vendor differs
+    NOT_JUDGED = "not_judged"  # no fixed CPU to judge (host-passthrough, host-model, ...)
+
+
+class GuestCpuVerdict(Message, frozen=True, kw_only=True, tag="agent.guest_cpu_verdict"):
+    fit: GuestCpuFit
+    reason: str
+    mode: str | None = None  # the guest's <cpu mode>; None for a domain without a <cpu>
+    model: str | None = None
+    missing_features: list[str] = []  # required by the guest, absent from the baseline; sorted
+
+
+class CpuBaselineReply(Message, frozen=True, kw_only=True, tag="agent.cpu_baseline.reply"):
+    host_id: HostId  # whose libvirt computed it
+    computed_by: BaselineApi
+    baseline: BaselineCpu
+    guests: list[GuestCpuVerdict] = []  # one per request.guest_cpus, in its order
 
 
 # --- storage.probe ----------------------------------------------------------------------------

@@ -25,6 +25,8 @@ PUBLIC_MESSAGES: tuple[Any, ...] = (
     agent.HostCaps,
     agent.CpuCompareRequest,
     agent.CpuCompareReply,
+    agent.CpuBaselineRequest,
+    agent.CpuBaselineReply,
     agent.StorageProbeRequest,
     agent.StorageProbeReply,
     agent.DomainsRequest,

@@ -32,6 +32,11 @@ PROBE_PATHS_MAX: Final = 256
 DELETE_PATHS_MAX: Final = DISKS_MAX  # cleanup deletes at most one file per disk
 HOSTS_MAX: Final = 256  # hosts named in one request (a drain's destinations)
 DOMAIN_NAMES_MAX: Final = 256  # domains asked for by name at once; callers ask for one
+# cpu.baseline: one host CPU per host of the cluster, and the distinct guest CPU definitions of
+# its VMs (VMs sharing a definition send it once). NATS's 1 MiB max payload bounds a real
+# request well below these times CPU_XML_MAX; these bound the work one request may ask for.
+BASELINE_HOSTS_MAX: Final = HOSTS_MAX
+BASELINE_GUESTS_MAX: Final = 256
 
 # --- jobs pages -------------------------------------------------------------------------------
 JOBS_PAGE_DEFAULT: Final = 50  # a request without ``limit`` (old clients too) gets this many

@@ -47,7 +47,7 @@ class Role(StrEnum):
 
 # Agent endpoints that only read: an operator may call them, an agent may call a peer's.
 READ_ONLY_ENDPOINTS = (AgentEndpoint.CAPS, AgentEndpoint.DOMAINS, AgentEndpoint.STATUS,
-                       AgentEndpoint.CPU_COMPARE)
+                       AgentEndpoint.CPU_COMPARE, AgentEndpoint.CPU_BASELINE)
 # What an agent asks of its peers (see agent/service.py remote_domain_fetcher, migration.start).
 PEER_ENDPOINTS = (AgentEndpoint.CAPS, AgentEndpoint.DOMAINS)
 INBOX_ROOT = "_INBOX"

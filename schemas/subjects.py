@@ -33,6 +33,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 class AgentEndpoint(StrEnum):
     CAPS = "caps"  # host capabilities
     CPU_COMPARE = "cpu.compare"  # can this host run a guest CPU definition
+    CPU_BASELINE = "cpu.baseline"  # the hosts' CPU baseline, and which guest CPUs it runs
     STORAGE_PROBE = "storage.probe"  # path facts and the shared-storage token probe
     DOMAINS = "domains"  # the host's domains with disks and interfaces
     STATUS = "status"  # agent liveness, libvirt connection, last heartbeat

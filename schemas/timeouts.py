@@ -10,6 +10,7 @@ from typing import Final
 
 AGENT_CAPS: Final = 10.0
 AGENT_CPU_COMPARE: Final = 15.0
+AGENT_CPU_BASELINE: Final = 30.0  # one libvirt baseline, then one expansion per guest CPU
 AGENT_STORAGE_PROBE: Final = 10.0
 AGENT_DOMAINS: Final = 10.0
 AGENT_STATUS: Final = 3.0

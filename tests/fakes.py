@@ -5,6 +5,8 @@ tell (``tests/contract/test_hypervisor_contract.py`` runs both): an unknown doma
 ``not_found`` (except for ``remove_domain``, which answers False), ``domains(None)`` is sorted by
 name and a CPU definition is only given when asked for, every call while disconnected is
 ``unavailable``, and ``verdict=None`` plays a driver that cannot compare CPUs (``unsupported``).
+``baseline_cpu`` plays libvirt's baseline over a small CPU map (:data:`CPU_MODELS`): the common
+features, the richest model within them, every feature listed; the refusals are libvirt's.
 """
 
 from __future__ import annotations
@@ -15,9 +17,71 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from baton.agent.hypervisor import CpuVerdict, GuestCpu, HostFacts
-from baton.schemas.agent import CpuCompatibility, CpuInfo, DomainInfo, DomainState, Memory, Versions
+from baton.agent.hypervisor import BaselineResult, CpuVerdict, GuestCpu, HostFacts
+from baton.schemas.agent import (
+    BaselineApi,
+    CpuCompatibility,
+    CpuInfo,
+    DomainInfo,
+    DomainState,
+    Memory,
+    Versions,
+)
 from baton.schemas.errors import BatonError, ErrorCode
+
+_WESTMERE = frozenset({"apic", "cx8", "fpu", "lm", "nx", "sse", "sse2", "syscall", "aes", "sse4.2"})
+_HASWELL = _WESTMERE | {"avx", "avx2", "fma", "bmi1"}
+# A toy CPU map: (vendor, features) of each model, as libvirt's cpu_map names them.
+CPU_MODELS: dict[str, tuple[str | None, frozenset[str]]] = {
+    "qemu64": (None, frozenset({"apic", "cx8", "fpu", "lm", "nx", "sse", "sse2", "svm",
+                                "syscall"})),
+    "Westmere": ("Intel", _WESTMERE),
+    "Haswell-noTSX": ("Intel", _HASWELL),
+    "EPYC": ("AMD", _HASWELL | {"svm", "sha-ni", "sse4a"}),
+}
+
+
+def _hypervisor_error(message: str) -> BatonError:
+    return BatonError(ErrorCode.HYPERVISOR, f"computing a CPU baseline: {message}")
+
+
+def _host_cpu_features(cpu_xml: str) -> tuple[str | None, frozenset[str]]:
+    """(vendor given, every feature) of a host-style <cpu>, refused as libvirt refuses it."""
+    try:
+        root = ET.fromstring(cpu_xml)
+    except ET.ParseError as exc:
+        raise _hypervisor_error(f"(CPU_definition): {exc}") from None
+    if root.tag != "cpu" or not root.findtext("arch"):
+        raise _hypervisor_error("XML error: Missing CPU architecture")
+    model = root.findtext("model")
+    if not model:
+        raise _hypervisor_error("XML error: Missing CPU model name")
+    if model not in CPU_MODELS:
+        raise _hypervisor_error(f"internal error: Unknown CPU model {model}")
+    extra = {f.get("name", "") for f in root.findall("feature")} - {""}
+    return root.findtext("vendor"), CPU_MODELS[model][1] | extra
+
+
+def fake_baseline(cpu_xmls: list[str]) -> str:
+    """The baseline's guest <cpu>, features expanded, over :data:`CPU_MODELS`."""
+    if not cpu_xmls:
+        raise _hypervisor_error("invalid argument: no CPUs given")
+    cpus = [_host_cpu_features(xml) for xml in cpu_xmls]
+    vendors = {vendor for vendor, _ in cpus if vendor}
+    if len(vendors) > 1:
+        raise _hypervisor_error("operation failed: CPU vendors do not match")
+    common = frozenset.intersection(*(features for _, features in cpus))
+    fitting = [(len(f), name) for name, (v, f) in CPU_MODELS.items()
+               if f <= common and (v is None or not vendors or v in vendors)]
+    if not fitting:
+        raise _hypervisor_error("operation failed: no CPU model fits the CPUs' common features")
+    root = ET.Element("cpu", mode="custom", match="exact")
+    ET.SubElement(root, "model", fallback="forbid").text = max(fitting)[1]
+    for vendor in vendors:
+        ET.SubElement(root, "vendor").text = vendor
+    for name in sorted(common):
+        ET.SubElement(root, "feature", policy="require", name=name)
+    return ET.tostring(root, encoding="unicode")
 
 
 @dataclass
@@ -31,6 +95,7 @@ class FakeHypervisor:
     host_fact_reads: int = 0
     compared: list[tuple[str, str | None]] = field(default_factory=list)
     pool_refreshes: int = 0
+    baselined: list[list[str]] = field(default_factory=list)  # every baseline_cpu call's CPUs
 
     async def run(self) -> None:
         await asyncio.Event().wait()
@@ -87,6 +152,11 @@ class FakeHypervisor:
                              "supported by the connection driver")
         self.compared.append((cpu_xml, virt_type))
         return self.verdict
+
+    async def baseline_cpu(self, cpu_xmls: list[str]) -> BaselineResult:
+        self._require_connection()
+        self.baselined.append(cpu_xmls)
+        return BaselineResult(fake_baseline(cpu_xmls), BaselineApi.CPU_MAP)
 
     async def running_domain_count(self) -> int:
         self._require_connection()

@@ -7,7 +7,7 @@ part of the boundary:
   worker threads every call runs on, libvirt's event thread, and libvirtError -> BatonError.
   The threading and connection contracts are written there.
 - :mod:`.events`: domain events handed from libvirt's event thread to ``emit``.
-- :mod:`.host`: host facts and CPU comparison; :mod:`.domains`: domain facts and removal;
+- :mod:`.host`: host facts, CPU comparison and baseline; :mod:`.domains`: domain facts and removal;
   :mod:`.migrate`: migrateToURI3 and its job; :mod:`.blockjobs`: block copies for storage moves.
 """
 
@@ -16,7 +16,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
-from baton.agent.hypervisor import CpuVerdict, DirtyRate, EventSink, GuestCpu, HostFacts
+from baton.agent.hypervisor import (
+    BaselineResult,
+    CpuVerdict,
+    DirtyRate,
+    EventSink,
+    GuestCpu,
+    HostFacts,
+)
 from baton.agent.libvirt import blockjobs, dirtyrate, domains, host, migrate
 from baton.agent.libvirt.connection import Connection
 from baton.agent.libvirt.events import DomainEvents
@@ -72,6 +79,9 @@ class LibvirtHypervisor:
 
     async def compare_cpu(self, cpu_xml: str, virt_type: str | None) -> CpuVerdict:
         return await self._host.compare_cpu(self._connection, cpu_xml, virt_type)
+
+    async def baseline_cpu(self, cpu_xmls: list[str]) -> BaselineResult:
+        return await self._host.baseline_cpu(self._connection, cpu_xmls)
 
     async def running_domain_count(self) -> int:
         return await domains.running_count(self._connection)

@@ -15,10 +15,17 @@ import libvirt
 import msgspec
 
 from baton.agent import AGENT_VERSION, xmlparse
-from baton.agent.hypervisor import CpuVerdict, HostFacts
+from baton.agent.hypervisor import BaselineResult, CpuVerdict, HostFacts
 from baton.agent.libvirt import values as libvirt_values
 from baton.agent.libvirt.connection import Connection
-from baton.schemas.agent import CpuCompatibility, Memory, Network, StoragePool, Versions
+from baton.schemas.agent import (
+    BaselineApi,
+    CpuCompatibility,
+    Memory,
+    Network,
+    StoragePool,
+    Versions,
+)
 
 # hostname, CPU, versions, virt types, host UUID
 _Static = tuple[str, Any, Versions, list[str], str | None]
@@ -41,6 +48,10 @@ class HostReader:
                           virt_type: str | None) -> CpuVerdict:
         return await connection.call("comparing CPUs",
                                      lambda conn: self._compare_cpu(conn, cpu_xml, virt_type))
+
+    async def baseline_cpu(self, connection: Connection, cpu_xmls: list[str]) -> BaselineResult:
+        return await connection.call("computing a CPU baseline",
+                                     lambda conn: self._baseline_cpu(conn, cpu_xmls))
 
     # --- blocking readers (worker threads) ----------------------------------------------------
 
@@ -73,6 +84,22 @@ class HostReader:
                               "the host provides every CPU feature the guest needs")
         return CpuVerdict(CpuCompatibility.INCOMPATIBLE, _incompatibility_reason(conn, cpu.arch,
                                                                                   vtype, cpu_xml))
+
+
+    def _baseline_cpu(self, conn: libvirt.virConnect, cpu_xmls: list[str]) -> BaselineResult:
+        """baselineHypervisorCPU for this host's hypervisor (its preferred virt type); a driver
+        without it (libvirt's test driver, some others) gets the older baselineCPU, which knows
+        libvirt's CPU map but not what the hypervisor can provide, and the result says so."""
+        _, _, _, virt_types, _ = self._static_facts(conn)
+        vtype = virt_types[0] if virt_types else None
+        expand = libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+        try:
+            return BaselineResult(conn.baselineHypervisorCPU(None, None, None, vtype, cpu_xmls,
+                                                             expand), BaselineApi.HYPERVISOR)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+        return BaselineResult(conn.baselineCPU(cpu_xmls, expand), BaselineApi.CPU_MAP)
 
 
 async def refresh_pools(connection: Connection) -> None:

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from baton.mesh.rpc import MICRO_STATUS
 from baton.schemas.agent import (
     AgentStatus,
+    CpuBaselineReply,
     CpuCompareReply,
     DomainsReply,
     HostCaps,
@@ -32,7 +33,7 @@ from tests.contract.implementations import Implementation
 
 S = Subjects()
 REQUEST_TIMEOUT_S = 5.0
-AnyReply = (HostCaps | CpuCompareReply | StorageProbeReply | DomainsReply | AgentStatus
+AnyReply = (HostCaps | CpuCompareReply | CpuBaselineReply | StorageProbeReply | DomainsReply | AgentStatus
             | PrepareReply | StartReply | Ack | CleanupReply | MigrationStatus | AgentStorageMoveReply
             | ErrorReply)
 Request = Callable[[Implementation], Any]  # a request message, or a raw body (bytes)

@@ -18,6 +18,7 @@ MALFORMED = [b"{not json", b"[1, 2]", b"\xff\xfe", b'{"kind": "agent.no_such.req
 WRONGLY_TYPED = {
     A.CAPS: b'{"refresh": "yes"}',
     A.CPU_COMPARE: b'{"domain": 5}',
+    A.CPU_BASELINE: b'{"host_cpus": "<cpu/>"}',
     A.STORAGE_PROBE: b'{"paths": "/var/lib/libvirt/images"}',
     A.DOMAINS: b'{"names": "vm1"}',
     A.STATUS: b'{"kind": "agent.caps.request"}',  # another endpoint's request

@@ -1,6 +1,9 @@
 """The agent's read-only endpoints (caps, status, cpu.compare, storage.probe, domains): every
 implementation answers each request with the real agent's reply type, error code and facts.
 
+``cpu.baseline`` runs on libvirt's test driver with libvirt's CPU map (it has no
+baselineHypervisorCPU); the fakes play it over a few of libvirt's models, so the cases use those.
+
 Not covered: ``cpu.compare`` of a ``cpu_xml``: libvirt's test driver has no CPU comparison (the
 real agent answers ``unsupported`` there, while the fakes play a QEMU host that compares).
 """
@@ -13,6 +16,8 @@ import pytest
 from baton.schemas.agent import (
     AgentStatus,
     CapsRequest,
+    CpuBaselineReply,
+    CpuBaselineRequest,
     CpuCompareReply,
     CpuCompareRequest,
     DomainsReply,
@@ -25,7 +30,13 @@ from baton.schemas.agent import (
     TokenOp,
 )
 from baton.schemas.errors import ErrorCode
-from baton.schemas.limits import DOMAIN_NAMES_MAX, PROBE_PATHS_MAX
+from baton.schemas.limits import (
+    BASELINE_GUESTS_MAX,
+    BASELINE_HOSTS_MAX,
+    CPU_XML_MAX,
+    DOMAIN_NAMES_MAX,
+    PROBE_PATHS_MAX,
+)
 from baton.schemas.subjects import AgentEndpoint as A
 from tests.contract.cases import Case, answer, refuses, replies
 from tests.contract.implementations import MISSING_DIR, PEER
@@ -53,6 +64,22 @@ def names(reply: DomainsReply) -> list[str]:
 
 WRITTEN = (A.STORAGE_PROBE, lambda a: token(TokenAction.WRITE, a.disk("vm1")))
 CPU_OF = ("h1", True)  # (host_id, runnable)
+HASWELL = "<cpu><arch>x86_64</arch><model>Haswell-noTSX</model><vendor>Intel</vendor></cpu>"
+WESTMERE = "<cpu><arch>x86_64</arch><model>Westmere</model><vendor>Intel</vendor></cpu>"
+EPYC = "<cpu><arch>x86_64</arch><model>EPYC</model><vendor>AMD</vendor></cpu>"
+
+
+def guest(model: str) -> str:
+    return f"<cpu mode='custom' match='exact'><model fallback='forbid'>{model}</model></cpu>"
+
+
+def baseline(reply: CpuBaselineReply) -> tuple[str, str, str, list[str]]:
+    return (reply.host_id, reply.computed_by, reply.baseline.model,
+            [g.fit for g in reply.guests])
+
+
+def baseline_of(*cpus: str) -> bytes:
+    return msgspec.json.encode({"host_cpus": list(cpus)})
 
 CASES = [
     # --- caps and status ----------------------------------------------------------------------
@@ -87,6 +114,42 @@ CASES = [
     Case("cpu.compare-invalid-host-id", A.CPU_COMPARE,
          lambda a: b'{"domain": "vm1", "domain_host": "h.1"}', refuses(ErrorCode.BAD_REQUEST),
          canned=True),
+    # --- cpu.baseline: libvirt's baseline, then each guest CPU judged against it --------------
+    Case("cpu.baseline-two-hosts", A.CPU_BASELINE,
+         lambda a: CpuBaselineRequest(host_cpus=[HASWELL, WESTMERE], guest_cpus=[
+             guest("Haswell-noTSX"), None, guest("Westmere"), "<cpu mode='host-passthrough'/>",
+             guest("NoSuchModel")]),
+         replies(CpuBaselineReply, ("h1", "cpu_map", "Westmere",
+                                    ["does_not_run", "runs", "runs", "not_judged", "not_judged"])),
+         facts=baseline),
+    Case("cpu.baseline-no-guests", A.CPU_BASELINE,
+         lambda a: CpuBaselineRequest(host_cpus=[HASWELL]),
+         replies(CpuBaselineReply, ("h1", "cpu_map", "Haswell-noTSX", [])), facts=baseline),
+    Case("cpu.baseline-vendors-differ", A.CPU_BASELINE,
+         lambda a: CpuBaselineRequest(host_cpus=[WESTMERE, EPYC]), refuses(ErrorCode.HYPERVISOR)),
+    Case("cpu.baseline-host-cpu-without-model", A.CPU_BASELINE,
+         lambda a: CpuBaselineRequest(host_cpus=["<cpu><arch>x86_64</arch></cpu>"]),
+         refuses(ErrorCode.HYPERVISOR)),
+    Case("cpu.baseline-guest-cpu-not-xml", A.CPU_BASELINE,
+         lambda a: CpuBaselineRequest(host_cpus=[WESTMERE], guest_cpus=["<cpu"]),
+         refuses(ErrorCode.BAD_REQUEST)),
+    Case("cpu.baseline-guest-not-a-cpu", A.CPU_BASELINE,
+         lambda a: CpuBaselineRequest(host_cpus=[WESTMERE], guest_cpus=["<domain/>"]),
+         refuses(ErrorCode.BAD_REQUEST)),
+    Case("cpu.baseline-no-hosts", A.CPU_BASELINE, lambda a: baseline_of(),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
+    Case("cpu.baseline-empty-host-cpu", A.CPU_BASELINE, lambda a: baseline_of(""),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
+    Case("cpu.baseline-overlong-host-cpu", A.CPU_BASELINE,
+         lambda a: baseline_of("<cpu>" + " " * CPU_XML_MAX + "</cpu>"),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
+    Case("cpu.baseline-too-many-hosts", A.CPU_BASELINE,
+         lambda a: baseline_of(*[WESTMERE] * (BASELINE_HOSTS_MAX + 1)),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
+    Case("cpu.baseline-too-many-guests", A.CPU_BASELINE,
+         lambda a: msgspec.json.encode({"host_cpus": [WESTMERE],
+                                        "guest_cpus": [None] * (BASELINE_GUESTS_MAX + 1)}),
+         refuses(ErrorCode.BAD_REQUEST), canned=True),
     # --- storage.probe: paths ------------------------------------------------------------------
     Case("storage.probe-nothing", A.STORAGE_PROBE, lambda a: StorageProbeRequest(),
          replies(StorageProbeReply, ([], None)), facts=lambda r: (r.paths, r.token), canned=True),

@@ -2,7 +2,9 @@
 against the real ``LibvirtHypervisor`` on the test driver and against ``tests.fakes
 .FakeHypervisor`` set up as its twin: the same result shapes and the same BatonError codes.
 
-The twin holds the same domains and, like the test driver, cannot compare CPUs (``verdict=None``).
+The twin holds the same domains and, like the test driver, cannot compare CPUs (``verdict=None``);
+both compute a CPU baseline with libvirt's CPU map (the test driver has no baselineHypervisorCPU),
+the twin over a few of libvirt's models, so only the models and the feature relations are compared.
 Not covered: migration and job calls (the test driver has none) and removing a domain that exists
 (the test driver's undefine refuses the NVRAM and checkpoint flags the adapter passes).
 """
@@ -20,7 +22,7 @@ import msgspec
 import pytest
 
 from baton.agent.libvirt import LibvirtHypervisor
-from baton.schemas.agent import DomainState
+from baton.schemas.agent import BaselineApi, DomainState
 from baton.schemas.errors import BatonError, ErrorCode
 from tests.contract.implementations import HOST, write_host
 from tests.fakes import FakeHypervisor
@@ -133,6 +135,45 @@ async def test_a_driver_without_cpu_comparison_answers_unsupported(hypervisor):
     assert ErrorCode.UNSUPPORTED == verdict
 
 
+def host_cpu(model: str, vendor: str | None = "Intel", *features: str) -> str:
+    listed = "".join(f"<feature name='{name}'/>" for name in features)
+    vendor_element = f"<vendor>{vendor}</vendor>" if vendor else ""
+    return f"<cpu><arch>x86_64</arch><model>{model}</model>{vendor_element}{listed}</cpu>"
+
+
+def baseline_facts(xml: str) -> tuple[str | None, str | None, set[str]]:
+    root = ET.fromstring(xml)
+    return (root.findtext("model"), root.findtext("vendor"),
+            {f.get("name", "") for f in root.iter("feature") if f.get("policy") == "require"})
+
+
+async def test_the_baseline_of_one_cpu_is_its_model_with_every_feature_listed(hypervisor):
+    result = await hypervisor.baseline_cpu([host_cpu("Westmere", "Intel", "vmx")])
+    model, vendor, features = baseline_facts(result.cpu_xml)
+    assert (BaselineApi.CPU_MAP, "Westmere", "Intel", True, True) == (
+        result.api, model, vendor, {"vmx", "sse2", "aes"} <= features, "avx" not in features)
+
+
+async def test_the_baseline_of_two_cpus_is_the_older_model_with_the_features_both_have(hypervisor):
+    haswell = host_cpu("Haswell-noTSX", "Intel", "vmx", "pdpe1gb")
+    westmere = host_cpu("Westmere", "Intel", "vmx")
+    both = baseline_facts((await hypervisor.baseline_cpu([haswell, westmere])).cpu_xml)
+    alone = [baseline_facts((await hypervisor.baseline_cpu([cpu])).cpu_xml)[2]
+             for cpu in (haswell, westmere)]
+    assert ("Westmere", "Intel", True, True, True) == (
+        both[0], both[1], both[2] <= alone[0] & alone[1], "vmx" in both[2],
+        not {"avx", "pdpe1gb"} & both[2])
+
+
+@pytest.mark.parametrize("cpus", [
+    [], ["<cpu><arch>x86_64</arch></cpu>"], [host_cpu("NoSuchModel")], ["<cpu"],
+    [host_cpu("Westmere"), "<cpu><model>Westmere</model></cpu>"],
+    [host_cpu("Westmere", "Intel"), host_cpu("EPYC", "AMD")],
+], ids=["none", "no-model", "unknown-model", "not-xml", "no-arch", "vendors-differ"])
+async def test_cpus_libvirt_cannot_baseline_are_a_hypervisor_error(hypervisor, cpus):
+    assert ErrorCode.HYPERVISOR == await outcome(hypervisor.baseline_cpu(cpus))
+
+
 async def test_only_active_domains_count_as_running(hypervisor):
     assert 2 == await hypervisor.running_domain_count()
 
@@ -163,6 +204,7 @@ async def test_refreshing_the_pools_succeeds(hypervisor):
 async def test_every_call_while_disconnected_is_unavailable(disconnected):
     calls = [disconnected.host_facts(), disconnected.domains(None, include_cpu_xml=False),
              disconnected.guest_cpu("vm1"), disconnected.compare_cpu("<cpu/>", None),
+             disconnected.baseline_cpu(["<cpu/>"]),
              disconnected.running_domain_count(), disconnected.remove_domain("vm1", UNKNOWN_UUID),
              disconnected.refresh_pools()]
     assert [ErrorCode.UNAVAILABLE] * len(calls) == [await outcome(call) for call in calls]

@@ -6,7 +6,8 @@ Each :class:`FakeAgent` is a real ``nats.micro`` service answering the agent sub
 lifecycle event and a SourceFinished — or a failure, or a hang until aborted. Disk files and
 shared-storage tokens live in one :class:`FakeStorage` the hosts share, so the token probe proves
 exactly the directories marked shared. These are stand-ins for the agent contract, never for the
-lab tests against real QEMU.
+lab tests against real QEMU. cpu.baseline runs the agent's own code over the fake hypervisor's
+small CPU map (``tests.fakes.CPU_MODELS``).
 
 The scripts are fake; the refusals are not: a fake agent refuses what the real agent refuses, with
 the same error code, in the same order (``tests/contract`` sends the same requests to both). It
@@ -30,6 +31,7 @@ from nats.micro import ServiceConfig, add_service
 from nats.micro.service import EndpointConfig, Service
 
 from baton.agent import ownership
+from baton.agent.cpu_baseline import baseline_reply
 from baton.agent.ledger import Entry
 from baton.agent.migration_plan import plan_migration
 from baton.agent.prediction import modelled
@@ -41,6 +43,7 @@ from baton.schemas.agent import (
     AgentStatus,
     Bridge,
     CapsRequest,
+    CpuBaselineRequest,
     CpuCompareReply,
     CpuCompareRequest,
     CpuCompatibility,
@@ -93,7 +96,7 @@ from baton.schemas.storage import (
     StorageStageEvent,
 )
 from baton.schemas.subjects import AGENT_SERVICE, AgentEndpoint, EventName, MigrationEvent, Subjects
-from tests.fakes import definition_xml
+from tests.fakes import FakeHypervisor, definition_xml
 from tests.integration.fake_storage import GIB as GIB
 from tests.integration.fake_storage import SHARED as SHARED
 from tests.integration.fake_storage import FakeStorage, HostFiles
@@ -128,11 +131,14 @@ class Job:
 
 
 def host_caps(host: str, *, bridges: tuple[str, ...] = ("br0",), memory_gib: float = 8,
-              pool_free_gib: float = 100, migration_tls: bool = True) -> HostCaps:
+              pool_free_gib: float = 100, migration_tls: bool = True,
+              cpu_model: str = "EPYC", cpu_vendor: str = "AMD") -> HostCaps:
+    cpu_xml = (f"<cpu><arch>x86_64</arch><model>{cpu_model}</model><vendor>{cpu_vendor}</vendor>"
+               "</cpu>")
     return HostCaps(
         host_id=host, hostname=host, migration_uri=f"qemu+tcp://10.77.0.{host[-1]}/system",
         migration_tls=migration_tls,
-        cpu=CpuInfo(arch="x86_64", vendor="AMD", model="EPYC"),
+        cpu=CpuInfo(arch="x86_64", vendor=cpu_vendor, model=cpu_model, xml=cpu_xml),
         versions=Versions(libvirt="10.0.0", hypervisor="8.2.2", hypervisor_type="QEMU",
                           agent="0.1.0"),
         memory=Memory(total_bytes=16 * GIB, free_bytes=int(memory_gib * GIB),
@@ -179,6 +185,7 @@ class FakeAgent:
         self.cpu_reply = CpuCompareReply(host_id=host, result=CpuCompatibility.SUPERSET,
                                          runnable=True, reason="host CPU offers every feature")
         self.cpu_error: BatonError | None = None
+        self.cpus = FakeHypervisor()  # cpu.baseline's libvirt: the fakes' small CPU map
         self.caps_error: BatonError | None = None  # e.g. libvirt down on this host
         self.domains_error: BatonError | None = None
         self.script = Script()
@@ -209,6 +216,8 @@ class FakeAgent:
             (AgentEndpoint.STATUS, StatusRequest, self.status),
             (AgentEndpoint.STORAGE_PROBE, StorageProbeRequest, self.storage_probe),
             (AgentEndpoint.CPU_COMPARE, CpuCompareRequest, self.cpu_compare),
+            (AgentEndpoint.CPU_BASELINE, CpuBaselineRequest,
+             lambda request: baseline_reply(self.cpus, self.host, request)),
             (AgentEndpoint.MIGRATION_PREPARE, PrepareRequest, self.prepare),
             (AgentEndpoint.MIGRATION_START, StartRequest, self.start),
             (AgentEndpoint.MIGRATION_SPEED, SpeedRequest, self.speed),

@@ -18,7 +18,7 @@ from baton.cli.main import cli
 from baton.coordinator.main import CoordinatorConfig, run_coordinator
 from baton.mesh import client
 from baton.mesh.access import NatsAccess
-from baton.schemas.agent import CapsRequest, HostCaps
+from baton.schemas.agent import CapsRequest, CpuBaselineReply, CpuBaselineRequest, HostCaps
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.job import CheckName, CheckStatus
 from baton.schemas.migration import (
@@ -118,6 +118,26 @@ async def test_the_operator_runs_a_full_check_through_the_coordinator_and_both_a
     assert {CheckName.HOSTS, CheckName.VM, CheckName.STORAGE, CheckName.CPU} <= passed
     assert "h1" == caps.host_id
     assert [] == jobs.migrations
+
+
+WESTMERE = "<cpu><arch>x86_64</arch><model>Westmere</model><vendor>Intel</vendor></cpu>"
+
+
+@pytest.mark.parametrize(("user", "allowed"), [("operator", True), ("coordinator", True),
+                                               ("monitor", False), ("agent-h2", False)])
+async def test_the_operator_and_the_coordinator_may_ask_an_agent_for_a_cpu_baseline(
+        secured, user, allowed):
+    """``baton hosts --baseline`` is the operator's; agents never need a peer's baseline."""
+    nc = await secured.connect(user)
+    try:
+        reply = await client.request(nc, S.agent("h1", AgentEndpoint.CPU_BASELINE),
+                                     CpuBaselineRequest(host_cpus=[WESTMERE]), CpuBaselineReply, 10)
+        outcome: object = reply.baseline.model
+    except BatonError as exc:
+        outcome = exc.code
+    finally:
+        await nc.close()
+    assert ("Westmere" if allowed else ErrorCode.FORBIDDEN) == outcome
 
 
 @pytest.mark.parametrize("user", NOT_AN_AGENT)

@@ -25,8 +25,12 @@ from baton.mesh.rpc import respond_error
 from baton.schemas import PROTOCOL_VERSION, codec
 from baton.schemas.agent import (
     AgentStatus,
+    BaselineApi,
+    BaselineCpu,
     Bridge,
     CapsRequest,
+    CpuBaselineReply,
+    CpuBaselineRequest,
     CpuCompareReply,
     CpuCompareRequest,
     CpuCompatibility,
@@ -70,6 +74,7 @@ CANNED_MIGRATION_ID = "mig-0001"
 REQUEST_TYPES: dict[AgentEndpoint, type[Any]] = {
     AgentEndpoint.CAPS: CapsRequest,
     AgentEndpoint.CPU_COMPARE: CpuCompareRequest,
+    AgentEndpoint.CPU_BASELINE: CpuBaselineRequest,
     AgentEndpoint.STORAGE_PROBE: StorageProbeRequest,
     AgentEndpoint.DOMAINS: DomainsRequest,
     AgentEndpoint.STATUS: StatusRequest,
@@ -91,7 +96,8 @@ def canned_caps(host_id: str, cpu_model: str = "Skylake-Client-IBRS") -> HostCap
         hostname=f"{host_id}.lab.example",
         migration_uri=f"qemu+tcp://{host_id}/system",
         cpu=CpuInfo(arch="x86_64", vendor="Intel", model=cpu_model, features=["vmx", "aes", "avx2"],
-                    host_model=cpu_model, usable_models=["qemu64", cpu_model]),
+                    host_model=cpu_model, usable_models=["qemu64", cpu_model],
+                    xml=f"<cpu><arch>x86_64</arch><model>{cpu_model}</model></cpu>"),
         versions=Versions(libvirt="10.0.0", hypervisor="8.2.2", hypervisor_type="QEMU", agent="0.1.0"),
         memory=Memory(total_bytes=16 * GIB, free_bytes=6 * GIB),
         bridges=[Bridge(name="br0", up=True, mtu=1500), Bridge(name="br-lab", up=False, mtu=9000)],
@@ -122,6 +128,10 @@ def every_endpoint(host_id: str) -> dict[AgentEndpoint, Any]:
         AgentEndpoint.CAPS: canned_caps(host_id),
         AgentEndpoint.CPU_COMPARE: CpuCompareReply(host_id=host_id, result=CpuCompatibility.SUPERSET,
                                                    runnable=True, reason="canned"),
+        AgentEndpoint.CPU_BASELINE: CpuBaselineReply(
+            host_id=host_id, computed_by=BaselineApi.HYPERVISOR,
+            baseline=BaselineCpu(model="Westmere", vendor="Intel", features=["aes", "sse2"],
+                                 xml="<cpu mode='custom'><model>Westmere</model></cpu>")),
         AgentEndpoint.STORAGE_PROBE: StorageProbeReply(host_id=host_id),
         AgentEndpoint.DOMAINS: DomainsReply(host_id=host_id),
         AgentEndpoint.STATUS: canned_status(host_id),

@@ -39,6 +39,12 @@ def test_host_cpu_reads_arch_vendor_model_and_sorted_features():
         cpu.arch, cpu.vendor, cpu.model, cpu.features)
 
 
+def test_host_cpu_keeps_libvirts_cpu_element_for_a_baseline():
+    xml = xmlparse.host_cpu(CAPS).xml
+    assert xml is not None and xml.startswith("<cpu><arch>x86_64</arch><model>EPYC-Rome</model>")
+    assert xml.endswith('<feature name="ibpb" /></cpu>')
+
+
 def test_kvm_is_preferred_over_qemu_among_guest_domain_types():
     assert ["kvm", "qemu"] == xmlparse.guest_virt_types(CAPS)
 

@@ -30,8 +30,8 @@ def test_an_agent_serves_and_publishes_only_under_its_own_host():
 def test_the_operator_calls_no_agent_endpoint_that_changes_anything():
     allowed = permissions(Role.OPERATOR, KEY)["publish"]["allow"]
     agent_calls = sorted(s for s in allowed if s.startswith("baton.agent."))
-    assert ["baton.agent.*.caps", "baton.agent.*.cpu.compare", "baton.agent.*.domains",
-            "baton.agent.*.status"] == agent_calls
+    assert ["baton.agent.*.caps", "baton.agent.*.cpu.baseline", "baton.agent.*.cpu.compare",
+            "baton.agent.*.domains", "baton.agent.*.status"] == agent_calls
     assert "allow_responses" not in permissions(Role.OPERATOR, KEY)
 
 
