@@ -3,8 +3,9 @@
 Asks every host's agent at once for its caps (the host's ``<cpu>`` as libvirt describes it) and
 its domains with their migratable CPU definitions, then one agent (the first host by id that
 answered) for ``cpu.baseline`` over all of them: libvirt computes the baseline and judges each
-distinct guest CPU once. Nothing is judged here. A host that does not answer is named on stderr,
-left out of the baseline, and the others are still shown, as ``baton vms`` does.
+distinct guest CPU once. Nothing is judged here, except that a TCG guest is outside the
+baseline (TCG_REASON). A host that does not answer is named on stderr, left out of the baseline,
+and the others are still shown, as ``baton vms`` does.
 """
 
 from __future__ import annotations
@@ -84,9 +85,18 @@ def guest_rows(domains: dict[str, list[DomainInfo]], cpus: list[str | None],
     return sorted(rows, key=lambda r: (r.vm, r.host))
 
 
+# A TCG guest's CPU is emulated by QEMU: the hosts' physical CPUs, which the baseline is made of,
+# do not limit it (the lab's qemu64 guests need svm, which an Intel host lacks, and run).
+TCG_REASON = ("TCG guest (domain type qemu): QEMU emulates its CPU, so the hosts' physical CPUs "
+              "do not limit it; the baseline applies to KVM guests")
+
+
 def _row(host: str, d: DomainInfo, verdict: GuestCpuVerdict) -> GuestRow:
-    return GuestRow(vm=d.name, host=host, state=str(d.state),
-                    cpu=verdict.model or verdict.mode or "none", fit=str(verdict.fit),
+    cpu = verdict.model or verdict.mode or "none"
+    if d.virt_type == "qemu":
+        return GuestRow(vm=d.name, host=host, state=str(d.state), cpu=cpu,
+                        fit=str(GuestCpuFit.NOT_JUDGED), reason=TCG_REASON)
+    return GuestRow(vm=d.name, host=host, state=str(d.state), cpu=cpu, fit=str(verdict.fit),
                     reason=verdict.reason, missing_features=verdict.missing_features)
 
 

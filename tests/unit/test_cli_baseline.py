@@ -44,6 +44,17 @@ def test_every_domain_gets_the_verdict_of_its_cpu_sorted_by_vm_then_host():
         (r.vm, r.host, r.cpu, r.fit) for r in rows]
 
 
+def test_a_tcg_guest_is_outside_the_baseline_whatever_libvirt_says_of_its_cpu():
+    lacks = GuestCpuVerdict(fit=GuestCpuFit.DOES_NOT_RUN, reason="lacks svm", mode="custom",
+                            model="qemu64", missing_features=["svm"])
+    domains = {"h1": [msgspec.structs.replace(with_cpu("t", A), virt_type="qemu"),
+                      with_cpu("k", A)]}
+    rows = baseline.guest_rows(domains, [A], [lacks])
+    assert [("k", "does_not_run", ["svm"]), ("t", "not_judged", [])] == [
+        (r.vm, r.fit, r.missing_features) for r in rows]
+    assert baseline.TCG_REASON == rows[1].reason
+
+
 def test_the_json_has_the_baseline_without_its_tag_and_who_computed_it():
     reply = CpuBaselineReply(host_id="h1", computed_by=BaselineApi.HYPERVISOR, baseline=BaselineCpu(
         model="Westmere", vendor="Intel", features=["aes"], xml="<cpu/>"))
