@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.lab.migrations import final, record, start, wait_phase
+from tests.lab.migrations import MIB, final, record, start, wait_phase
 
 pytestmark = pytest.mark.lab
 SAMPLE_EVERY_S = 0.5  # between readings of libvirt's jobs: sampling, not waiting for anything
@@ -98,3 +98,33 @@ def test_drain_parallel_2_empties_the_host_two_at_a_time_and_the_bridged_guest_a
     assert ["h2"] == where[bridged]
     for vm in vms:
         assert lab.wait_alive_past(vm, seq_before[vm]) > seq_before[vm]
+
+
+def test_two_migrations_from_one_host_share_its_budget_and_the_survivor_gets_it_back(
+        stack, lab, guest):
+    """A 20 MiB/s budget per host: QEMU's own max-bandwidth (QMP, read on h1) is 20 for one
+    migration, 10 for each of two, and 20 again once one was aborted. The guests dirty more
+    than 20 MiB/s, so neither can end on its own meanwhile."""
+    stack.restart_coordinator(env={"BATON_HOST_BANDWIDTH": "20"})
+    try:
+        a, b = (guest("h1", memory_mib=128, dirty_mb=32, dirty_rate_mib_s=40) for _ in range(2))
+        first = start(stack, a, "--to", "h2")
+        wait_phase(stack, first, {"migrating"})
+        qemu_cap_is(lab, a, 20)
+        second = start(stack, b, "--to", "h2")
+        wait_phase(stack, second, {"migrating"})
+        qemu_cap_is(lab, b, 10)
+        qemu_cap_is(lab, a, 10)  # changed while it ran
+        assert (None, 10) == tuple(record(stack, first)[k]
+                                   for k in ("bandwidth_mib_s", "budget_mib_s"))
+        assert "aborted" == json.loads(stack.baton("abort", second, "-o", "json").stdout)["phase"]
+        qemu_cap_is(lab, a, 20)
+        assert "aborted" == json.loads(stack.baton("abort", first, "-o", "json").stdout)["phase"]
+    finally:
+        stack.restart_coordinator()
+    assert ("running", "running") == (lab.domstate("h1", a), lab.domstate("h1", b))
+
+
+def qemu_cap_is(lab, vm: str, mib_s: int) -> None:
+    lab._poll(lambda: lab.qemu_migration("h1", vm)["max-bandwidth"] == mib_s * MIB, 60,
+              f"QEMU's max-bandwidth for {vm} on h1 to become {mib_s} MiB/s")
