@@ -192,7 +192,7 @@ class Lab:
         dirty_rate_mib_s: float = 8,
         storage: str = "shared",
         pool: str | None = None,
-        disk_mib: int = 256,
+        disk_mib: int = 64,  # small: a copy at a low test cap still takes seconds, not minutes
         nic: bool = False,
         transient: bool = False,
         start: bool = True,

@@ -145,7 +145,7 @@ async def test_oversized_requests_during_a_migration_are_refused_and_the_migrati
         stack, lab, guest):
     """Thousands of probe paths, an endless jobs page, a 300 KiB VM name: typed refusals while
     a shared-nothing migration runs; no process dies and the migration succeeds."""
-    vm = guest("h1", storage="local")
+    vm = guest("h1", storage="local", dirty_rate_mib_s=1)  # converges soon after its disk
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})

@@ -51,7 +51,7 @@ def test_a_writing_guest_moves_from_slow_to_fast_with_every_record_intact(stack,
     seq_at_start = lab.alive_seq(vm)
     before = lab.heartbeats(lab.host_path(HOST, old))
 
-    record = move(stack, vm, "--to-pool", "fast", "--bandwidth", "32")  # 256 MiB: about 8 s
+    record = move(stack, vm, "--to-pool", "fast", "--bandwidth", "8")  # 64 MiB: about 8 s
     seq_at_end = lab.alive_seq(vm)
 
     assert ("coordinator.storage_move", "succeeded") == (record["kind"], record["phase"])

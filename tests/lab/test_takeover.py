@@ -26,7 +26,7 @@ def assert_runs_only_on(lab, vm: str, host: str, other: str, seq_before: int) ->
 
 
 def test_a_copy_finished_while_no_coordinator_ran_is_completed_by_the_next_one(stack, lab, guest):
-    vm = guest("h1", storage="local")
+    vm = guest("h1", storage="local", dirty_rate_mib_s=1)  # converges soon after its disk
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
@@ -41,7 +41,7 @@ def test_a_copy_finished_while_no_coordinator_ran_is_completed_by_the_next_one(s
 
 def test_a_migration_that_failed_while_no_coordinator_ran_is_rolled_back_by_the_next_one(
         stack, lab, guest):
-    vm = guest("h1", storage="local")
+    vm = guest("h1", storage="local", dirty_rate_mib_s=1)  # converges soon after its disk
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "2")
     wait_phase(stack, migration_id, {"migrating"})
@@ -66,7 +66,7 @@ def test_a_source_agent_killed_mid_copy_still_ends_in_a_finished_record_and_no_l
     """libvirt carries on without the agent; its report is lost with it. After SOURCE_SILENCE_LIMIT
     the coordinator reads both hosts' facts, finishes the move, and the restarted agent deletes
     the copied disk once both hosts' libvirt prove the guest runs on h2."""
-    vm = guest("h1", storage="local")
+    vm = guest("h1", storage="local", dirty_rate_mib_s=1)  # converges soon after its disk
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
@@ -82,7 +82,7 @@ def test_a_source_agent_killed_mid_copy_still_ends_in_a_finished_record_and_no_l
 def test_a_destination_agent_killed_mid_copy_loses_nothing(stack, lab, guest):
     """libvirt on h2 goes on receiving without its agent; the restarted agent answers the
     confirmation from libvirt's facts."""
-    vm = guest("h1", storage="local")
+    vm = guest("h1", storage="local", dirty_rate_mib_s=1)  # converges soon after its disk
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
@@ -98,7 +98,7 @@ def test_a_standby_coordinator_takes_over_a_killed_leaders_migration(stack, lab,
     standby = stack.start_standby()
     log = stack.log_dir / "coordinator-2.log"
     lab._poll(lambda: "coordinator_standby" in log.read_text(), 30, "the standby to wait")
-    vm = guest("h1", storage="local")
+    vm = guest("h1", storage="local", dirty_rate_mib_s=1)  # converges soon after its disk
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
