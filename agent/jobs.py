@@ -37,6 +37,10 @@ class RunningJobs(Generic[JobT]):
         self._tasks = tasks
         self._running: dict[str, JobT] = {}
 
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
     def runs(self, migration_id: str, vm: str) -> bool:
         """This agent runs job ``migration_id`` of ``vm`` now."""
         job = self._running.get(migration_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from baton.agent import AGENT_VERSION, storage_probe
+from baton.agent import AGENT_VERSION, metrics, storage_probe
 from baton.agent.core import AgentCore
 from baton.agent.identity import EXIT_HOST_TAKEN, HostTaken, refuse_if_served
 from baton.agent.ledger import Ledger
@@ -28,6 +28,7 @@ from baton.agent.publisher import EventPublisher, heartbeat_loop
 from baton.agent.service import remote_domain_fetcher, start_service
 from baton.agent.storage_move import StorageMoveManager
 from baton.mesh import access, logsetup
+from baton.mesh import metrics as mesh_metrics
 from baton.mesh.access import NatsAccess
 from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
 from baton.schemas.events import VmEvent
@@ -52,6 +53,7 @@ class AgentConfig:
     nats_nkey: str | None = None  # see baton.mesh.access
     nats_creds: str | None = None
     nats_ca: str | None = None
+    metrics_port: int | None = None  # Prometheus metrics over HTTP (None: not served)
 
     @property
     def nats(self) -> NatsAccess:
@@ -79,6 +81,7 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--reserved-memory-mib", type=int, default=0, metavar="MIB",
                         help="memory held back for the host: not offered to incoming guests")
+    mesh_metrics.add_argument(parser)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
                         help="JSON log lines (default: when stderr is not a terminal)")
@@ -96,7 +99,8 @@ def parse_args(argv: list[str] | None) -> tuple[AgentConfig, argparse.Namespace]
                          migration_uri=args.migration_uri or args.libvirt_uri,
                          state_dir=args.state_dir or f"{STATE_ROOT}/agent-{host_id}",
                          prefix=args.prefix, heartbeat_interval_s=args.heartbeat_interval,
-                         reserved_memory_mib=args.reserved_memory_mib)
+                         reserved_memory_mib=args.reserved_memory_mib,
+                         metrics_port=args.metrics_port)
     return config, args
 
 
@@ -119,7 +123,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
 
     hv = LibvirtHypervisor(config.libvirt_uri, config.host_id, on_event)
     ledger = Ledger(Path(config.state_dir))
+    served: mesh_metrics.MetricsServer | None = None
     try:
+        if config.metrics_port is not None:
+            served = mesh_metrics.MetricsServer(config.metrics_port)
         await refuse_if_served(nc, subjects, config.host_id)  # before touching the host's state
         await asyncio.to_thread(ledger.open)
         async with asyncio.TaskGroup() as tasks:
@@ -128,6 +135,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
             migrations = MigrationManager(config.host_id, hv, subjects, nc.publish, tasks,
                                           ledger, check_peer, fetch_remote_domain)
             storage = StorageMoveManager(config.host_id, hv, subjects, nc.publish, tasks, ledger)
+            jobs = (migrations, storage)
+            metrics.watch(lambda: hv.connected, lambda: sum(j.running_count for j in jobs))
             long_lived = [tasks.create_task(hv.run()), tasks.create_task(publisher.run())]
             if not await hv.wait_connected(config.first_connect_wait_s):
                 log.warning("libvirt_not_connected_yet", uri=config.libvirt_uri)
@@ -148,6 +157,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event,
             for task in long_lived:
                 task.cancel()
     finally:
+        if served is not None:
+            served.close()
         with contextlib.suppress(Exception):
             await nc.drain()
 

@@ -111,7 +111,7 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
             name=endpoint.value.replace(".", "-"),
             subject=subjects.agent(core.host_id, endpoint),
             handler=typed_handler(request_type, handle, tasks,
-                                  inline=endpoint in _FROM_MEMORY)))
+                                  inline=endpoint in _FROM_MEMORY, endpoint=endpoint.value)))
     return service
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 from nats.aio.client import Client
 
+from baton.coordinator import metrics
 from baton.coordinator.admission import (
     DEFAULT_INBOUND,
     DEFAULT_OUTBOUND,
@@ -32,10 +33,12 @@ from baton.coordinator.lease import CLUSTER_TTL_S, TTL_S, Lease
 from baton.coordinator.service import start_service
 from baton.coordinator.store import JobStore, KvStore, MemoryStore
 from baton.mesh import access, logsetup
+from baton.mesh import metrics as mesh_metrics
 from baton.mesh.access import NatsAccess
 from baton.mesh.daemon import announce_ready, connect_nats, run_until_signalled
 from baton.schemas import PROTOCOL_VERSION, timeouts
 from baton.schemas.errors import BatonError, ErrorCode
+from baton.schemas.migration import Phase
 from baton.schemas.subjects import DEFAULT_PREFIX, JOBS_BUCKET, Subjects
 
 log = structlog.get_logger(__name__)
@@ -63,6 +66,7 @@ class CoordinatorConfig:
     store: str = "memory"  # "jetstream": records in the KV bucket (the command's default)
     kv_replicas: int = 1  # copies of each bucket in a NATS cluster (3 on a 3-node cluster)
     limits: Limits = field(default_factory=Limits)  # migrations at once (coordinator/admission.py)
+    metrics_port: int | None = None  # Prometheus metrics over HTTP (None: not served)
 
     @property
     def nats(self) -> NatsAccess:
@@ -104,6 +108,7 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
                         help="each host's migration budget in MiB/s, out and in together: the "
                         "migrations touching a host share it equally, and their caps change as "
                         "migrations come and go (env BATON_HOST_BANDWIDTH; default: no budget)")
+    mesh_metrics.add_argument(parser)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
                         help="JSON log lines (default: when stderr is not a terminal)")
@@ -127,7 +132,8 @@ def parse_args(argv: list[str] | None) -> tuple[CoordinatorConfig, argparse.Name
                                kv_replicas=args.kv_replicas,
                                limits=Limits(outbound=args.max_outbound, inbound=args.max_inbound,
                                              total=args.max_migrations,
-                                             host_bandwidth_mib_s=args.host_bandwidth))
+                                             host_bandwidth_mib_s=args.host_bandwidth),
+                               metrics_port=args.metrics_port)
     return config, args
 
 
@@ -137,7 +143,10 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
     subjects = Subjects(config.prefix)
     nc = await connect_nats(config.nats, "baton-coordinator")
     lease: Lease | None = None
+    served: mesh_metrics.MetricsServer | None = None
     try:
+        if config.metrics_port is not None:
+            served = mesh_metrics.MetricsServer(config.metrics_port)
         store = await open_store(nc, config.store, subjects.jobs_bucket, config.kv_replicas)
         if config.store == "jetstream":  # records shared through NATS: one leader at a time
             lease = await Lease.open(nc, subjects.leader_bucket, replicas=config.kv_replicas,
@@ -150,6 +159,9 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             deps = RunnerDeps(nc=nc, agents=AgentClient(nc, subjects), subjects=subjects,
                               store=store, admission=Admission(config.limits))
             coordinator = Coordinator(deps, tasks.create_task)
+            metrics.watch_jobs(
+                lambda: sum(j.record.phase != Phase.QUEUED for j in coordinator.registry.active()),
+                lambda: sum(j.record.phase == Phase.QUEUED for j in coordinator.registry.active()))
             log.info("records_restored", count=await coordinator.restore(), store=config.store)
             reconciling = tasks.create_task(coordinator.reconcile_forever())
             service = await start_service(nc, subjects, coordinator, tasks)
@@ -166,6 +178,8 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event,
             raise LeaseLost(ErrorCode.CONFLICT, "the leadership lease was lost (another "
                             "coordinator may lead now); this one stopped")
     finally:
+        if served is not None:
+            served.close()
         if lease is not None and not lease.lost:
             await lease.release()
         with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 import structlog
 
+from baton.coordinator import metrics
 from baton.coordinator.store import JobStore
 from baton.schemas.base import utc_now
 from baton.schemas.codec import encode
@@ -104,6 +105,7 @@ class PhaseTracker(Generic[Record]):
     async def announce(self) -> None:
         """Store and publish the current phase once (the first, ``pending``, event)."""
         await self._keep()
+        metrics.accepted(self._record)
         await self._emit(None, "accepted")
 
     async def transition(self, to: Phase, reason: str = "", **changes: Any) -> bool:
@@ -114,6 +116,7 @@ class PhaseTracker(Generic[Record]):
             return False
         self._record = moved(self._record, to, self._clock(), **changes)
         log.info("phase_changed", phase=to, previous=previous, reason=reason)
+        metrics.moved(self._record, previous)
         await self._keep()  # stored before anyone hears of it
         await self._emit(previous, reason)
         return True

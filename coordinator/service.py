@@ -50,5 +50,5 @@ async def start_service(nc: NATS, subjects: Subjects, coordinator: Coordinator,
     for endpoint, request_type, handle in routes:
         await service.add_endpoint(EndpointConfig(
             name=endpoint.value.replace(".", "-"), subject=subjects.coordinator(endpoint),
-            handler=typed_handler(request_type, handle, tasks)))
+            handler=typed_handler(request_type, handle, tasks, endpoint=endpoint.value)))
     return service

@@ -11,6 +11,7 @@ error, never raised into that TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import nats.errors
 import structlog
 from nats.micro.request import Request
 
+from baton.mesh import metrics
 from baton.schemas.codec import decode_request, encode
 from baton.schemas.errors import BatonError, ErrorCode, ErrorReply
 
@@ -46,6 +48,7 @@ def typed_handler(
     handle: Callable[[Req], Awaitable[Any]],
     tasks: asyncio.TaskGroup,
     inline: bool = False,
+    endpoint: str = "",
 ) -> Callable[[Request], Awaitable[None]]:
     """A micro endpoint handler that serves ``handle`` in a task of ``tasks``.
 
@@ -55,27 +58,35 @@ def typed_handler(
 
     async def on_request(request: Request) -> None:
         if inline:
-            await serve(request, request_type, handle)
+            await serve(request, request_type, handle, endpoint)
         else:
-            tasks.create_task(serve(request, request_type, handle))
+            tasks.create_task(serve(request, request_type, handle, endpoint))
 
     return on_request
 
 
 async def serve(request: Request, request_type: type[Req],
-                handle: Callable[[Req], Awaitable[Any]]) -> None:
+                handle: Callable[[Req], Awaitable[Any]], endpoint: str = "") -> None:
+    started = time.monotonic()
+    outcome = "ok"
     try:
         reply = await handle(decode_request(request.data, request_type))
     except BatonError as exc:
+        outcome = str(exc.code)
         await respond_error(request, exc.to_reply())
         return
     except Exception:
+        outcome = str(ErrorCode.INTERNAL)
         error_id = uuid.uuid4().hex[:12]
         log.exception("request_failed", subject=request.subject, error_id=error_id)
         await respond_error(request, ErrorReply(
             code=ErrorCode.INTERNAL, error_id=error_id,
             message=f"internal error (id {error_id}); the service logs say more"))
         return
+    finally:
+        name = endpoint or request.subject
+        metrics.REQUESTS.labels(name, outcome).inc()
+        metrics.REQUEST_SECONDS.labels(name).observe(time.monotonic() - started)
     await _respond(request, encode(reply))
 
 
