@@ -122,6 +122,8 @@ def test_a_candidate_carries_its_figures_and_the_placement_says_how_it_ranked():
     assert chosen.order.startswith("hosts that pass every check, then: fewest warnings")
     unknown = placement_of([Standing("h2", ok=True)]).candidates[0].reason
     assert unknown.endswith("memory left unknown)")
+    big = placement_of([Standing("h2", ok=True, memory_left_bytes=100 * GIB)]).candidates[0]
+    assert big.reason.endswith(", 100.0 GiB left after the move)")  # GiB: 1024**3 bytes
 
 
 def test_the_refusals_code_and_details_name_the_hosts():

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from baton.agent.migration_plan import Definitions, plan_migration
-from baton.agent.relocation import relocate_disks
+from baton.agent.relocation import check_paths, relocate_disks
 from baton.coordinator.plan import make_plan, prepare_request, start_request
 from baton.coordinator.preflight import (
     DiskView,
@@ -184,6 +184,8 @@ DEFINITION = """<domain type='kvm'><name>vm1</name><devices>
 <disk type='file' device='disk'><source file='/slow/data.qcow2'/><target dev='vdb'/></disk>
 <disk type='file' device='cdrom'><source file='/iso/boot.iso'/><target dev='hdc'/><readonly/></disk>
 <disk type='network' device='disk'><source protocol='rbd' name='pool/img'/><target dev='vdd'/></disk>
+<disk type='file'><source file='/slow/plain.qcow2'/><target dev='vde'/></disk>
+<disk type='file' device='disk'><driver name='qemu'/><target dev='vdf'/></disk>
 <interface type='bridge'><source bridge='br0'/></interface></devices></domain>"""
 
 
@@ -196,18 +198,30 @@ def sources(xml: str) -> dict[str, list[str | None]]:
 def test_relocation_moves_only_the_named_disk_and_drops_its_backing_chain():
     moved = relocate_disks(DEFINITION, {"vda": "/fast/vm1.qcow2"})
     assert {"vda": ["/fast/vm1.qcow2"], "vdb": ["/slow/data.qcow2"], "hdc": ["/iso/boot.iso"],
-            "vdd": [None]} == sources(moved)
+            "vdd": [None], "vde": ["/slow/plain.qcow2"], "vdf": []} == sources(moved)
     assert "2" == ET.fromstring(moved).find("devices/disk/source").get("index")  # type: ignore[union-attr]
     assert "br0" == ET.fromstring(moved).find("devices/interface/source").get("bridge")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("target", ["hdc", "vdd", "vdz"])
+def test_a_disk_without_a_device_attribute_is_a_disk_and_moves():  # libvirt's default device
+    moved = relocate_disks(DEFINITION, {"vde": "/fast/plain.qcow2"})
+    assert ["/fast/plain.qcow2"] == sources(moved)["vde"]
+
+
+@pytest.mark.parametrize("target", ["hdc", "vdd", "vdz", "vdf"])
 def test_relocation_refuses_a_disk_that_is_not_a_writable_file(target):
     with pytest.raises(BatonError) as caught:
         relocate_disks(DEFINITION, {target: "/fast/x.qcow2"})
     assert (ErrorCode.BAD_REQUEST, f"cannot put {target} elsewhere: the domain has no file-backed "
             f"disk {target} (only such disks are copied)") == (caught.value.code,
                                                               caught.value.message)
+
+
+def test_every_disk_not_copied_is_named():
+    with pytest.raises(BatonError) as caught:
+        check_paths(["vda"], {"vdc": "/fast/c.qcow2", "vdb": "/fast/b.qcow2"})
+    assert "vdb, vdc not copied: only a copied disk can land at another path on the " \
+        "destination" == caught.value.message
 
 
 def start(**options: Any) -> StartRequest:
