@@ -157,6 +157,7 @@ def test_the_runners_hear_their_new_share_as_migrations_come_and_go():
     first = admission.ticket("a", "h1", "h2")
     assert admission.try_admit(first, lambda: None, lambda cap: heard.append(("a", cap)))
     assert (100, []) == (admission.cap("a"), heard)  # its own admission: read with cap()
+    assert (100, None) == (admission.share("a"), admission.share("nobody"))
     second = admission.ticket("b", "h1", "h3", cap_mib_s=80)
     assert admission.try_admit(second, lambda: None, lambda cap: heard.append(("b", cap)))
     assert ([("a", 50)], 50) == (heard, admission.cap("b"))
