@@ -21,6 +21,7 @@ from rich.table import Table
 
 from baton.cli import migrate_render as render
 from baton.cli.common import EPILOG, ExitCode, Settings, check_host, common_options, run
+from baton.cli.completion import complete_host
 from baton.cli.follow import (
     INTERRUPT_POLL_S,
     RECHECK_AFTER_S,
@@ -82,7 +83,7 @@ def drained(reply: DrainReply, records: dict[str, MigrationRecord]) -> bool:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("host", callback=check_host)
+@click.argument("host", callback=check_host, shell_complete=complete_host)
 @click.option("--to", "to", multiple=True, callback=lambda c, p, v: [check_host(c, p, h) for h in v],
               metavar="HOST", help="Only these destinations (repeat; default: any other host).")
 @click.option("--parallel", type=click.IntRange(1, 64), metavar="N",

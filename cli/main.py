@@ -22,12 +22,14 @@ import click
 from nats.aio.client import Client
 
 from baton.cli import baseline as cli_baseline
+from baton.cli import completion as cli_completion
 from baton.cli import drain as cli_drain
 from baton.cli import migrate as cli_migrate
 from baton.cli import render as cli_render
 from baton.cli import storage as cli_storage
 from baton.cli import vms as cli_vms
 from baton.cli.common import EPILOG, Settings, check_host, common_options, no_agent_message, run
+from baton.cli.completion import complete_host
 from baton.mesh import client
 from baton.schemas import codec, timeouts
 from baton.schemas.agent import CapsRequest, HostCaps
@@ -51,6 +53,7 @@ def main() -> None:
     cli_storage.register(cli)
     cli_vms.register(cli)
     cli_drain.register(cli)
+    cli_completion.register(cli)
     cli(prog_name="baton")
 
 
@@ -110,7 +113,7 @@ async def _hosts(nc: Client, settings: Settings, baseline: bool = False) -> None
 
 
 @cli.command(epilog=EPILOG)
-@click.argument("host", callback=check_host)
+@click.argument("host", callback=check_host, shell_complete=complete_host)
 @click.option("--refresh", is_flag=True, help="Make the agent re-read host facts now.")
 @common_options
 def caps(host: str, refresh: bool, nats_url: str, prefix: str, output: str) -> None:

@@ -23,6 +23,7 @@ from baton.cli.common import (
     fail,
     run,
 )
+from baton.cli.completion import complete_host, complete_migration_id, complete_vm
 from baton.cli.follow import (
     AnyPhaseEvent,
     AnyRecord,
@@ -84,13 +85,12 @@ def pool_options(command: Callable[..., None]) -> Callable[..., None]:
         "the destination (default: a pool at the same directory as on the source).")(command)
 
 
-
 @click.command(epilog=EPILOG)
-@click.argument("vm")
-@click.option("--to", "destination", callback=optional_host, metavar="HOST",
+@click.argument("vm", shell_complete=complete_vm)
+@click.option("--to", "destination", callback=optional_host, metavar="HOST", shell_complete=complete_host,
               help="Destination host id (default: the coordinator checks every other host and "
               "chooses the best that passes every check; the record says why).")
-@click.option("--from", "source", callback=optional_host, metavar="HOST",
+@click.option("--from", "source", callback=optional_host, metavar="HOST", shell_complete=complete_host,
               help="Source host id (default: whichever host runs the VM).")
 @click.option("--offline", is_flag=True, help="Move a shut-off VM's definition (and disks).")
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value,
@@ -196,10 +196,11 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("vm")
-@click.option("--to", "destination", callback=optional_host, metavar="HOST",
+@click.argument("vm", shell_complete=complete_vm)
+@click.option("--to", "destination", callback=optional_host, metavar="HOST", shell_complete=complete_host,
               help="The host to judge (default: every other host, ranked).")
-@click.option("--from", "source", callback=optional_host, metavar="HOST")
+@click.option("--from", "source", callback=optional_host, metavar="HOST",
+              shell_complete=complete_host)
 @click.option("--offline", is_flag=True, help="Judge an offline move.")
 @click.option("--copy-storage", "storage", flag_value=StorageMode.COPY.value)
 @click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value)
@@ -306,7 +307,7 @@ async def fetch_jobs(nc: Client, settings: Settings, active: bool, limit: int | 
 
 
 @click.command(epilog=EPILOG)
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", shell_complete=complete_migration_id)
 @common_options
 def abort(migration_id: str, nats_url: str, prefix: str, output: str) -> None:
     """Cancel a running migration; the VM keeps running on its source.
@@ -330,7 +331,7 @@ async def _abort(nc: Client, settings: Settings, migration_id: str) -> None:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", shell_complete=complete_migration_id)
 @click.argument("mib_s", type=click.IntRange(1, 1_000_000), metavar="MIB_S")
 @common_options
 def bandwidth(migration_id: str, mib_s: int, nats_url: str, prefix: str, output: str) -> None:
@@ -353,7 +354,8 @@ async def _bandwidth(nc: Client, settings: Settings, migration_id: str, mib_s: i
 
 @click.command(epilog=EPILOG)
 @click.option("--vm", help="Only this VM's migrations, plus its lifecycle events on every host.")
-@click.option("--id", "migration_id", help="Only this migration; return when it ends.")
+@click.option("--id", "migration_id", shell_complete=complete_migration_id,
+              help="Only this migration; return when it ends.")
 @common_options
 def watch(vm: str | None, migration_id: str | None, nats_url: str, prefix: str,
           output: str) -> None:

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 
 from baton.cli import storage_render
 from baton.cli.common import EPILOG, Settings, common_options, run
+from baton.cli.completion import complete_host, complete_vm
 from baton.cli.follow import ask, emit_json, optional_host, show_report, start_and_follow
 from baton.schemas import timeouts
 from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
@@ -19,11 +20,11 @@ from baton.schemas.subjects import CoordinatorEndpoint
 
 
 @click.command("move-disk", epilog=EPILOG)
-@click.argument("vm")
+@click.argument("vm", shell_complete=complete_vm)
 @click.argument("disk", required=False)
 @click.option("--to-pool", "pool", required=True, metavar="POOL",
               help="Storage pool on the VM's host to move the disk(s) into.")
-@click.option("--host", callback=optional_host, metavar="HOST",
+@click.option("--host", callback=optional_host, metavar="HOST", shell_complete=complete_host,
               help="Host that runs the VM (default: found by asking the agents).")
 @click.option("--bandwidth", type=click.IntRange(1, 1_000_000), metavar="MIB_S",
               help="Cap on each disk copy, in MiB/s.")

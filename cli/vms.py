@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from baton.cli.common import EPILOG, ExitCode, Settings, common_options, no_agent_message, run
+from baton.cli.completion import complete_host
 from baton.cli.follow import optional_host
 from baton.cli.render import human_bytes, make_console
 from baton.mesh import client
@@ -73,7 +74,7 @@ def vms_table(rows: list[VmRow], twice: dict[str, list[str]]) -> Table:
 
 
 @click.command(epilog=EPILOG)
-@click.option("--host", callback=optional_host, metavar="HOST",
+@click.option("--host", callback=optional_host, metavar="HOST", shell_complete=complete_host,
               help="Only the VMs defined on this host.")
 @common_options
 def vms(host: str | None, nats_url: str, prefix: str, output: str) -> None:
