@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import cProfile
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -99,7 +101,9 @@ async def start_host(url: str, host_id: str, uri: str, groups: list[int],
         raise RuntimeError(f"{host_id}: test driver did not connect")
     core = AgentCore(host_id, hv, f"qemu+tcp://{host_id}/system",
                      remote_domain_fetcher(nc, subjects), heartbeat_interval_s=5.0)
-    ledger = Ledger(Path(tempfile.mkdtemp(prefix=f"bench-{host_id}-")))
+    state = tempfile.mkdtemp(prefix=f"bench-{host_id}-")
+    atexit.register(shutil.rmtree, state, True)  # the worker process's ledgers go with it
+    ledger = Ledger(Path(state))
     ledger.open()
     migrations = MigrationManager(host_id, hv, subjects, nc.publish, tasks, ledger,
                                   peer_checker(host_id, caps_over_nats(nc, subjects)))

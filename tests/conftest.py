@@ -1,7 +1,10 @@
-"""Fixtures shared by every suite: a real nats-server per test and a client connected to it."""
+"""Fixtures shared by every suite: a real nats-server per test and a client connected to it, and
+one directory for every temporary file the tests make, removed at the end."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import nats
@@ -9,6 +12,18 @@ import pytest
 from nats.aio.client import Client
 
 from tests.support.natsserver import NatsServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_go_with_the_session() -> Iterator[None]:
+    """tempfile.mkdtemp (agents' ledgers, state directories) lands here, not loose in /tmp."""
+    base = tempfile.mkdtemp(prefix="baton-tests-")
+    before, tempfile.tempdir = tempfile.tempdir, base
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
