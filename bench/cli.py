@@ -1,9 +1,10 @@
 """``bench/run``: run the benchmarks, print ratios side by side, optionally write JSON.
 
-a, b and d start their own nats-server on 127.0.0.1 (a free port) and a worker process; c, e
-and g need the lab (root; see :mod:`bench.lab` and :mod:`bench.prediction`). Each record:
-``name``, ``ratio`` (Baton / baseline, achieved / cap for e, the worst error for g), ``goal``,
-``met``, and the raw figures.
+a, b and d start their own nats-server on 127.0.0.1 (a free port) and a worker process; f plans
+a simulated drain in this process; c, e and g need the lab (root; see :mod:`bench.lab` and
+:mod:`bench.prediction`). Each record: ``name``, ``ratio`` (Baton / baseline, achieved / cap for
+e, the worst error for g, the plan / its lower bound for f), ``goal``, ``met``, and the raw
+figures.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from pathlib import Path
 from bench.common import Record
 from tests.support.natsserver import NatsServer
 
-LOCAL = ("a", "b", "d")
+LOCAL = ("a", "b", "d", "f")
 LAB = ("c", "e", "g")
 
 
 def _local(name: str) -> Callable[[bool], Record]:
     def run(quick: bool) -> Record:
-        from bench import caps, events, fanout
+        from bench import caps, drain, events, fanout
+        if name == "f":  # pure: no server
+            return drain.run_f(quick)
         module = {"a": caps, "b": fanout, "d": events}[name]
         with NatsServer() as server:
             return module.run(server.url, quick)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke mode: seconds, not minutes")
     parser.add_argument("--only", action="append", choices=LOCAL + LAB, metavar="NAME",
-                        help="run only this benchmark (a..e, g); repeatable")
+                        help="run only this benchmark (a..g); repeatable")
     parser.add_argument("--out", type=Path, help="write the records as JSON to this file")
     parser.add_argument("--figures", action="store_true", help="print the raw figures too")
     args = parser.parse_args(argv)

@@ -49,11 +49,20 @@ from baton.schemas.subjects import CoordinatorEndpoint
 
 
 def plan_table(reply: DrainReply, title: str) -> Table:
+    """The plan in start order; with a cap, when each move is expected (from the drain's start)
+    and the whole drain against its lower bound (coordinator/drain_plan.py)."""
+    timed = reply.total_s is not None
+    if timed:
+        title += (f" — expected {reply.total_s:g} s, no plan under {reply.lower_bound_s:g} s "
+                  "(all bytes over all lanes)")
     table = Table(title=title, title_justify="left")
-    for column in ("vm", "state", "to", "migration", "reason"):
+    columns = ("vm", "state", "to", *(("expected",) if timed else ()), "migration", "reason")
+    for column in columns:
         table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
     for item in reply.items:
-        table.add_row(escape(item.vm), item.state, item.destination or "[red]stays[/]",
+        when = (f"{item.start_s:g}-{item.end_s:g} s",) if timed and item.start_s is not None \
+            else ("-",) if timed else ()
+        table.add_row(escape(item.vm), item.state, item.destination or "[red]stays[/]", *when,
                       item.migration_id or "-", escape(item.reason))
     return table
 

@@ -15,13 +15,15 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import structlog
 
-from baton.coordinator import placement, preflight, storage_checks
+from baton.coordinator import drain_plan, placement, preflight, storage_checks
 from baton.coordinator.agents import AgentClient, is_no_responders
+from baton.coordinator.drain_plan import DrainPlan
 from baton.coordinator.job_runner import RunnerDeps
 from baton.coordinator.options import check_against_domain, validate_options
 from baton.coordinator.phases import is_terminal
@@ -51,6 +53,7 @@ from baton.schemas.migration import (
     Phase,
     Placement,
     PreflightReport,
+    StorageMode,
 )
 from baton.schemas.storage import StorageCheckReport, StorageMoveAccepted, StorageMoveRequest
 
@@ -185,9 +188,10 @@ class Coordinator:
                                    destination_pool=request.destination_pool, disks=report.disks)
 
     async def drain(self, request: DrainRequest) -> DrainReply:
-        """Every running VM of ``request.host``, placed one after the other (each placement sees
-        the migrations queued before it, so they spread) and handed to admission control; or,
-        with ``abort``, the abort of the host's drain."""
+        """Every running VM of ``request.host`` checked against every other host (among
+        ``request.to``), then planned together (coordinator/drain_plan.py: biggest first,
+        spread over the hosts that passed, within their memory) and handed to admission control
+        in the plan's order; or, with ``abort``, the abort of the host's drain."""
         if request.abort:
             return self._abort_drain(request.host)
         if not self.accepting and not request.dry_run:
@@ -199,16 +203,63 @@ class Coordinator:
             domains = await self._agents.all_domains(request.host)
         tag = None if request.dry_run else DrainTag(drain_id=uuid.uuid4().hex[:12],
                                                      host=request.host, parallel=request.parallel)
-        items = [await self._drain_one(request, domain, tag)
-                 for domain in sorted(domains, key=lambda d: d.name)]
+        staying: list[DrainItem] = []
+        movable: list[_Movable] = []
+        for domain in sorted(domains, key=lambda d: d.name):
+            found = await self._drain_candidate(request, domain)
+            if isinstance(found, DrainItem):
+                staying.append(found)
+            else:
+                movable.append(found)
+        plan = self._drain_plan(request, movable)
+        by_vm = {m.domain.name: m for m in movable}
+        items = [await self._drain_move(request, by_vm[move.vm], move, tag) for move in plan.moves]
+        items += [DrainItem(vm=vm, state=str(by_vm[vm].domain.state), reason=why)
+                  for vm, why in plan.unplaced.items()]
         drain_id = None if tag is None else tag.drain_id
-        log.info("drain_planned", host=request.host, drain_id=drain_id,
-                 moving=sum(1 for i in items if i.destination),
-                 staying=sum(1 for i in items if not i.destination))
-        return DrainReply(host=request.host, drain_id=drain_id, items=items)
+        log.info("drain_planned", host=request.host, drain_id=drain_id, moving=len(plan.moves),
+                 staying=len(staying) + len(plan.unplaced), total_s=plan.total_s,
+                 lower_bound_s=plan.lower_bound_s)
+        return DrainReply(host=request.host, drain_id=drain_id, items=items + staying,
+                          total_s=plan.total_s, lower_bound_s=plan.lower_bound_s)
 
-    async def _drain_one(self, request: DrainRequest, domain: DomainInfo,
-                         tag: DrainTag | None) -> DrainItem:
+    def _drain_plan(self, request: DrainRequest, movable: list[_Movable]) -> DrainPlan:
+        """Lanes: the drain's --parallel, within the coordinator's outbound limit; rate: the
+        drain's cap, or each lane's share of the host's bandwidth budget if that is lower."""
+        limits = self._deps.admission.limits if self._deps.admission else None
+        lanes = min(n for n in (request.parallel, limits and limits.outbound, len(movable) or 1)
+                    if n)
+        budget = None if limits is None or limits.host_bandwidth_mib_s is None \
+            else limits.host_bandwidth_mib_s / lanes
+        rates = [r for r in (request.bandwidth_mib_s, budget) if r]
+        memory_left: dict[str, int | None] = {}
+        for m in movable:
+            for c in m.placement.candidates:
+                if c.ok:
+                    memory_left.setdefault(c.host, None if c.memory_left_bytes is None
+                                           else c.memory_left_bytes + m.domain.memory_kib * 1024)
+        return drain_plan.plan_drain(
+            [drain_plan.DrainVm(m.domain.name, m.move_bytes, m.domain.memory_kib * 1024,
+                                tuple(c.host for c in m.placement.candidates if c.ok))
+             for m in movable], memory_left, lanes, min(rates) if rates else None,
+            limits.inbound if limits else len(movable) or 1)
+
+    async def _drain_move(self, request: DrainRequest, movable: _Movable,
+                          move: drain_plan.PlannedMove, tag: DrainTag | None) -> DrainItem:
+        domain, host = movable.domain, move.destination
+        placed = msgspec.structs.replace(movable.placement, chosen=host)
+        why = next(c.reason for c in placed.candidates if c.host == host)
+        item = DrainItem(vm=domain.name, state=str(domain.state), destination=host, reason=why,
+                         start_s=move.start_s, end_s=move.end_s)
+        if tag is None:
+            return item
+        accepted = await self._accept(msgspec.structs.replace(movable.migrate, destination=host),
+                                      request.host, placed, tag)
+        return msgspec.structs.replace(item, migration_id=accepted.migration_id)
+
+    async def _drain_candidate(self, request: DrainRequest,
+                               domain: DomainInfo) -> DrainItem | _Movable:
+        """The VM's placement when some host passes its checks, else why it stays."""
         state = str(domain.state)
         if not domain.active:
             return DrainItem(vm=domain.name, state=state, active=False,
@@ -220,17 +271,12 @@ class Coordinator:
         migrate = MigrateRequest(vm=domain.name, source=request.host, tls=request.tls,
                                  bandwidth_mib_s=request.bandwidth_mib_s,
                                  strategy=request.strategy, allow_postcopy=request.allow_postcopy)
-        chosen, _ = await self._place(migrate, request.host, among=request.to or None)
+        chosen, reports = await self._place(migrate, request.host, among=request.to or None)
         if chosen.chosen is None:
             return DrainItem(vm=domain.name, state=state,
                              reason=placement.none_fits(domain.name, chosen).message)
-        why = chosen.candidates[0].reason
-        if tag is None:
-            return DrainItem(vm=domain.name, state=state, destination=chosen.chosen, reason=why)
-        accepted = await self._accept(msgspec.structs.replace(migrate, destination=chosen.chosen),
-                                      request.host, chosen, tag)
-        return DrainItem(vm=domain.name, state=state, destination=chosen.chosen,
-                         migration_id=accepted.migration_id, reason=why)
+        copies = reports[chosen.chosen].storage == StorageMode.COPY
+        return _Movable(domain, migrate, chosen, move_bytes(domain, copies))
 
     def _abort_drain(self, host: str) -> DrainReply:
         """Abort every unfinished migration a drain of ``host`` started: the queued ones end at
@@ -377,6 +423,24 @@ def _cursor_position(cursor: str | None) -> int | None:
         raise BatonError(ErrorCode.BAD_REQUEST, f"invalid jobs cursor {cursor!r}: pass back a "
                          "next_cursor from an earlier jobs reply")
     return int(cursor)
+
+
+@dataclass(frozen=True)
+class _Movable:
+    """A VM of a drain that some host can take, with its placement and what it will send."""
+
+    domain: DomainInfo
+    migrate: MigrateRequest
+    placement: Placement
+    move_bytes: int
+
+
+def move_bytes(domain: DomainInfo, copies: bool) -> int:
+    """What a migration of ``domain`` sends: its memory, plus its writable file disks when the
+    storage is copied (their allocation; the copy skips what was never written)."""
+    disks = sum(d.allocation_bytes or d.capacity_bytes for d in domain.disks
+                if copies and d.source_type == "file" and not d.readonly and not d.shareable)
+    return domain.memory_kib * 1024 + disks
 
 
 def _destination(request: MigrateRequest | CheckRequest) -> str:

@@ -212,12 +212,18 @@ class DrainItem(Message, frozen=True, kw_only=True, tag="coordinator.drain.item"
     destination: str | None = None  # where placement put it; None: it does not move
     migration_id: str | None = None  # its migration (not for a dry run)
     reason: str = ""  # why it does not move (failed checks, shut off), or the placement
+    # The plan's expectation, in seconds from the drain's start, at the drain's cap (None
+    # without one): its bytes (memory, plus copied disks) over its lane (coordinator/drain_plan.py)
+    start_s: float | None = None
+    end_s: float | None = None
 
 
 class DrainReply(Message, frozen=True, kw_only=True, tag="coordinator.drain.reply"):
     host: str
     drain_id: str | None = None  # None for a dry run
-    items: list[DrainItem] = []
+    items: list[DrainItem] = []  # the moving ones in the order they start, then those that stay
+    total_s: float | None = None  # when the plan expects the last move to end
+    lower_bound_s: float | None = None  # no plan can end sooner: all bytes over all its lanes
 
 
 class DrainTag(Message, frozen=True, kw_only=True, tag="coordinator.drain.tag"):

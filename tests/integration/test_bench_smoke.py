@@ -30,6 +30,6 @@ def assert_well_formed(records: list[dict], name: str) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["a", "b", "d"])
+@pytest.mark.parametrize("name", ["a", "b", "d", "f"])
 def test_quick_benchmark_writes_a_well_formed_record(name: str, tmp_path: Path) -> None:
     assert_well_formed(run_quick(name, tmp_path / "bench.json"), name)

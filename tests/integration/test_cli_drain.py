@@ -22,9 +22,22 @@ async def test_a_dry_run_plans_each_vm_and_moves_nothing(nats_server, mesh, coor
     result = await baton(nats_server, "drain", "h1", "--dry-run", "-o", "json")
     plan = json.loads(result.stdout)
     assert 0 == result.exit_code, result.output
-    assert [("vm1", "h2", True), ("vmoff", None, False), ("vmshared", "h2", True)] == [
+    # the moving ones in the plan's order (biggest first: vm1 copies its 10 GiB disk), then the rest
+    assert [("vm1", "h2", True), ("vmshared", "h2", True), ("vmoff", None, False)] == [
         (i["vm"], i["destination"], i["active"]) for i in plan["items"]]
     assert plan["drain_id"] is None and [] == mesh["h1"].asked("migration.start")
+    assert (None, None) == (plan["total_s"], plan["items"][0]["start_s"])  # no cap: no times
+
+
+async def test_a_dry_run_at_a_cap_says_when_each_vm_moves_and_how_close_to_the_bound(
+        nats_server, mesh, coordinator):
+    result = await baton(nats_server, "drain", "h1", "--dry-run", "--bandwidth", "1024",
+                         "--parallel", "1", "-o", "json")
+    plan = json.loads(result.stdout)
+    # one lane at 1 GiB/s: vm1 sends 1 GiB of memory and its 10 GiB disk, vmshared 1 GiB
+    assert [("vm1", 0.0, 11.0), ("vmshared", 11.0, 12.0)] == [
+        (i["vm"], i["start_s"], i["end_s"]) for i in plan["items"] if i["destination"]]
+    assert (12.0, 12.0) == (plan["total_s"], plan["lower_bound_s"])
 
 
 async def test_drain_with_parallel_1_moves_them_one_after_the_other_and_exits_0(
