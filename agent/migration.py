@@ -78,6 +78,10 @@ class PostcopyState(StrEnum):
 class _Running:
     request: StartRequest
     abort_requested: bool = False
+    # A cap asked for (migration.speed) that must still reach QEMU: one set before libvirt's
+    # migrate call applied its own parameters (it does just before the memory is sent) is
+    # overwritten by the call's cap, so it is set again once memory is being sent.
+    speed_pending: int | None = None
     completed: asyncio.Future[JobStats] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
     escalator: convergence.Escalator = field(init=False)  # kept across a post-copy recovery
@@ -293,7 +297,8 @@ class MigrationManager(RunningJobs[_Running]):
         await self._send(request.migration_id, MigrationEvent.SOURCE_FINISHED, finished)
 
     async def _report_progress(self, running: _Running, plan: MigrationPlan) -> None:
-        """Publish the job's figures every interval; apply the max downtime once a job runs;
+        """Publish the job's figures every interval; apply the max downtime once a job runs, and
+    a cap asked for once memory is being sent;
         with ``downtime_ramp``, raise it when the remainder stalls, and switch to post-copy
         when the request says when (agent/convergence.py)."""
         request = running.request
@@ -307,6 +312,11 @@ class MigrationManager(RunningJobs[_Running]):
                 if stats is not None and downtime_pending is not None:
                     await self._hv.set_max_downtime(request.vm, downtime_pending)
                     downtime_pending = None
+                if stats is not None and (stats.memory_processed_bytes or 0) > 0 \
+                        and (speed := running.speed_pending) is not None:
+                    await self._hv.set_max_speed(request.vm, speed)
+                    if running.speed_pending == speed:  # not changed again meanwhile
+                        running.speed_pending = None
             except BatonError as exc:  # the domain vanishes from the source as the move ends
                 log.debug("migration_progress_unavailable", error=exc.message)
                 continue
@@ -351,6 +361,7 @@ class MigrationManager(RunningJobs[_Running]):
 
     async def speed(self, request: SpeedRequest) -> Ack:
         running = self._find(request.migration_id, request.vm)
+        running.speed_pending = request.bandwidth_mib_s
         await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s)
         if running.request.postcopy != PostcopySwitch.OFF:  # the post-copy phase has its own
             await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s, postcopy=True)

@@ -418,6 +418,26 @@ async def test_progress_survives_a_failed_read_and_sets_the_downtime_once_a_job_
                                           hv.called("set_max_downtime"))
 
 
+async def test_a_cap_asked_for_early_is_set_again_once_memory_is_being_sent():
+    """A cap set before libvirt's migrate call applied its own parameters is overwritten by the
+    call's cap: it is set again once memory is being sent (and only once)."""
+    hv = host(domain("vm1"))  # no job figures yet
+    async with agent(hv) as a:
+        await a.start(bandwidth_mib_s=4)
+        await hv.migrating.wait()
+        await a.manager.speed(SpeedRequest(migration_id="m1", vm="vm1", bandwidth_mib_s=256))
+        hv.stats = JobStats(operation="migration_out", data_total_bytes=10)  # the job runs...
+        await a.progress.get()
+        while_preparing = list(hv.called("set_max_speed"))
+        hv.stats = JobStats(operation="migration_out", data_total_bytes=10,
+                            memory_processed_bytes=1)  # ...and sends memory: its own cap is set
+        await a.progress.get()
+        await a.progress.get()
+        await a.outcome(None)
+    assert ([("vm1", 256)], [("vm1", 256), ("vm1", 256)]) == (while_preparing,
+                                                             hv.called("set_max_speed"))
+
+
 async def test_the_agent_stopping_mid_migration_cancels_libvirts_call_and_removes_nothing():
     hv = host(domain("vm1"))
     runner = asyncio.create_task(_migrate_until_cancelled(hv))
