@@ -1,5 +1,5 @@
 """deploy/systemd: the service units pass ``systemd-analyze verify`` (with the install prefix
-pointed at this checkout, so the binaries they start exist), and the sample nats-server.conf is
+pointed at this interpreter's, so the binaries they start exist), and the sample nats-server.conf is
 accepted by the pinned nats-server with real keys and certificates beside it."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ UNITS = REPO / "deploy" / "systemd"
 
 
 def installed(unit: str, where: Path) -> Path:
-    """The unit as if Baton were installed at this checkout (the units say /opt/baton)."""
+    """The unit as if Baton were installed where this interpreter runs (the units say
+    /opt/baton/.venv/bin)."""
     path = where / unit
-    path.write_text((UNITS / unit).read_text().replace("/opt/baton", str(REPO)))
+    path.write_text((UNITS / unit).read_text().replace("/opt/baton/.venv/bin",
+                                                       str(Path(sys.executable).parent)))
     return path
 
 

@@ -71,3 +71,19 @@ def test_a_destination_takes_at_most_inbound_at_once():
 def test_without_a_rate_there_are_no_times(rate):
     plan = plan_drain([vm("a", 1, "h2")], {"h2": None}, lanes=1, rate_mib_s=rate, inbound=2)
     assert [PlannedMove("a", "h2", None, None)] == plan.moves
+
+
+def test_the_moves_come_in_start_order_with_fractional_times():
+    # z (1.5 GiB) starts first on the one lane, then a (0.5 GiB): not the names' order
+    plan = plan_drain([vm("a", 0.5, "h2"), vm("z", 1.5, "h2")], {"h2": None}, lanes=1,
+                      rate_mib_s=1024, inbound=2)
+    assert [("z", 0.0, 1.5), ("a", 1.5, 2.0)] == [(m.vm, m.start_s, m.end_s) for m in plan.moves]
+
+
+def test_memory_exactly_enough_fits_and_every_candidate_is_named_when_none_has_room():
+    fits = plan_drain([vm("a", 1, "h2", memory_gib=2)], {"h2": 2 * GIB}, lanes=1,
+                      rate_mib_s=None, inbound=1)
+    full = plan_drain([vm("a", 1, "h2", "h3", memory_gib=2)], {"h2": GIB, "h3": GIB}, lanes=1,
+                      rate_mib_s=None, inbound=1)
+    assert ({"a": "h2"}, {}) == (where(fits), fits.unplaced)
+    assert full.unplaced["a"].startswith("the hosts that pass its checks (h2, h3) have no memory")
