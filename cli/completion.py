@@ -18,15 +18,7 @@ from nats.aio.client import Client
 
 from baton.cli.common import EPILOG
 from baton.mesh import client
-from baton.mesh.access import (
-    DEFAULT_NATS_URL,
-    ENV_CA,
-    ENV_CREDS,
-    ENV_NKEY,
-    ENV_URL,
-    NatsAccess,
-    quiet_tls_close_noise,
-)
+from baton.mesh.access import NatsAccess, from_environment, quiet_tls_close_noise
 from baton.schemas.agent import DomainsReply, DomainsRequest
 from baton.schemas.migration import JobsReply, JobsRequest
 from baton.schemas.subjects import DEFAULT_PREFIX, AgentEndpoint, CoordinatorEndpoint, Subjects
@@ -60,11 +52,7 @@ def completion(shell: str) -> None:
 
 
 def _access() -> tuple[NatsAccess, Subjects]:
-    env = os.environ
-    access = NatsAccess(url=env.get(ENV_URL, DEFAULT_NATS_URL),
-                        nkey_file=env.get(ENV_NKEY) or None, creds_file=env.get(ENV_CREDS) or None,
-                        ca_file=env.get(ENV_CA) or None)
-    return access, Subjects(env.get("BATON_PREFIX", DEFAULT_PREFIX))
+    return from_environment(), Subjects(os.environ.get("BATON_PREFIX", DEFAULT_PREFIX))
 
 
 def _live(fetch: Callable[[Client, Subjects], Awaitable[list[str]]],

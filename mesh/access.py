@@ -126,6 +126,13 @@ def from_arguments(args: argparse.Namespace) -> NatsAccess:
                       creds_file=args.nats_creds or None, ca_file=args.nats_ca or None)
 
 
+def from_environment() -> NatsAccess:
+    """What the environment variables alone say (for code without flags, e.g. completion)."""
+    env = os.environ.get
+    return NatsAccess(url=env(ENV_URL, DEFAULT_NATS_URL), nkey_file=env(ENV_NKEY) or None,
+                      creds_file=env(ENV_CREDS) or None, ca_file=env(ENV_CA) or None)
+
+
 class _TlsCloseNoise(logging.Filter):
     """asyncio warns on every TLS connection nats-py closes ("returning true from
     eof_received() has no effect when using ssl"): harmless, and one per CLI command."""

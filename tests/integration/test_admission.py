@@ -75,6 +75,14 @@ async def start_coordinator(url: str, store: str = "memory", limits: Limits = ON
     return stop, task, started.result()
 
 
+async def watching(url: str) -> tuple[nats.aio.client.Client, Phases]:
+    """A connection and every phase event it hears from now on."""
+    nc = await nats.connect(url)
+    phases = Phases()
+    await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+    return nc, phases
+
+
 def three_vms_on_h1() -> Mesh:
     mesh = Mesh()
     h1 = mesh.add("h1")
@@ -107,10 +115,8 @@ def prepared_vms(mesh: Mesh) -> list[str]:
 async def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the_next_runs_after(
         nats_server):
     mesh = three_vms_on_h1()
-    phases = Phases()
     async with mesh.serving(nats_server.url):
-        nc = await nats.connect(nats_server.url)
-        await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+        nc, phases = await watching(nats_server.url)
         stop, task, _ = await start_coordinator(nats_server.url)
         try:
             mesh["h1"].script = Script(outcome="hang")
@@ -148,10 +154,8 @@ async def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the
 
 async def test_a_queued_migration_waits_again_after_a_coordinator_restart_and_then_runs(js_server):
     mesh = three_vms_on_h1()
-    phases = Phases()
     async with mesh.serving(js_server.url):
-        nc = await nats.connect(js_server.url)
-        await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+        nc, phases = await watching(js_server.url)
         stop, task, _ = await start_coordinator(js_server.url, store="jetstream")
         mesh["h1"].script = Script(outcome="hang")
         first = await migrate(nc, "vma")
@@ -177,10 +181,8 @@ async def test_a_queued_migration_waits_again_after_a_coordinator_restart_and_th
 
 async def test_migrations_sharing_a_host_share_its_bandwidth_budget_and_get_it_back(nats_server):
     mesh = three_vms_on_h1()
-    phases = Phases()
     async with mesh.serving(nats_server.url):
-        nc = await nats.connect(nats_server.url)
-        await nc.subscribe(S.migrations_filter(event="phase"), cb=phases.on_message)
+        nc, phases = await watching(nats_server.url)
         stop, task, _ = await start_coordinator(
             nats_server.url, limits=Limits(host_bandwidth_mib_s=60))
         try:
