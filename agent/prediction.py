@@ -13,10 +13,13 @@ nothing to divide by: the reply carries the measurement only.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import msgspec
 
 from baton.agent import convergence, precopy_model
-from baton.agent.hypervisor import Hypervisor
+from baton.agent.hypervisor import DirtyRate, Hypervisor
 from baton.schemas.agent import DomainState
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobStats
@@ -133,9 +136,21 @@ def eta_of(stats: JobStats, request: StartRequest, downtime_ms: int,
     return None if eta is None else round(eta, 1)
 
 
+@dataclass(frozen=True)
+class _Measurement:
+    rate: DirtyRate  # the first (short) window's
+    working_set_bytes: int | None
+
+
 class Predictor:
+    """Predictions for the agent's guests. QEMU measures one dirty rate per guest at a time
+    (a second ``calc-dirty-rate`` fails: "the dirty rate is already being measured"), so
+    predictions asked together for one guest (two operators' checks, a check beside a
+    migration's pre-flight) share one measurement instead of failing each other."""
+
     def __init__(self, hv: Hypervisor) -> None:
         self._hv = hv
+        self._measuring: dict[str, tuple[int, asyncio.Future[_Measurement]]] = {}
 
     async def predict(self, request: PredictRequest) -> Prediction:
         [domain] = await self._hv.domains([request.vm], include_cpu_xml=False)
@@ -143,8 +158,46 @@ class Predictor:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, f"{request.vm} is {domain.state}: "
                              "only a running guest dirties memory; nothing to predict")
         memory = domain.memory_kib * 1024
-        short = await self._hv.dirty_rate(request.vm, request.measure_s)
-        long = await self._hv.dirty_rate(request.vm, 2 * request.measure_s)
-        bound = working_set(short.mib_s, long.mib_s, request.measure_s, 2 * request.measure_s,
-                            memory)
-        return modelled(request, memory, short.mib_s, short.mode, bound)
+        found = await self._measurement(request.vm, request.measure_s, memory)
+        return modelled(request, memory, found.rate.mib_s, found.rate.mode,
+                        found.working_set_bytes)
+
+    async def _measurement(self, vm: str, measure_s: int, memory: int) -> _Measurement:
+        while (running := self._measuring.get(vm)) is not None:
+            windows, future = running
+            try:
+                # shielded: one caller giving up does not end the others' measurement
+                found = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.cancelled():
+                    raise  # this caller was cancelled
+                continue  # the measuring caller was: measure anew
+            except Exception:
+                if windows == measure_s:
+                    raise
+                continue
+            if windows == measure_s:
+                return found
+            # other windows: the guest is free again; measure with this caller's own
+        future = asyncio.get_running_loop().create_future()
+        self._measuring[vm] = (measure_s, future)
+        try:
+            found = await self._measure(vm, measure_s, memory)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: nobody else may be waiting
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(found)
+            return found
+        finally:
+            del self._measuring[vm]
+
+    async def _measure(self, vm: str, measure_s: int, memory: int) -> _Measurement:
+        short = await self._hv.dirty_rate(vm, measure_s)
+        long = await self._hv.dirty_rate(vm, 2 * measure_s)
+        return _Measurement(short, working_set(short.mib_s, long.mib_s, measure_s,
+                                               2 * measure_s, memory))

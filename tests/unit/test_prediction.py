@@ -3,6 +3,8 @@ at the downtime limit and ramp the migration itself would use; the dirty-rate mo
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 
@@ -241,3 +243,61 @@ async def test_the_predictor_refuses_a_guest_that_does_not_run(state):
     assert f"g1 is {state}: only a running guest dirties memory; nothing to predict" == \
         caught.value.message
     assert [] == hv.windows
+
+
+class OneAtATime(Measured):
+    """Like QEMU: a second dirty-rate measurement of a guest while one runs fails."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.busy = False
+        self.release = asyncio.Event()
+
+    async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
+        if self.busy:
+            raise BatonError(ErrorCode.HYPERVISOR, "the dirty rate is already being measured")
+        self.busy = True
+        try:
+            await self.release.wait()
+            return await super().dirty_rate(vm, seconds)
+        finally:
+            self.busy = False
+
+
+async def test_predictions_asked_together_for_one_guest_share_one_measurement():
+    hv = OneAtATime(DomainState.RUNNING, {1: 32.0, 2: 16.0}, memory_mib=256)
+    predictor = Predictor(hv)
+    first = asyncio.create_task(predictor.predict(PredictRequest(vm="g1", link_mib_s=48)))
+    second = asyncio.create_task(predictor.predict(PredictRequest(vm="g1", link_mib_s=8)))
+    await asyncio.sleep(0)  # both asked before the measurement ends
+    hv.release.set()
+    fast, slow = await asyncio.gather(first, second)
+    assert [("g1", 1), ("g1", 2)] == hv.windows  # measured once
+    assert (48.0, 8.0, 32.0, 32.0) == (fast.link_mib_s, slow.link_mib_s,
+                                       fast.dirty_rate_mib_s, slow.dirty_rate_mib_s)
+
+
+async def test_a_prediction_with_other_windows_waits_for_the_guest_then_measures_its_own():
+    hv = OneAtATime(DomainState.RUNNING, {1: 32.0, 2: 16.0, 3: 8.0, 6: 8.0})
+    predictor = Predictor(hv)
+    first = asyncio.create_task(predictor.predict(PredictRequest(vm="g1")))
+    second = asyncio.create_task(predictor.predict(PredictRequest(vm="g1", measure_s=3)))
+    await asyncio.sleep(0)
+    hv.release.set()
+    short, long = await asyncio.gather(first, second)
+    assert [("g1", 1), ("g1", 2), ("g1", 3), ("g1", 6)] == hv.windows
+    assert (32.0, 8.0) == (short.dirty_rate_mib_s, long.dirty_rate_mib_s)
+
+
+async def test_when_the_measuring_caller_is_cancelled_a_waiting_one_measures_anew():
+    hv = OneAtATime(DomainState.RUNNING, {1: 32.0, 2: 16.0})
+    predictor = Predictor(hv)
+    first = asyncio.create_task(predictor.predict(PredictRequest(vm="g1")))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(predictor.predict(PredictRequest(vm="g1")))
+    await asyncio.sleep(0)
+    first.cancel()
+    hv.release.set()
+    found = await second
+    assert first.cancelled()
+    assert (32.0, [("g1", 1), ("g1", 2)]) == (found.dirty_rate_mib_s, hv.windows)
