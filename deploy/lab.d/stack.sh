@@ -236,19 +236,47 @@ any_nats_alive() {
 
 stop_stack() {
     local f pid pids=()
-    for f in "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats*.pid; do
+    for f in "$RUNDIR"/console-ui.pid "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats*.pid; do
         pid=$(pidfile_alive "$f") && pids+=("$pid")
     done
     kill_pids "${pids[@]}"
-    rm -f "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats*.pid
+    rm -f "$RUNDIR"/console-ui.* "$RUNDIR"/coordinator*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/nats*.pid
 }
 
 stack_status() {
     local f name
-    for f in "$RUNDIR"/nats*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/coordinator*.pid; do
+    for f in "$RUNDIR"/nats*.pid "$RUNDIR"/agent-h*.pid "$RUNDIR"/coordinator*.pid "$RUNDIR"/console-ui.pid; do
         [[ -e $f ]] || continue
         name=$(basename "$f" .pid)
         if pidfile_alive "$f" >/dev/null; then echo "  $name: running (pid $(cut -d' ' -f1 "$f"))"
         else echo "  $name: DEAD (log $LOGDIR/$name.log)"; fi
     done
+}
+
+# --- the web console: Baton's Cockpit page (cockpit/baton) ------------------------------------
+CONSOLE_UI_PORT=9191
+
+console_url() { echo "http://127.0.0.1:$1/cockpit/@localhost/baton/index.html"; }
+console_listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# cmd_console_ui [PORT]: cockpit-ws with a local session on 127.0.0.1:PORT, signed in to NATS
+# with the operator's key (deploy/lib/console-ui); prints the page's URL.
+cmd_console_ui() {
+    local port=${1:-$CONSOLE_UI_PORT} pid
+    [[ $port =~ ^[0-9]+$ ]] || die "usage: console-ui [PORT]"
+    any_nats_alive || die "the lab's Baton stack is not running: deploy/lab up first"
+    if pid=$(pidfile_alive "$RUNDIR/console-ui.pid"); then
+        port=$(cat "$RUNDIR/console-ui.port")
+        log "console-ui already runs (pid $pid)"
+    else
+        # shellcheck disable=SC2046 # nats_env prints one KEY=VALUE per line, none with spaces
+        start_daemon "$RUNDIR/console-ui.pid" "$LOGDIR/console-ui.log" \
+            env $(nats_env operator) "$REPO/deploy/lib/console-ui" "$port"
+        echo "$port" >"$RUNDIR/console-ui.port"
+        wait_for 15 "cockpit-ws to listen on 127.0.0.1:$port (log: $LOGDIR/console-ui.log)" \
+            console_listening "$port"
+        log "console-ui runs (pid $(pidfile_alive "$RUNDIR/console-ui.pid"), log $LOGDIR/console-ui.log);" \
+            "from another machine: ssh -L $port:127.0.0.1:$port root@this-host"
+    fi
+    console_url "$port"
 }

@@ -1,0 +1,165 @@
+"""Baton's Cockpit page in a real browser against the lab: cockpit-ws (a local session, as
+`deploy/lab console-ui` runs it) serves the page, headless Chromium (Debian's, driven by
+Playwright) uses it as an operator would, and libvirt and QEMU say what happened.
+
+Screenshots of each step are kept in $BATON_TEST_ARTIFACTS/console-ui (default
+/var/tmp/baton-test-artifacts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.stack import BIN
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+MIB = 1024 * 1024
+PAGE = "/cockpit/@localhost/baton/index.html"
+UI_TIMEOUT_MS = 60_000  # a check measures the dirty rate; TCG on 2 shared cores is slow
+ARTIFACTS = Path(os.environ.get("BATON_TEST_ARTIFACTS", "/var/tmp/baton-test-artifacts")) / "console-ui"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "deploy/lib/console-ui exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"cockpit-ws did not listen on {port} within {timeout} s")
+
+
+@pytest.fixture
+def console_url(stack, tmp_path: Path) -> Iterator[str]:
+    """The page's URL, served by deploy/lib/console-ui with the operator's key."""
+    port = free_port()
+    env = os.environ | stack.baton_env() | {"PATH": f"{BIN}:{os.environ['PATH']}"}
+    log = (tmp_path / "console-ui.log").open("wb")
+    proc = subprocess.Popen([str(REPO / "deploy/lib/console-ui"), str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_listening(port, proc)
+        yield f"http://127.0.0.1:{port}{PAGE}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        log.close()
+
+
+@pytest.fixture
+def page(console_url: str):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: deploy/lab install puts Debian's chromium there")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            the_page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            the_page.on("pageerror", lambda exc: errors.append(str(exc)))
+            the_page.set_default_timeout(UI_TIMEOUT_MS)
+            the_page.goto(console_url)
+            yield the_page
+            assert [] == errors, "the page's JavaScript failed"
+        finally:
+            browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def progress_values(row, phase: str, wanted: int, timeout: float = 120) -> list[float]:
+    """Distinct values the row's progress bar shows while the job is in ``phase``."""
+    seen: list[float] = []
+    deadline = time.monotonic() + timeout
+    while len(seen) < wanted and time.monotonic() < deadline:
+        value = row.locator("progress").evaluate("bar => bar.hasAttribute('value') ? bar.value : null")
+        if value is not None and row.get_attribute("data-phase") == phase and value not in seen:
+            seen.append(value)
+        time.sleep(0.25)  # sampling the bar, not waiting for an event
+    return seen
+
+
+def test_an_operator_checks_and_migrates_a_vm_from_the_cockpit_page(stack, lab, guest, page):
+    from playwright.sync_api import expect
+
+    vm = guest("h1", nic=True, dirty_rate_mib_s=8)
+
+    # hosts and the VM, as the agents report them
+    for host in ("h1", "h2", "h3"):
+        expect(page.locator(f"#hosts tr[data-host={host}]")).to_contain_text("connected")
+    vm_row = page.locator(f"#vms tr[data-vm='{vm}']")
+    expect(vm_row).to_have_attribute("data-host", "h1")
+    shot(page, "1-hosts-and-vms")
+
+    # the checks run before Migrate can be pressed: h3 lacks the guest's bridge
+    vm_row.locator("button.migrate").click()
+    dialog = page.locator("#migrate-dialog")
+    dialog.locator("#migrate-destination").select_option("h3")
+    network = dialog.locator("#migrate-checks li[data-check=network]")
+    expect(network).to_have_attribute("data-status", "fail")
+    expect(network).to_contain_text("br-vm")
+    expect(dialog.locator("#migrate-start")).to_be_disabled()
+    shot(page, "2-checks-fail-for-h3")
+
+    # h2 passes; a 4 MiB/s cap (half what the guest dirties) keeps it copying until raised
+    dialog.locator("#migrate-destination").select_option("h2")
+    dialog.locator("#migrate-bandwidth").fill("4")
+    expect(dialog.locator("#migrate-checks li[data-check=convergence]")).to_contain_text("at 4 MiB/s")
+    expect(dialog.locator("#migrate-checks li[data-check=network]")).to_have_attribute("data-status", "pass")
+    expect(dialog.locator("#migrate-start")).to_be_enabled()
+    shot(page, "3-checks-pass-for-h2")
+    dialog.locator("#migrate-start").click()
+    expect(dialog).to_be_hidden()
+
+    job = page.locator("#jobs tbody tr").first
+    expect(job).to_have_attribute("data-phase", "migrating")
+    migration_id = job.get_attribute("data-id")
+    assert vm in job.inner_text() and "h1 → h2" in job.inner_text()
+    lab._poll(lambda: lab.qemu_migration("h1", vm)["max-bandwidth"] == 4 * MIB, 60,
+              "QEMU's max-bandwidth on h1 to become 4 MiB/s")
+    moving = progress_values(job, "migrating", 3)
+    assert len(moving) == 3 and max(moving) > min(moving), moving
+    shot(page, "4-progress")
+
+    # Change bandwidth: a bad value gets the CLI's own message; a good one reaches QEMU
+    job.locator("button.bandwidth").click()
+    bandwidth = page.locator("#bandwidth-dialog")
+    bandwidth.locator("#bandwidth-value").fill("2000000")
+    bandwidth.locator("#bandwidth-apply").click()
+    expect(bandwidth.locator(".dialog-error")).to_contain_text("not in the range")
+    shot(page, "5-bandwidth-error")
+    bandwidth.locator("#bandwidth-value").fill("64")
+    bandwidth.locator("#bandwidth-apply").click()
+    expect(bandwidth).to_be_hidden()
+    expect(page.locator(f"#jobs tr[data-id='{migration_id}']")).to_have_attribute(
+        "data-phase", "succeeded", timeout=240_000)
+    shot(page, "6-succeeded")
+
+    assert "Traceback" not in page.inner_text("body")
+    records = {r["migration_id"]: r for r in json.loads(stack.baton("jobs", "-o", "json").stdout)}
+    assert ("succeeded", 64) == (records[migration_id]["phase"], records[migration_id]["bandwidth_mib_s"])
+    lab.wait_domstate("h2", vm, "running", timeout=60)
+    assert vm not in lab.domains("h1", all_=True), "the source still has the VM"
+    expect(vm_row).to_have_count(1, timeout=30_000)  # listed once more, on h2 alone
+    expect(vm_row).to_have_attribute("data-host", "h2")
