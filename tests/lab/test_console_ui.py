@@ -163,3 +163,42 @@ def test_an_operator_checks_and_migrates_a_vm_from_the_cockpit_page(stack, lab, 
     assert vm not in lab.domains("h1", all_=True), "the source still has the VM"
     expect(vm_row).to_have_count(1, timeout=30_000)  # listed once more, on h2 alone
     expect(vm_row).to_have_attribute("data-host", "h2")
+
+
+def test_an_operator_moves_a_disk_and_aborts_it_from_the_cockpit_page(stack, lab, guest, page):
+    """The Move disk dialog shows a refusal with the agent's reason and enables Move only for a
+    pool that passes; Abort mid-copy leaves the guest on its old file (libvirt's live and saved
+    definitions) and removes the partial copy."""
+    from playwright.sync_api import expect
+
+    from tests.lab.test_storage_move import FAST, HOST, SLOW, assert_alive, live_disks, saved_disk
+
+    vm = guest(HOST, pool="slow")
+    old, new = f"{SLOW}/{vm}.qcow2", f"{FAST}/{vm}.qcow2"
+    page.locator(f"#vms tr[data-vm='{vm}'] button.move-disk").click()
+    dialog = page.locator("#move-dialog")
+    dialog.locator("#move-pool").select_option("slow")  # where the disk already is
+    refused = dialog.locator("#move-checks li[data-status=fail]")
+    expect(refused).to_contain_text("already in pool slow")
+    expect(dialog.locator("#move-start")).to_be_disabled()
+    shot(page, "7-move-refused")
+
+    dialog.locator("#move-pool").select_option("fast")
+    dialog.locator("#move-bandwidth").fill("2")  # 64 MiB at 2 MiB/s: half a minute to abort in
+    expect(dialog.locator("#move-checks li[data-status=fail]")).to_have_count(0)
+    expect(dialog.locator("#move-start")).to_be_enabled()
+    dialog.locator("#move-start").click()
+    expect(dialog).to_be_hidden()
+
+    job = page.locator("#jobs tbody tr").first
+    expect(job).to_have_attribute("data-phase", "migrating")
+    assert "disk move" in job.inner_text() and "pool fast" in job.inner_text()
+    lab._poll(lambda: lab.host_path(HOST, new).exists(), 60, "the copy to start")
+    shot(page, "8-move-copying")
+    job.locator("button.abort").click()
+    expect(job).to_have_attribute("data-phase", "aborted")
+    shot(page, "9-move-aborted")
+
+    assert ({"vda": old}, old) == (live_disks(lab, vm), saved_disk(lab, vm))
+    assert (True, False) == (lab.host_path(HOST, old).exists(), lab.host_path(HOST, new).exists())
+    assert_alive(lab, vm)
