@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests.lab.stack import BIN
+from tests.lab.test_storage_move import FAST, HOST, SLOW, assert_alive, live_disks, saved_disk
 
 pytestmark = pytest.mark.lab
 
@@ -66,11 +68,10 @@ def console_url(stack, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def page(console_url: str):
-    playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: deploy/lab install puts Debian's chromium there")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as driver:
+    with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             the_page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -101,8 +102,6 @@ def progress_values(row, phase: str, wanted: int, timeout: float = 120) -> list[
 
 
 def test_an_operator_checks_and_migrates_a_vm_from_the_cockpit_page(stack, lab, guest, page):
-    from playwright.sync_api import expect
-
     vm = guest("h1", nic=True, dirty_rate_mib_s=8)
 
     # hosts and the VM, as the agents report them
@@ -169,10 +168,6 @@ def test_an_operator_moves_a_disk_and_aborts_it_from_the_cockpit_page(stack, lab
     """The Move disk dialog shows a refusal with the agent's reason and enables Move only for a
     pool that passes; Abort mid-copy leaves the guest on its old file (libvirt's live and saved
     definitions) and removes the partial copy."""
-    from playwright.sync_api import expect
-
-    from tests.lab.test_storage_move import FAST, HOST, SLOW, assert_alive, live_disks, saved_disk
-
     vm = guest(HOST, pool="slow")
     old, new = f"{SLOW}/{vm}.qcow2", f"{FAST}/{vm}.qcow2"
     page.locator(f"#vms tr[data-vm='{vm}'] button.move-disk").click()
