@@ -234,6 +234,22 @@ async def test_the_predictor_scales_both_windows_with_measure_s():
                                                    found.dirty_rate_mib_s)
 
 
+async def test_the_longer_windows_pages_bound_the_working_set_at_its_own_length():
+    # 4 MiB/s over 3 s and 3 MiB/s over 6 s: 12 then 18 MiB of distinct pages, fewer than the
+    # 24 a guest dirtying new pages would show: the working set is the 18 MiB
+    hv = Measured(DomainState.RUNNING, {3: 4.0, 6: 3.0})
+    found = await Predictor(hv).predict(PredictRequest(vm="g1", measure_s=3))
+    assert 18 == found.working_set_mib
+
+
+async def test_the_prediction_sends_the_guests_memory_in_bytes():
+    hv = Measured(DomainState.RUNNING, {1: 0.0, 2: 0.0}, memory_mib=16384)
+    request = PredictRequest(vm="g1", link_mib_s=48)
+    found = await Predictor(hv).predict(request)
+    assert found == modelled(request, 16384 * MIB, 0.0, "page-sampling")
+    assert found.total_s != modelled(request, 16384 * 1025 * 1024, 0.0, "page-sampling").total_s
+
+
 @pytest.mark.parametrize("state", [DomainState.PAUSED, DomainState.SHUTOFF])
 async def test_the_predictor_refuses_a_guest_that_does_not_run(state):
     hv = Measured(state, {})
@@ -259,6 +275,7 @@ class OneAtATime(Measured):
         self.busy = True
         try:
             await self.release.wait()
+            await asyncio.sleep(0)  # a measurement takes time: others run meanwhile
             return await super().dirty_rate(vm, seconds)
         finally:
             self.busy = False
@@ -301,3 +318,62 @@ async def test_when_the_measuring_caller_is_cancelled_a_waiting_one_measures_ane
     found = await second
     assert first.cancelled()
     assert (32.0, [("g1", 1), ("g1", 2)]) == (found.dirty_rate_mib_s, hv.windows)
+
+
+class FailsOnce(OneAtATime):
+    """The first measurement fails as libvirt would; later ones answer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failures = 1
+
+    async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
+        if self.failures:
+            self.failures -= 1
+            await self.release.wait()
+            raise BatonError(ErrorCode.HYPERVISOR, "guest agent went away")
+        return await super().dirty_rate(vm, seconds)
+
+
+async def test_a_failed_shared_measurement_fails_every_caller_that_shared_it():
+    hv = FailsOnce(DomainState.RUNNING, {1: 32.0, 2: 16.0})
+    predictor = Predictor(hv)
+    first = asyncio.create_task(predictor.predict(PredictRequest(vm="g1")))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(predictor.predict(PredictRequest(vm="g1", link_mib_s=8)))
+    await asyncio.sleep(0)
+    hv.release.set()
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    assert [("guest agent went away", ErrorCode.HYPERVISOR)] * 2 == [
+        (e.message, e.code) for e in outcomes if isinstance(e, BatonError)]
+    assert [] == hv.windows  # nobody measured again behind the failure
+
+
+async def test_callers_left_by_a_cancelled_measurement_share_the_next_one():
+    hv = OneAtATime(DomainState.RUNNING, {1: 32.0, 2: 16.0})
+    predictor = Predictor(hv)
+    owner = asyncio.create_task(predictor.predict(PredictRequest(vm="g1")))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(predictor.predict(PredictRequest(vm="g1"))) for _ in range(2)]
+    await asyncio.sleep(0)
+    owner.cancel()
+    hv.release.set()
+    found = await asyncio.gather(*waiting)  # a second measurement at once would have failed
+    assert [32.0, 32.0] == [p.dirty_rate_mib_s for p in found]
+    assert [("g1", 1), ("g1", 2)] == hv.windows
+
+
+async def test_callers_of_other_windows_left_by_a_failed_measurement_share_the_next_one():
+    hv = FailsOnce(DomainState.RUNNING, {1: 32.0, 2: 16.0, 3: 8.0, 6: 8.0})
+    predictor = Predictor(hv)
+    owner = asyncio.create_task(predictor.predict(PredictRequest(vm="g1")))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(predictor.predict(PredictRequest(vm="g1", measure_s=3)))
+               for _ in range(2)]
+    await asyncio.sleep(0)
+    hv.release.set()
+    with pytest.raises(BatonError):
+        await owner
+    found = await asyncio.gather(*waiting)
+    assert [8.0, 8.0] == [p.dirty_rate_mib_s for p in found]
+    assert [("g1", 3), ("g1", 6)] == hv.windows
