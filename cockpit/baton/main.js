@@ -28,6 +28,8 @@ const page = {
     vms: document.getElementById("vms"),
     jobs: document.getElementById("jobs"),
     error: document.getElementById("error"),
+    streamError: document.getElementById("stream-error"),
+    actionError: document.getElementById("action-error"),
     connection: document.getElementById("connection"),
 };
 
@@ -82,38 +84,47 @@ function jobStarted(accepted) {
 async function abort(record) {
     try {
         recordChanged(await baton.run(["abort", record.migration_id]));
+        showError(page.actionError, "");
     } catch (failure) {
-        showError(page.error, `abort ${record.migration_id}: ${failure.message}`);
+        showError(page.actionError, `abort ${record.migration_id}: ${failure.message}`);
     }
 }
 
+/** The listings, each on its own: the hosts still show while the coordinator is down. */
 async function refresh() {
     const mine = ++state.refreshes;
     const withCaps = mine % CAPS_EVERY === 1;
-    try {
-        const [hosts, listing, jobs] = await Promise.all([
-            baton.run(["hosts"]), baton.run(["vms"]), baton.run(["jobs", "--limit", String(JOBS_SHOWN)]),
-        ]);
-        if (mine < state.applied)
-            return; // a later refresh has answered already: these answers are older
-        state.applied = mine;
-        state.hosts = hosts;
-        state.vms = listing.vms;
-        jobs.forEach(remember);
-        if (withCaps) {
-            const answers = await Promise.allSettled(hosts.map(h => baton.run(["caps", h.host_id])));
-            answers.forEach((answer, i) => {
-                if (answer.status === "fulfilled")
-                    state.caps[hosts[i].host_id] = answer.value;
-            });
-        }
-        const unanswered = Object.entries(listing.unanswered ?? {}).map(([host, why]) => `${host}: ${why}`);
-        showError(page.error, unanswered.length ? `hosts that did not list their VMs — ${unanswered.join("; ")}` : "");
-        page.connection.textContent = `updated ${new Date().toLocaleTimeString()}`;
-    } catch (failure) {
-        showError(page.error, failure.message);
-        page.connection.textContent = "not connected";
+    const [hosts, listing, jobs] = await Promise.allSettled([
+        baton.run(["hosts"]), baton.run(["vms"]), baton.run(["jobs", "--limit", String(JOBS_SHOWN)]),
+    ]);
+    if (mine < state.applied)
+        return; // a later refresh has answered already: these answers are older
+    state.applied = mine;
+    const problems = [];
+    const failed = answer => {
+        if (answer.status === "rejected" && !problems.includes(answer.reason.message))
+            problems.push(answer.reason.message);
+        return answer.status === "rejected";
+    };
+    state.hosts = failed(hosts) ? [] : hosts.value;
+    state.vms = failed(listing) ? [] : listing.value.vms;
+    if (!failed(jobs))
+        jobs.value.forEach(remember);
+    if (listing.status === "fulfilled") {
+        for (const [host, why] of Object.entries(listing.value.unanswered ?? {}))
+            problems.push(`${host} did not list its VMs: ${why}`);
     }
+    if (withCaps && state.hosts.length) {
+        const answers = await Promise.allSettled(state.hosts.map(h => baton.run(["caps", h.host_id])));
+        answers.forEach((answer, i) => {
+            if (answer.status === "fulfilled")
+                state.caps[state.hosts[i].host_id] = answer.value;
+        });
+    }
+    showError(page.error, problems.join("\n"));
+    const answered = [hosts, listing, jobs].filter(a => a.status === "fulfilled").length;
+    page.connection.textContent = answered === 0 ? "not connected"
+        : `updated ${new Date().toLocaleTimeString()}${answered < 3 ? " (in part)" : ""}`;
     renderHosts(page.hosts, state.hosts, state.caps);
     drawVms();
     drawJobs();
@@ -134,8 +145,12 @@ function onEvent(event) {
 }
 
 function watch() {
-    baton.stream(["watch"], onEvent, failure => {
-        showError(page.error, `the event stream stopped: ${failure ? failure.message : "baton watch ended"}; retrying`);
+    baton.stream(["watch"], event => {
+        showError(page.streamError, ""); // events flow again
+        onEvent(event);
+    }, failure => {
+        showError(page.streamError,
+                  `live progress stopped: ${failure ? failure.message : "baton watch ended"}; retrying`);
         window.setTimeout(watch, WATCH_RETRY_MS);
     });
 }

@@ -2,91 +2,36 @@
 `deploy/lab console-ui` runs it) serves the page, headless Chromium (Debian's, driven by
 Playwright) uses it as an operator would, and libvirt and QEMU say what happened.
 
-Screenshots of each step are kept in $BATON_TEST_ARTIFACTS/console-ui (default
-/var/tmp/baton-test-artifacts)."""
+Screenshots of each step are kept (tests/support/console.py says where)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.lab.stack import BIN
 from tests.lab.test_storage_move import FAST, HOST, SLOW, assert_alive, live_disks, saved_disk
+from tests.support.console import open_page, serve_console, shot
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 MIB = 1024 * 1024
-PAGE = "/cockpit/@localhost/baton/index.html"
 UI_TIMEOUT_MS = 60_000  # a check measures the dirty rate; TCG on 2 shared cores is slow
-ARTIFACTS = Path(os.environ.get("BATON_TEST_ARTIFACTS", "/var/tmp/baton-test-artifacts")) / "console-ui"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "deploy/lib/console-ui exited"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"cockpit-ws did not listen on {port} within {timeout} s")
 
 
 @pytest.fixture
-def console_url(stack, tmp_path: Path) -> Iterator[str]:
-    """The page's URL, served by deploy/lib/console-ui with the operator's key."""
-    port = free_port()
+def page(stack, tmp_path: Path) -> Iterator[Any]:
+    """The page, served with the operator's key to this lab's stack, in headless Chromium."""
     env = os.environ | stack.baton_env() | {"PATH": f"{BIN}:{os.environ['PATH']}"}
-    log = (tmp_path / "console-ui.log").open("wb")
-    proc = subprocess.Popen([str(REPO / "deploy/lib/console-ui"), str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_listening(port, proc)
-        yield f"http://127.0.0.1:{port}{PAGE}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-        log.close()
-
-
-@pytest.fixture
-def page(console_url: str):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: deploy/lab install puts Debian's chromium there")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            the_page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            the_page.on("pageerror", lambda exc: errors.append(str(exc)))
-            the_page.set_default_timeout(UI_TIMEOUT_MS)
-            the_page.goto(console_url)
-            yield the_page
-            assert [] == errors, "the page's JavaScript failed"
-        finally:
-            browser.close()
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    with serve_console(env, tmp_path) as url, open_page(url, UI_TIMEOUT_MS) as the_page:
+        yield the_page
 
 
 def progress_values(row, phase: str, wanted: int, timeout: float = 120) -> list[float]:
