@@ -69,7 +69,14 @@ class KvStore:
         kv = await open_bucket(nc, KeyValueConfig(
             bucket=bucket, history=1, replicas=replicas,
             description="Baton's migration and disk-move records"))
-        return cls(kv)
+        js = nc.jetstream()
+
+        async def stream_messages() -> int:
+            info = await js.stream_info(f"KV_{bucket}")
+            return info.state.messages
+
+        # without the count, an empty key listing would be taken for an empty bucket
+        return cls(kv, stream_messages)
 
     async def put(self, record: JobRecord) -> None:
         """Write ``record`` on the revision this coordinator last wrote (CONFLICT if another

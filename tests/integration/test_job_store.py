@@ -13,7 +13,9 @@ from pathlib import Path
 import msgspec
 import nats
 import pytest
+from nats.js.errors import NoKeysError
 
+from baton.coordinator import store as store_module
 from baton.coordinator.core import Coordinator
 from baton.coordinator.main import EXIT_NO_STORE, CoordinatorConfig, main, run_coordinator
 from baton.coordinator.store import KvStore
@@ -198,3 +200,26 @@ async def test_a_conflicting_write_says_whose_record_it_is(js_server):
         await nc.drain()
     assert ("the stored record of m1 was changed by another writer; this coordinator no "
             "longer owns it") == caught.value.message
+
+
+async def test_an_empty_key_listing_of_a_bucket_holding_records_is_read_again(js_server, monkeypatch):
+    """As seen in a rehearsal: nats-py's key listing once came back empty from a bucket that held
+    the records, and the restarted coordinator settled none of them. The store that ``open``
+    gives counts the bucket's stream and reads again."""
+    monkeypatch.setattr(store_module, "WRITE_RETRY_S", 0.01)
+    nc = await nats.connect(js_server.url)
+    try:
+        await (await KvStore.open(nc)).put(record("m1"))
+        restarted = await KvStore.open(nc)
+        listing, misses = restarted._kv.keys, [NoKeysError()]
+
+        async def keys_once_missed(*args, **kwargs):
+            if misses:
+                raise misses.pop()
+            return await listing(*args, **kwargs)
+
+        monkeypatch.setattr(restarted._kv, "keys", keys_once_missed)
+        loaded = await restarted.load()
+    finally:
+        await nc.drain()
+    assert ([], ["m1"]) == (misses, [r.migration_id for r in loaded])
