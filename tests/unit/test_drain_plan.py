@@ -87,3 +87,35 @@ def test_memory_exactly_enough_fits_and_every_candidate_is_named_when_none_has_r
                       rate_mib_s=None, inbound=1)
     assert ({"a": "h2"}, {}) == (where(fits), fits.unplaced)
     assert full.unplaced["a"].startswith("the hosts that pass its checks (h2, h3) have no memory")
+
+
+def test_times_are_given_to_the_millisecond():
+    # 1 GiB at 3 GiB/s: a third of a second each, one after the other on the one lane
+    plan = plan_drain([vm("a", 1, "h2"), vm("b", 1, "h2")], {"h2": None}, lanes=1,
+                      rate_mib_s=3072, inbound=2)
+    assert [(0.0, 0.333), (0.333, 0.667)] == [(m.start_s, m.end_s) for m in plan.moves]
+    assert (0.667, 0.667) == (plan.total_s, plan.lower_bound_s)
+
+
+def test_an_inbound_limit_below_one_still_lets_one_move_in():
+    plan = plan_drain([vm("a", 1, "h2"), vm("b", 1, "h2")], {"h2": None}, lanes=2,
+                      rate_mib_s=1024, inbound=0)
+    assert [("a", 0.0, 1.0), ("b", 1.0, 2.0)] == [(m.vm, m.start_s, m.end_s) for m in plan.moves]
+
+
+def test_a_vm_with_nowhere_to_go_does_not_stop_the_smaller_ones_behind_it():
+    plan = plan_drain([vm("big", 8), vm("small", 1, "h2")], {"h2": None}, lanes=1,
+                      rate_mib_s=1024, inbound=1)
+    assert ({"small": "h2"}, ["big"]) == (where(plan), list(plan.unplaced))
+
+
+def test_a_host_that_received_nothing_yet_ties_with_one_that_received_zero_bytes():
+    # "a" sends no bytes to h3; for "b" both hosts have received nothing: the first candidate
+    plan = plan_drain([vm("a", 0, "h3"), vm("b", 0, "h2", "h3")], {"h2": None, "h3": None},
+                      lanes=1, rate_mib_s=1024, inbound=1)
+    assert {"a": "h3", "b": "h2"} == where(plan)
+
+
+def test_a_drain_of_nothing_to_copy_takes_no_time():
+    plan = plan_drain([vm("a", 0, "h2")], {"h2": None}, lanes=1, rate_mib_s=1024, inbound=1)
+    assert (0.0, 0.0) == (plan.total_s, plan.lower_bound_s)
