@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import msgspec
 import nats
@@ -82,21 +83,30 @@ def lab_stack() -> Iterator[tuple[Lab, NatsAccess]]:
             lab.down()
 
 
-async def baton_migrate(nc: Client, request: MigrateRequest) -> MigrationRecord:
-    """Ask the coordinator and wait for a terminal phase; returns the final record."""
+async def _until_terminal(nc: Client, endpoint: CoordinatorEndpoint, request: Any,
+                          accepted_type: type[Any], event_type: type[Any]) -> Any:
+    """Ask the coordinator for a job and wait for its terminal phase; the final record."""
     subjects = Subjects()
     sub = await nc.subscribe(subjects.migrations_filter(event="phase"))
     try:
-        reply = await nc.request(subjects.coordinator(CoordinatorEndpoint.MIGRATE),
-                                 encode(request), timeout=60)
-        accepted = decode_any(reply.data, MigrateAccepted)
+        reply = await nc.request(subjects.coordinator(endpoint), encode(request), timeout=60)
+        accepted = decode_any(reply.data, accepted_type)
         async with asyncio.timeout(MIGRATE_TIMEOUT_S):
             while True:
-                event = decode_any((await sub.next_msg(timeout=MIGRATE_TIMEOUT_S)).data, PhaseEvent)
-                if event.migration_id == accepted.migration_id and event.phase in TERMINAL_PHASES:
-                    return event.record
+                msg = await sub.next_msg(timeout=MIGRATE_TIMEOUT_S)
+                head = msgspec.json.decode(msg.data)  # migrations' and disk moves' events share it
+                if head.get("migration_id") == accepted.migration_id and \
+                        head.get("phase") in TERMINAL_PHASES:
+                    return decode_any(msg.data, event_type).record
     finally:
         await sub.unsubscribe()
+
+
+async def baton_migrate(nc: Client, request: MigrateRequest) -> MigrationRecord:
+    """Ask the coordinator for a migration and wait for a terminal phase; the final record."""
+    record: MigrationRecord = await _until_terminal(nc, CoordinatorEndpoint.MIGRATE, request,
+                                                    MigrateAccepted, PhaseEvent)
+    return record
 
 
 def virsh_migrate(lab: Lab, vm: str, source: str, destination: str, bandwidth: int,
@@ -263,21 +273,9 @@ def _blockcopy(lab: Lab, vm: str, cap: int) -> dict[str, float]:
 
 async def baton_move_disk(nc: Client, request: StorageMoveRequest) -> StorageMoveRecord:
     """Ask the coordinator for a disk move and wait for a terminal phase; the final record."""
-    subjects = Subjects()
-    sub = await nc.subscribe(subjects.migrations_filter(event="phase"))
-    try:
-        reply = await nc.request(subjects.coordinator(CoordinatorEndpoint.STORAGE_MOVE),
-                                 encode(request), timeout=60)
-        accepted = decode_any(reply.data, StorageMoveAccepted)
-        async with asyncio.timeout(MIGRATE_TIMEOUT_S):
-            while True:
-                msg = await sub.next_msg(timeout=MIGRATE_TIMEOUT_S)
-                head = msgspec.json.decode(msg.data)
-                if head.get("migration_id") == accepted.migration_id and \
-                        head.get("phase") in TERMINAL_PHASES:
-                    return decode_any(msg.data, StoragePhaseEvent).record
-    finally:
-        await sub.unsubscribe()
+    record: StorageMoveRecord = await _until_terminal(
+        nc, CoordinatorEndpoint.STORAGE_MOVE, request, StorageMoveAccepted, StoragePhaseEvent)
+    return record
 
 
 async def _move_disk(lab: Lab, access: NatsAccess, vm: str, cap: int) -> dict[str, float]:

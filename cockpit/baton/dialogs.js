@@ -63,34 +63,69 @@ function checker(dialog, list, onReport) {
     };
 }
 
-export class MigrateDialog {
-    constructor(dialog, onStarted) {
+/**
+ * A dialog whose action button is enabled only while the latest checks of its form passed.
+ * Subclasses give `checkArgs()` (null with a reason shown when there is nothing to check) and
+ * `startArgs()`; ids are "<prefix>-checks", "<prefix>-check" and "<prefix>-start".
+ */
+class CheckedDialog {
+    constructor(dialog, prefix, rechecking, onStarted) {
         this.dialog = dialog;
         this.onStarted = onStarted;
-        this.start = $(dialog, "#migrate-start");
-        this.check = checker(dialog, $(dialog, "#migrate-checks"), report => {
+        this.start = $(dialog, `#${prefix}-start`);
+        this.check = checker(dialog, $(dialog, `#${prefix}-checks`), report => {
             this.start.disabled = !report?.ok;
         });
         wireCancel(dialog);
-        $(dialog, "#migrate-check").addEventListener("click", () => this.runChecks());
-        this.start.addEventListener("click", () => this.migrate());
-        // what the checks judge: not Persistent, Undefine source or Auto converge
-        recheckOn(dialog, "#migrate-destination, input[name=migrate-storage], #migrate-live, #migrate-bandwidth",
-                  () => this.runChecks());
+        $(dialog, `#${prefix}-check`).addEventListener("click", () => this.runChecks());
+        this.start.addEventListener("click", () => this.startJob());
+        recheckOn(dialog, rechecking, () => this.runChecks());
     }
 
-    open(vm, hosts) {
+    /** Show the dialog for `vm` (its form already filled) and check it at once. */
+    show(vm) {
         this.vm = vm;
         $(this.dialog, ".vm-name").textContent = vm.vm;
         $(this.dialog, ".source-host").textContent = vm.host;
-        const others = hosts.filter(h => h.host_id !== vm.host).map(h => h.host_id);
-        $(this.dialog, "#migrate-destination").replaceChildren(...others.map(h => el("option", { value: h }, h)));
-        $(this.dialog, "#migrate-live").checked = vm.state === "running";
         this.dialog.showModal();
         this.runChecks();
     }
 
-    /** The options the form shows, as `baton migrate`/`check` arguments (without --bandwidth). */
+    runChecks() {
+        this.start.disabled = true;
+        const args = this.checkArgs();
+        if (args)
+            this.check(args);
+    }
+
+    async startJob() {
+        this.start.disabled = true;
+        try {
+            const accepted = await baton.run([...this.startArgs(), "--detach"]);
+            this.dialog.close();
+            this.onStarted(accepted);
+        } catch (failure) {
+            showError($(this.dialog, ".dialog-error"), failure.message);
+        }
+    }
+}
+
+export class MigrateDialog extends CheckedDialog {
+    constructor(dialog, onStarted) {
+        // what the checks judge: not Persistent, Undefine source or Auto converge
+        super(dialog, "migrate",
+              "#migrate-destination, input[name=migrate-storage], #migrate-live, #migrate-bandwidth",
+              onStarted);
+    }
+
+    open(vm, hosts) {
+        const others = hosts.filter(h => h.host_id !== vm.host).map(h => h.host_id);
+        $(this.dialog, "#migrate-destination").replaceChildren(...others.map(h => el("option", { value: h }, h)));
+        $(this.dialog, "#migrate-live").checked = vm.state === "running";
+        this.show(vm);
+    }
+
+    /** The options the checks judge, as `baton migrate`/`check` arguments. */
     optionArgs() {
         const d = this.dialog;
         const args = [this.vm.vm, "--to", $(d, "#migrate-destination").value];
@@ -101,68 +136,44 @@ export class MigrateDialog {
             args.push("--shared-storage");
         if (!$(d, "#migrate-live").checked)
             args.push("--offline");
-        return args;
+        const bandwidth = $(d, "#migrate-bandwidth").value.trim();
+        return bandwidth ? [...args, "--bandwidth", bandwidth] : args;
     }
 
-    bandwidthArgs() {
-        const value = $(this.dialog, "#migrate-bandwidth").value.trim();
-        return value ? ["--bandwidth", value] : [];
-    }
-
-    runChecks() {
-        this.start.disabled = true;
+    checkArgs() {
         if (!$(this.dialog, "#migrate-destination").value) {
             showError($(this.dialog, ".dialog-error"), "there is no other host to move it to");
-            return;
+            return null;
         }
-        this.check(["check", ...this.optionArgs(), ...this.bandwidthArgs()]);
+        return ["check", ...this.optionArgs()];
     }
 
-    async migrate() {
+    startArgs() {
         const d = this.dialog;
-        const args = ["migrate", ...this.optionArgs(), ...this.bandwidthArgs(), "--detach"];
+        const args = ["migrate", ...this.optionArgs()];
         if (!$(d, "#migrate-persistent").checked)
             args.push("--transient");
         if (!$(d, "#migrate-undefine").checked)
             args.push("--keep-source");
         if ($(d, "#migrate-autoconverge").checked)
             args.push("--auto-converge");
-        this.start.disabled = true;
-        try {
-            const accepted = await baton.run(args);
-            d.close();
-            this.onStarted(accepted);
-        } catch (failure) {
-            showError($(d, ".dialog-error"), failure.message);
-        }
+        return args;
     }
 }
 
-export class MoveDiskDialog {
+export class MoveDiskDialog extends CheckedDialog {
     constructor(dialog, onStarted) {
-        this.dialog = dialog;
-        this.onStarted = onStarted;
-        this.start = $(dialog, "#move-start");
-        this.check = checker(dialog, $(dialog, "#move-checks"), report => {
-            this.start.disabled = !report?.ok;
-        });
-        wireCancel(dialog);
-        $(dialog, "#move-check").addEventListener("click", () => this.runChecks());
-        this.start.addEventListener("click", () => this.move());
-        recheckOn(dialog, "#move-disk, #move-pool, #move-bandwidth", () => this.runChecks());
+        super(dialog, "move", "#move-disk, #move-pool, #move-bandwidth", onStarted);
     }
 
     open(vm, caps) {
-        this.vm = vm;
-        $(this.dialog, ".vm-name").textContent = vm.vm;
-        $(this.dialog, ".source-host").textContent = vm.host;
         const pools = (caps?.pools ?? []).filter(p => p.active).map(p => p.name);
         $(this.dialog, "#move-pool").replaceChildren(...pools.map(p => el("option", { value: p }, p)));
-        this.dialog.showModal();
-        this.runChecks();
+        this.show(vm);
     }
 
-    args() {
+    /** `baton move-disk` arguments for what the form shows (without --keep-source). */
+    moveArgs() {
         const d = this.dialog;
         const disk = $(d, "#move-disk").value.trim();
         const args = ["move-disk", this.vm.vm, ...(disk ? [disk] : []),
@@ -171,27 +182,16 @@ export class MoveDiskDialog {
         return bandwidth ? [...args, "--bandwidth", bandwidth] : args;
     }
 
-    runChecks() {
-        this.start.disabled = true;
+    checkArgs() {
         if (!$(this.dialog, "#move-pool").value) {
             showError($(this.dialog, ".dialog-error"), `no active storage pool on ${this.vm.host}`);
-            return;
+            return null;
         }
-        this.check([...this.args(), "--dry-run"]);
+        return [...this.moveArgs(), "--dry-run"];
     }
 
-    async move() {
-        const args = [...this.args(), "--detach"];
-        if ($(this.dialog, "#move-keep").checked)
-            args.push("--keep-source");
-        this.start.disabled = true;
-        try {
-            const accepted = await baton.run(args);
-            this.dialog.close();
-            this.onStarted(accepted);
-        } catch (failure) {
-            showError($(this.dialog, ".dialog-error"), failure.message);
-        }
+    startArgs() {
+        return $(this.dialog, "#move-keep").checked ? [...this.moveArgs(), "--keep-source"] : this.moveArgs();
     }
 }
 
