@@ -469,6 +469,10 @@ class MigrationManager(RunningJobs[_Running]):
         return False, why_not or (f"{request.vm} here is not the domain (UUID {uuid}) that "
                                   f"migration {request.migration_id} brought: not removed")
 
+    async def _domain_here(self, vm: str) -> DomainInfo | None:
+        return next((d for d in await self._hv.domains(None, include_cpu_xml=False)
+                     if d.name == vm), None)
+
     async def _defined_here(self, vm: str) -> bool:
         return any(d.name == vm for d in await self._hv.domains(None, include_cpu_xml=False))
 
@@ -476,15 +480,18 @@ class MigrationManager(RunningJobs[_Running]):
 
     async def status(self, request: MigrationStatusRequest) -> MigrationStatus:
         """libvirt's facts about the VM here and the ledger's about the migration, read now."""
-        here = [d for d in await self._hv.domains(None, include_cpu_xml=False)
-                if d.name == request.vm]
-        domain = here[0] if here else None
+        domain = await self._domain_here(request.vm)
         job, job_error = None, None
         if domain is not None and domain.active:
             try:
                 job = await self._hv.job_stats(request.vm)
-            except BatonError as exc:  # said, not guessed: the caller sees it could not be read
-                job_error = exc.message
+            except BatonError as exc:
+                # A migration that ends between the two reads takes the domain with it (seen under
+                # load: "no domain named ..."). Read again: a domain now gone or stopped is the
+                # fact; one still running whose job cannot be read is said, not guessed.
+                domain = await self._domain_here(request.vm)
+                if domain is not None and domain.active:
+                    job_error = exc.message
         entry = await asyncio.to_thread(self._ledger.get, request.migration_id)
         running = self._running.get(request.migration_id)
         status = MigrationStatus(

@@ -894,6 +894,28 @@ async def test_status_says_when_the_job_could_not_be_read_instead_of_guessing():
     assert (None, UNAVAILABLE.message, False) == (status.job, status.job_error, status.known)
 
 
+@pytest.mark.parametrize("after", ["gone", "shut off"])
+async def test_status_of_a_vm_whose_migration_ends_while_it_is_read_says_what_libvirt_says_then(
+        after):
+    hv = host(domain("vm1"), job_stats_failures=[
+        BatonError(ErrorCode.NOT_FOUND, "no domain named 'vm1' on this host")])
+    read_job = hv.job_stats
+
+    async def job_stats_as_the_migration_ends(vm: str) -> JobStats | None:
+        if after == "gone":  # libvirt removes the source's domain as the migration completes
+            del hv.vms[vm]
+        else:
+            hv.vms[vm] = domain(vm, state=DomainState.SHUTOFF)
+        return await read_job(vm)
+
+    hv.job_stats = job_stats_as_the_migration_ends  # type: ignore[method-assign]
+    async with agent(hv) as a:
+        status = await a.manager.status(MigrationStatusRequest(migration_id="m1", vm="vm1"))
+    expected = None if after == "gone" else DomainState.SHUTOFF
+    assert (expected, None, None) == (status.domain and status.domain.state, status.job,
+                                      status.job_error)
+
+
 async def test_status_of_a_migration_running_here_and_of_a_vm_not_here():
     hv = host(domain("vm1"))
     async with agent(hv) as a:
