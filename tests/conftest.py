@@ -13,6 +13,30 @@ from nats.aio.client import Client
 
 from tests.support.natsserver import NatsServer
 
+# Under pytest-xdist (deploy/test runs two workers) every test file goes whole to one worker, so a
+# module's own lab (bench smoke's "bn") or stack is never used from two workers at once. The files
+# named here also share one worker, so never two of their tests at once: each guest must
+# out-dirty its cap (40 MiB/s under TCG), and two such guests would share the two cores. (xdist's
+# own xdist_group marks do nothing here: xdist 3.8.0 sets a private node id that pytest 9.2 no
+# longer reads.)
+ONE_WORKER_TOGETHER = {
+    "tests/lab/test_convergence.py": "dirty-guests",
+    "tests/lab/test_completion_timeout.py": "dirty-guests",
+    "tests/lab/test_migrate.py": "dirty-guests",  # its auto-converge test
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WholeFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return ONE_WORKER_TOGETHER.get(path, path)
+
+    return WholeFiles(config, log)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def temporary_files_go_with_the_session() -> Iterator[None]:

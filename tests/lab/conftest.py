@@ -23,8 +23,16 @@ import pytest
 from tests.lab.labctl import LAB_HOSTS, GuestFactory, Lab
 from tests.lab.stack import BatonStack
 
-# Another prefix lets a second test run (a CI rehearsal, say) share the machine with this one.
-LAB_PREFIX = os.environ.get("BATON_TEST_LAB_PREFIX", "bt")
+
+def _lab_prefix() -> str:
+    """``bt``, or BATON_TEST_LAB_PREFIX (a second test run, a CI rehearsal say, shares the machine).
+    Under pytest-xdist each worker after the first gets a lab of its own: ``bt1``, ``bt2``..."""
+    base = os.environ.get("BATON_TEST_LAB_PREFIX", "bt")
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    return base if worker == 0 else f"{base}{worker}"[:8]
+
+
+LAB_PREFIX = _lab_prefix()
 _counter = itertools.count(1)
 
 
