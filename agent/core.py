@@ -17,6 +17,7 @@ from datetime import datetime
 import structlog
 
 from baton.agent import AGENT_VERSION, cpu_baseline, hostfacts, ownership, storage_probe
+from baton.agent.disks import with_image_sizes
 from baton.agent.hypervisor import Hypervisor
 from baton.schemas.agent import (
     AgentStatus,
@@ -163,6 +164,7 @@ class AgentCore:
 
     async def domains(self, request: DomainsRequest) -> DomainsReply:
         found = await self._hv.domains(request.names, request.include_cpu_xml)
+        found = [await with_image_sizes(d) for d in found]
         return DomainsReply(host_id=self.host_id, domains=found)
 
     async def status(self, _request: StatusRequest) -> AgentStatus:

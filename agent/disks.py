@@ -14,6 +14,9 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
+
+from baton.schemas.agent import DomainInfo
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.migration import DiskPlan
 
@@ -119,6 +122,23 @@ async def image_info(path: str) -> tuple[str, int]:
         raise BatonError(ErrorCode.HYPERVISOR, f"qemu-img info {path} failed: {err}")
     info = json.loads(out)
     return str(info.get("format", "")), int(info.get("virtual-size", 0))
+
+
+async def with_image_sizes(domain: DomainInfo) -> DomainInfo:
+    """``domain`` with each file disk that libvirt could not size (zeros: its volume is in no
+    refreshed pool and the domain was too busy for blockInfo) sized from the image itself. Seen
+    under load: a 16 TiB disk read as 0 bytes passed a move's free-space check."""
+    unsized = [d for d in domain.disks if d.device == "disk" and d.source_type == "file"
+               and d.source_path and d.capacity_bytes == 0]
+    if not unsized:
+        return domain
+    sized = {}
+    for disk in unsized:
+        with contextlib.suppress(BatonError):  # no image to read: the size stays unknown (0)
+            _format, sized[disk.target] = await image_info(disk.source_path or "")
+    disks = [msgspec.structs.replace(d, capacity_bytes=sized[d.target]) if d.target in sized
+             else d for d in domain.disks]
+    return msgspec.structs.replace(domain, disks=disks)
 
 
 async def check_image(path: str, disk_format: str) -> str | None:

@@ -8,9 +8,18 @@ from baton.agent import hostfacts
 from baton.agent.core import AgentCore
 from baton.agent.hostfacts import MIGRATION_TLS_FILES, migration_tls_ready
 from baton.agent.hypervisor import CpuVerdict, GuestCpu
-from baton.schemas.agent import CapsRequest, CpuCompareRequest, CpuCompatibility, DomainInfo
+from baton.schemas.agent import (
+    CapsRequest,
+    CpuCompareRequest,
+    CpuCompatibility,
+    DiskInfo,
+    DomainInfo,
+    DomainsRequest,
+    DomainState,
+)
 from baton.schemas.errors import BatonError, ErrorCode
 from tests.fakes import FakeHypervisor
+from tests.support.images import MIB, make_image, needs_qemu_img
 
 
 async def no_remote(host: str, domain: str) -> DomainInfo:
@@ -106,3 +115,20 @@ def test_a_missing_key_or_a_commented_setting_is_not_ready(tmp_path, monkeypatch
     commented = tmp_path / "commented.conf"
     commented.write_text(f'#migrate_tls_x509_cert_dir = "{_tls_dir(tmp_path / "full")}"\n')
     assert (False, False) == (migration_tls_ready(conf), migration_tls_ready(commented))
+
+
+@needs_qemu_img
+async def test_a_file_disk_libvirt_could_not_size_is_sized_from_its_image(tmp_path):
+    """Seen under load: a 16 TiB disk read as 0 bytes passed a move's free-space check."""
+    image = make_image(tmp_path / "vm1.qcow2", size=16 * 1024 * MIB)  # thin: 16 GiB virtual
+    def disk(target: str, path: str, capacity: int = 0) -> DiskInfo:
+        return DiskInfo(target=target, device="disk", source_type="file", source_path=path,
+                        format="qcow2", capacity_bytes=capacity)
+    vm = DomainInfo(name="vm1", uuid="u1", state=DomainState.RUNNING, active=True,
+                    persistent=True, memory_kib=1, max_memory_kib=1, vcpus=1,
+                    disks=[disk("vda", str(image)), disk("vdb", str(tmp_path / "gone.qcow2")),
+                           disk("vdc", str(image), capacity=5)])
+    reply = await make_core(FakeHypervisor(defined={"vm1": vm})).domains(
+        DomainsRequest(names=["vm1"]))
+    # from the image; no image to read stays unknown; what libvirt said stands
+    assert [16 * 1024 * MIB, 0, 5] == [d.capacity_bytes for d in reply.domains[0].disks]
