@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -70,6 +70,9 @@ def open_page(url: str, timeout_ms: int) -> Iterator[Any]:
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.set_default_timeout(timeout_ms)
+            # expect() keeps its own 5 s default otherwise: too short for checks that measure
+            # the guest's dirty rate while the other test worker boots guests (seen in CI)
+            expect.set_options(timeout=timeout_ms)
             page.goto(url)
             yield page
             assert [] == errors, "the page's JavaScript failed"
