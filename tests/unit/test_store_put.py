@@ -34,10 +34,12 @@ class ScriptedKv:
         self.reads = 0
 
     async def create(self, key: str, value: bytes) -> int:
+        assert "m1" == key, key
         self.writes.append(("create", None))
         return self._answer(value)
 
     async def update(self, key: str, value: bytes, last: int | None = None) -> int:
+        assert "m1" == key, key
         self.writes.append(("update", last))
         return self._answer(value)
 
@@ -52,6 +54,7 @@ class ScriptedKv:
                "conflict": KeyWrongLastSequenceError()}[outcome]
 
     async def get(self, key: str) -> SimpleNamespace:
+        assert "m1" == key, key
         self.reads += 1
         if self.unreadable:
             raise nats.errors.TimeoutError()
