@@ -474,7 +474,7 @@ class MigrationManager(RunningJobs[_Running]):
                      if d.name == vm), None)
 
     async def _defined_here(self, vm: str) -> bool:
-        return any(d.name == vm for d in await self._hv.domains(None, include_cpu_xml=False))
+        return await self._domain_here(vm) is not None
 
     # --- facts ---------------------------------------------------------------------------------
 
