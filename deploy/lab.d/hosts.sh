@@ -194,8 +194,13 @@ start_libvirtd() {
     local n=$1
     libvirtd_pid "$n" >/dev/null && return 0
     rm -f "$(host_dir "$n")/run-libvirt/libvirtd.pid"
-    hexec "$n" setsid libvirtd -d -l -p /run/libvirt/libvirtd.pid \
-        </dev/null >>"$(host_dir "$n")/log-libvirt/libvirtd.stdout" 2>&1
+    # Under `tini -s`, a subreaper: QEMU daemonizes away from libvirtd, so an exited QEMU is
+    # reaped by its nearest subreaper ancestor, else by PID 1. libvirt waits for a QEMU to end
+    # by kill(pid, 0), which a zombie still answers; where PID 1 reaps only now and then (about
+    # once a second in this sandbox), every destroy and every migration's end waited for it.
+    # libvirtd runs in the foreground as tini's child; callers wait until it answers.
+    hexec "$n" setsid tini -s -- libvirtd -l -p /run/libvirt/libvirtd.pid \
+        </dev/null >>"$(host_dir "$n")/log-libvirt/libvirtd.stdout" 2>&1 &
 }
 
 # QEMU capability probing takes ~7 s per daemon. Probe once (h1), keep the

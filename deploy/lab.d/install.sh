@@ -4,7 +4,7 @@
 # Debian's nats-server (it enables an unauthenticated service); the pinned wheel is the server.
 
 APT_PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-              busybox-static bindfs gcc libc6-dev iproute2 util-linux bc
+              busybox-static bindfs gcc libc6-dev iproute2 util-linux bc tini
               cockpit-ws cockpit-bridge chromium) # the web console (`console-ui`) and its test
 # QEMU must come from bookworm-backports (10.x): bookworm's 7.2 loses dirty
 # pages in TCG migrations and corrupts guests.
