@@ -12,8 +12,38 @@ GUEST_MODULES=(drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko
 # Images are content-addressed ($CACHE/guest/<hash>/) and never overwritten:
 # a running guest's kernel and initrd must stay identical on every host for as
 # long as it lives, even if another lab rebuilds.
+# GUEST_IMAGE_FORMAT names the layout (v2: vmlinux beside vmlinuz), so a changed build never
+# reuses a directory of the old one.
+GUEST_IMAGE_FORMAT=v2-pvh
 guest_image_dir() {
-    echo "$CACHE/guest/$(cat "$GUEST_SRC/init" "$GUEST_SRC/dirtier.c" | sha256sum | cut -c1-12)"
+    echo "$CACHE/guest/$({ echo "$GUEST_IMAGE_FORMAT"; cat "$GUEST_SRC/init" "$GUEST_SRC/dirtier.c"; } |
+        sha256sum | cut -c1-12)"
+}
+
+# The kernel a guest boots: the uncompressed vmlinux when the build could extract it, else the
+# bzImage. QEMU boots an ELF kernel with a PVH note straight at its 32-bit entry: no firmware
+# real-mode set-up and no decompressing 8 MB of xz under TCG, which took 3.3 of a boot's 7.4 s.
+guest_kernel() {
+    local dir=$1
+    if [[ -f $dir/vmlinux ]]; then echo "$dir/vmlinux"; else echo "$dir/vmlinuz"; fi
+}
+
+# extract_vmlinux BZIMAGE OUT: the ELF inside Debian's xz-compressed bzImage, kept only when it
+# carries the PVH entry note (Xen note type 18) that lets QEMU boot it directly.
+extract_vmlinux() {
+    python3 - "$1" "$2" <<'PY'
+import lzma, re, sys
+image = open(sys.argv[1], "rb").read()
+start = image.find(b"\xfd7zXZ\x00")
+if start < 0:
+    sys.exit("no xz stream in the kernel image")
+elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(image[start:])
+# an ELF note: namesz 4, descsz, type 18 (XEN_ELFNOTE_PHYS32_ENTRY), name "Xen"
+pvh_note = re.compile(rb"\x04\x00\x00\x00[\x04\x08]\x00\x00\x00\x12\x00\x00\x00Xen\x00")
+if not elf.startswith(b"\x7fELF") or not pvh_note.search(elf):
+    sys.exit("the kernel has no PVH entry note")
+open(sys.argv[2], "wb").write(elf)
+PY
 }
 
 ensure_guest_image() {
@@ -51,6 +81,8 @@ build_guest_image() {
         './boot/vmlinuz-*' "${GUEST_MODULES[@]/#/./lib/modules/*/kernel/}"
     find "$tmp/k/lib/modules" -name '*.ko' -exec cp {} "$root/lib/modules/" \;
     cp "$tmp"/k/boot/vmlinuz-* "$tmp/vmlinuz"
+    extract_vmlinux "$tmp/vmlinuz" "$tmp/vmlinux" ||
+        log "guest image: booting the compressed kernel (slower under TCG)"
     cp /bin/busybox "$root/bin/busybox"
     install -m 0755 "$GUEST_SRC/init" "$root/init"
     gcc -static -O2 -Wall -o "$root/dirtier" "$GUEST_SRC/dirtier.c"
@@ -142,7 +174,7 @@ domain_xml() {
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$img/vmlinuz</kernel>
+    <kernel>$(guest_kernel "$img")</kernel>
     <initrd>$img/initrd.img</initrd>
     <cmdline>console=ttyS0 loglevel=4 mitigations=off $params</cmdline>
   </os>
