@@ -8,7 +8,7 @@ down, ``not_found`` for an unknown domain, ``unsupported`` when the driver canno
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -118,6 +118,10 @@ class Hypervisor(Protocol):
 
     async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
         """Measured over ``seconds`` (the call lasts that long)."""
+
+    async def page_digests(self, vm: str, pages: Sequence[int]) -> list[bytes]:
+        """A short digest of each guest-physical page (by number: address / 4 KiB), ``b""``
+        for an all-zero page; ``unsupported`` where the driver cannot read guest memory."""
 
     async def remove_domain(self, vm: str, uuid: str) -> bool:
         """Destroy (if paused) and undefine the domain with this UUID, only if it is called

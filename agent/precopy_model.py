@@ -6,7 +6,9 @@ strategy it will need, and a running one's latest job figures say how long it ha
 from one model, :func:`simulate`, with L the link rate and D the dirty rate (bytes/s):
 
 - a copy migration first sends its disks: ``disk_bytes / L`` (disk writes meanwhile ignored);
-- pass 1 sends ``memory_bytes`` (or, mid-pass, ``remaining_bytes``) in ``t_1 = sent / L``;
+- pass 1 sends ``memory_bytes`` (or, mid-pass, ``remaining_bytes``) in ``t_1 = sent / L``; a
+  zero page crosses as a marker, so when the whole pages are known (``first_pass_bytes``) pass 1
+  sends those only;
 - pass k re-sends what the guest dirtied during pass k-1: ``r = min(D * t_(k-1), cap)``, the cap
   being the guest's working set (``working_set_bytes``, else all of ``memory_bytes``): a guest
   cannot dirty more memory than it touches;
@@ -86,15 +88,20 @@ def pages_to_bytes(pages_s: float, page_size: int = 4096) -> float:
 
 def simulate(memory_bytes: int, dirty_bps: float, link_bps: float, downtime_ms: int, *,
              disk_bytes: int = 0, working_set_bytes: int | None = None,
-             remaining_bytes: int | None = None, pass_elapsed_s: float = 0.0) -> Outcome:
+             remaining_bytes: int | None = None, pass_elapsed_s: float = 0.0,
+             first_pass_bytes: int | None = None) -> Outcome:
     """Pre-copy pass by pass, as the module docstring says. ``pass_elapsed_s``: how long the
     current pass (the one ``remaining_bytes`` is left of) has run already; the guest dirtied
-    memory all that time too, and the pass was that much longer."""
+    memory all that time too, and the pass was that much longer. ``first_pass_bytes``: what a
+    first pass from the start sends as whole pages (its zero pages cost nothing); whether the
+    remainder shrinks is still judged against all of memory, which that pass went through."""
     if link_bps <= 0:
         raise ValueError(f"link rate must be positive, got {link_bps} bytes/s")
     cap = memory_bytes if working_set_bytes is None else working_set_bytes
     sent: float = memory_bytes if remaining_bytes is None else remaining_bytes
     whole = sent + link_bps * pass_elapsed_s  # the current pass from its start
+    if remaining_bytes is None and first_pass_bytes is not None:
+        sent = min(first_pass_bytes, memory_bytes)
     elapsed_s = disk_bytes / link_bps
     for passes in range(1, MAX_PASSES + 1):
         pass_s = sent / link_bps
@@ -113,7 +120,8 @@ def simulate(memory_bytes: int, dirty_bps: float, link_bps: float, downtime_ms: 
 def predict(memory_bytes: int, dirty_bps: float, link_bps: float, *,
             downtime_ms: int = QEMU_DEFAULT_DOWNTIME_MS,
             ramp_ms: Sequence[int] = DEFAULT_RAMP_MS, allow_postcopy: bool = False,
-            disk_bytes: int = 0, working_set_bytes: int | None = None) -> Prediction:
+            disk_bytes: int = 0, working_set_bytes: int | None = None,
+            first_pass_bytes: int | None = None) -> Prediction:
     """The strategy a migration needs, and its total time and pause under it."""
     def prediction(strategy: Strategy, total_s: float | None, pause_ms: int | None) -> Prediction:
         return Prediction(converges=strategy is Strategy.PRECOPY, total_s=total_s,
@@ -121,13 +129,14 @@ def predict(memory_bytes: int, dirty_bps: float, link_bps: float, *,
                           dirty_rate_mib_s=dirty_bps / MIB, link_mib_s=link_bps / MIB)
 
     plain = simulate(memory_bytes, dirty_bps, link_bps, downtime_ms, disk_bytes=disk_bytes,
-                     working_set_bytes=working_set_bytes)
+                     working_set_bytes=working_set_bytes, first_pass_bytes=first_pass_bytes)
     if plain.converges:
         return prediction(Strategy.PRECOPY, plain.total_s, plain.downtime_ms)
     raised = (step for step in ramp_ms if step > downtime_ms)  # as the stall detector steps
     for count, step in enumerate(raised, start=1):
         ramped = simulate(memory_bytes, dirty_bps, link_bps, step, disk_bytes=disk_bytes,
-                          working_set_bytes=working_set_bytes)
+                          working_set_bytes=working_set_bytes,
+                          first_pass_bytes=first_pass_bytes)
         if ramped.total_s is not None:  # converges at this step
             return prediction(Strategy.DOWNTIME_RAMP, ramped.total_s + count * STALL_S,
                               ramped.downtime_ms)

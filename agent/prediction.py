@@ -1,9 +1,14 @@
-"""The source agent's prediction of a live migration (issue #12): measure the guest's dirty rate
-with libvirt, then run the pre-copy model (agent/precopy_model.py) at the link rate asked for.
+"""The source agent's prediction of a live migration (issue #12): measure the guest's memory,
+then run the pre-copy model (agent/precopy_model.py) at the link rate asked for.
 
-Two measurements, the second twice as long: the rate is the first's, and a second that found
-clearly fewer pages than twice the first's bounds the working set (a guest rewriting 32 MiB
-reads 32 MiB/s over 1 s but 16 MiB/s over 2 s), so a pass never re-sends more than it.
+The measurement reads about a thousand sampled pages of the guest three times through libvirt
+(agent/memory_sample.py): the first read says how much of memory is zero pages (the first pass
+sends those as markers), and the pages changed by the second and third reads give the dirty
+rate over two windows, the second twice as long. Where libvirt cannot read guest memory, its own
+dirty-rate calculation is asked for the two windows instead (no zero-page share then).
+The rate is the first window's, and a second that found clearly fewer pages than twice the
+first's bounds the working set (a guest rewriting 32 MiB reads 32 MiB/s over 1 s but 16 MiB/s
+over 2 s), so a pass never re-sends more than it.
 
 The downtime limit and its ramp are the ones the migration itself would use (the operator's
 ``max_downtime_ms``, else QEMU's 300 ms; steps as agent/convergence.py takes them), so the
@@ -14,11 +19,12 @@ nothing to divide by: the reply carries the measurement only.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 
 import msgspec
 
-from baton.agent import convergence, precopy_model
+from baton.agent import convergence, memory_sample, precopy_model
 from baton.agent.hypervisor import DirtyRate, Hypervisor
 from baton.schemas.agent import DomainState
 from baton.schemas.errors import BatonError, ErrorCode
@@ -39,9 +45,13 @@ STRATEGY_OF = {
 # A second window twice as long that finds less than this share of twice the first window's
 # pages: the guest rewrites the same pages (page-sampling's counts are noisy by about a tenth).
 BOUNDED_SHARE = 0.9
+# Pages read per pass: one changed page of a 128 MiB guest is 0.125 MiB/s over 1 s; a pass takes
+# about 1.3 s under TCG (libvirt reads a page per monitor command).
+SAMPLE_PAGES = 1024
+MEMORY_PEEK = "memory-peek"
 
 
-def working_set(short_mib_s: float, long_mib_s: float, short_s: int, long_s: int,
+def working_set(short_mib_s: float, long_mib_s: float, short_s: float, long_s: float,
                 memory_bytes: int) -> int | None:
     """The bytes a guest keeps rewriting, from two measurements (pure): libvirt counts the
     distinct pages dirtied in a window, so a guest confined to a working set reads a lower rate
@@ -53,12 +63,14 @@ def working_set(short_mib_s: float, long_mib_s: float, short_s: int, long_s: int
 
 
 def modelled(request: PredictRequest, memory_bytes: int, dirty_mib_s: float,
-             mode: str, working_set_bytes: int | None = None) -> Prediction:
+             mode: str, working_set_bytes: int | None = None,
+             whole_bytes: int | None = None) -> Prediction:
     """The prediction for a measured guest (pure)."""
     measured = Prediction(
         dirty_rate_mib_s=round(dirty_mib_s, 1), dirty_rate_mode=mode,
         memory_mib=memory_bytes // MIB,
-        working_set_mib=None if working_set_bytes is None else working_set_bytes // MIB)
+        working_set_mib=None if working_set_bytes is None else working_set_bytes // MIB,
+        whole_mib=None if whole_bytes is None else whole_bytes // MIB)
     if request.link_mib_s is None:
         return measured
     model = precopy_model.predict(
@@ -66,7 +78,7 @@ def modelled(request: PredictRequest, memory_bytes: int, dirty_mib_s: float,
         downtime_ms=request.max_downtime_ms or convergence.QEMU_DEFAULT_DOWNTIME_MS,
         ramp_ms=convergence.ramp_up_to(request.max_downtime_ms).steps_ms,
         allow_postcopy=request.allow_postcopy, disk_bytes=request.disk_bytes,
-        working_set_bytes=working_set_bytes)
+        working_set_bytes=working_set_bytes, first_pass_bytes=whole_bytes)
     return msgspec.structs.replace(
         measured, link_mib_s=float(request.link_mib_s), converges=model.converges,
         total_s=None if model.total_s is None else round(model.total_s, 1),
@@ -80,6 +92,14 @@ def whole_page_share(stats: JobStats) -> float:
     zero = precopy_model.pages_to_bytes(stats.memory_constant_pages or 0)
     whole = stats.memory_normal_bytes or 0
     return whole / (zero + whole) if zero + whole > 0 else 1.0
+
+
+def first_pass_left(stats: JobStats, left: int, expected_whole_mib: int | None) -> int:
+    """The bytes the first pass has still to send as whole pages, of the ``left`` it has still
+    to go through."""
+    if expected_whole_mib is None:
+        return int(left * whole_page_share(stats))
+    return max(0, min(left, expected_whole_mib * MIB - (stats.memory_normal_bytes or 0)))
 
 
 class PassClock:
@@ -110,8 +130,10 @@ def eta_of(stats: JobStats, request: StartRequest, downtime_ms: int,
     disks), else the cap; the dirty rate is libvirt's from pass 2 on, and pre-flight's during
     the first pass (libvirt reports none yet), bounded by pre-flight's working set; the memory
     dirtied since the current pass began (``pass_elapsed_s``) is sent again in the next. In the
-    first pass the memory left is weighed by the share of whole pages so far (zero pages cross
-    as markers). In post-copy nothing is sent twice: the rest moves once at the link rate."""
+    first pass zero pages cross as markers: what is left to send is pre-flight's whole pages
+    less those sent so far when pre-flight sampled them (a guest's zero pages lie in runs, so
+    the share so far misleads), else the memory left weighed by the share of whole pages so
+    far. In post-copy nothing is sent twice: the rest moves once at the link rate."""
     total, left = stats.memory_total_bytes, stats.memory_remaining_bytes
     if total is None or left is None:
         return None
@@ -127,7 +149,7 @@ def eta_of(stats: JobStats, request: StartRequest, downtime_ms: int,
     if first_pass and request.expected_dirty_rate_mib_s is not None:
         dirty = max(dirty, request.expected_dirty_rate_mib_s * MIB)
     if first_pass:
-        left = int(left * whole_page_share(stats))
+        left = first_pass_left(stats, left, request.expected_whole_mib)
     bound = request.expected_working_set_mib
     eta = precopy_model.eta_s(total, left, dirty, link, downtime_ms,
                               disk_remaining_bytes=disk_left,
@@ -140,6 +162,7 @@ def eta_of(stats: JobStats, request: StartRequest, downtime_ms: int,
 class _Measurement:
     rate: DirtyRate  # the first (short) window's
     working_set_bytes: int | None
+    whole_bytes: int | None = None  # what the first pass sends as whole pages, when sampled
 
 
 class Predictor:
@@ -148,8 +171,9 @@ class Predictor:
     predictions asked together for one guest (two operators' checks, a check beside a
     migration's pre-flight) share one measurement instead of failing each other."""
 
-    def __init__(self, hv: Hypervisor) -> None:
+    def __init__(self, hv: Hypervisor, rng: random.Random | None = None) -> None:
         self._hv = hv
+        self._rng = rng or random.Random()
         self._measuring: dict[str, tuple[int, asyncio.Future[_Measurement]]] = {}
 
     async def predict(self, request: PredictRequest) -> Prediction:
@@ -160,7 +184,7 @@ class Predictor:
         memory = domain.memory_kib * 1024
         found = await self._measurement(request.vm, request.measure_s, memory)
         return modelled(request, memory, found.rate.mib_s, found.rate.mode,
-                        found.working_set_bytes)
+                        found.working_set_bytes, found.whole_bytes)
 
     async def _measurement(self, vm: str, measure_s: int, memory: int) -> _Measurement:
         while (running := self._measuring.get(vm)) is not None:
@@ -197,7 +221,34 @@ class Predictor:
             del self._measuring[vm]
 
     async def _measure(self, vm: str, measure_s: int, memory: int) -> _Measurement:
+        try:
+            found = await self._sample(vm, measure_s, memory)
+        except BatonError as exc:
+            if exc.code is not ErrorCode.UNSUPPORTED:
+                raise
+        else:
+            return _Measurement(DirtyRate(found.short_mib_s, MEMORY_PEEK),
+                                working_set(found.short_mib_s, found.long_mib_s, found.short_s,
+                                            found.long_s, memory),
+                                found.whole_bytes(memory))
         short = await self._hv.dirty_rate(vm, measure_s)
         long = await self._hv.dirty_rate(vm, 2 * measure_s)
         return _Measurement(short, working_set(short.mib_s, long.mib_s, measure_s,
                                                2 * measure_s, memory))
+
+    async def _sample(self, vm: str, measure_s: int, memory: int) -> memory_sample.Sampled:
+        """Three reads of the same sampled pages, begun ``measure_s`` apart (or back to back
+        when a read takes longer)."""
+        pages = memory_sample.sample_pages(memory, SAMPLE_PAGES, self._rng)
+        loop = asyncio.get_running_loop()
+
+        async def read(not_before_s: float) -> memory_sample.Pass:
+            await asyncio.sleep(max(0.0, not_before_s - loop.time()))
+            started = loop.time()
+            digests = await self._hv.page_digests(vm, pages)
+            return memory_sample.Pass(digests, started, loop.time())
+
+        first = await read(loop.time())
+        second = await read(first.started_s + measure_s)
+        third = await read(first.started_s + 2 * measure_s)
+        return memory_sample.sampled(first, second, third, memory)

@@ -33,6 +33,7 @@ class MigrationPlan:
     tls: bool = False  # encrypt the migration stream (VIR_MIGRATE_TLS)
     dirty_rate_mib_s: float | None = None  # pre-flight's measurement, for the source's ETA
     working_set_mib: int | None = None
+    whole_mib: int | None = None  # what the first pass sends as whole pages, pre-flight found
 
     @property
     def copy_targets(self) -> list[str]:
@@ -63,7 +64,8 @@ def make_plan(facts: Facts) -> MigrationPlan:
                          dirty_rate_mib_s=facts.prediction.dirty_rate_mib_s
                          if facts.prediction else None,
                          working_set_mib=facts.prediction.working_set_mib
-                         if facts.prediction else None)
+                         if facts.prediction else None,
+                         whole_mib=facts.prediction.whole_mib if facts.prediction else None)
 
 
 def host_of(uri: str) -> str | None:
@@ -93,4 +95,5 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
         expected_dirty_rate_mib_s=plan.dirty_rate_mib_s,
         expected_working_set_mib=plan.working_set_mib,
+        expected_whole_mib=plan.whole_mib,
         progress_interval_ms=PROGRESS_INTERVAL_MS, tls=plan.tls)

@@ -141,8 +141,14 @@ class Prediction(Message, frozen=True, kw_only=True, tag="agent.migration.predic
     strategy that ends it. Without a link rate only the measurement is given."""
 
     dirty_rate_mib_s: float
-    dirty_rate_mode: str  # how libvirt measured it: dirty-ring, dirty-bitmap or page-sampling
-    memory_mib: NonNegativeInt  # the guest memory the first pass sends
+    # How it was measured: memory-peek (the source agent read about a thousand sampled pages
+    # with libvirt, agent/memory_sample.py), else libvirt's own calculation: dirty-ring,
+    # dirty-bitmap or page-sampling
+    dirty_rate_mode: str
+    memory_mib: NonNegativeInt  # the guest memory the first pass goes through
+    # Of it, what the first pass sends as whole pages (the rest is zero pages, sent as markers),
+    # from the sampled pages; None: not sampled, all of memory is assumed.
+    whole_mib: NonNegativeInt | None = None
     # The memory the guest keeps dirtying, when a second, longer measurement found fewer new
     # pages than its length would give (the guest rewrites a working set); None: not bounded
     # within the measurements, so all of memory is assumed.
@@ -379,6 +385,7 @@ class StartRequest(Message, frozen=True, kw_only=True, tag="agent.migration.star
     # reports one of its own.
     expected_dirty_rate_mib_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     expected_working_set_mib: NonNegativeInt | None = None  # pre-flight's bound, if it found one
+    expected_whole_mib: NonNegativeInt | None = None  # pre-flight's whole pages of the first pass
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 500
     tls: bool = False  # VIR_MIGRATE_TLS: encrypt the stream (both hosts' QEMU need certificates)
 

@@ -13,6 +13,7 @@ part of the boundary:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from baton.agent.block_copy import BlockJobProgress, DiskSources
@@ -118,6 +119,9 @@ class LibvirtHypervisor:
 
     async def dirty_rate(self, vm: str, seconds: int) -> DirtyRate:
         return await dirtyrate.measure(self._connection, vm, seconds)
+
+    async def page_digests(self, vm: str, pages: Sequence[int]) -> list[bytes]:
+        return await dirtyrate.page_digests(self._connection, vm, pages)
 
     # --- block copy (agent.block_copy.BlockCopier) --------------------------------------------
 

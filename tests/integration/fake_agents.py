@@ -197,6 +197,7 @@ class FakeAgent:
         self.nc: Any = None
         self.service: Service | None = None
         self.dirty_rate_mib_s = 2.0  # what a dirty-rate measurement of any running guest reads
+        self.whole_share = 0.75  # the share of a guest's memory its sampled pages find not zero
 
     def asked(self, endpoint: AgentEndpoint) -> list[Any]:
         return [r for e, r in self.requests if e == endpoint]
@@ -423,7 +424,9 @@ class FakeAgent:
         if domain.state != DomainState.RUNNING:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, f"{request.vm} is {domain.state}: "
                              "only a running guest dirties memory; nothing to predict")
-        return modelled(request, domain.memory_kib * 1024, self.dirty_rate_mib_s, "fake")
+        memory = domain.memory_kib * 1024
+        return modelled(request, memory, self.dirty_rate_mib_s, "fake",
+                        whole_bytes=int(memory * self.whole_share))
 
     # --- the scripted migration ----------------------------------------------------------------
 

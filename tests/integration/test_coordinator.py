@@ -190,6 +190,19 @@ async def test_check_with_a_cap_predicts_from_the_sources_measurement(coordinato
     assert 3 == len(source.asked(A.MIGRATION_PREDICT))
 
 
+async def test_a_copy_is_predicted_to_send_each_disk_at_its_whole_virtual_size(
+        coordinator, mesh, nats_client):
+    # QEMU's mirror goes through unallocated clusters under the cap too (agent/prediction.py)
+    source = mesh.agents["h1"]
+    vm = source.domains["vm1"]
+    thin = msgspec.structs.replace(vm.disks[0], allocation_bytes=1 << 30)
+    source.domains["vm1"] = msgspec.structs.replace(vm, disks=[thin])
+    report = await ask(nats_client, C.CHECK, CheckRequest(
+        vm="vm1", destination="h2", storage=StorageMode.COPY, bandwidth_mib_s=50), PreflightReport)
+    [asked] = source.asked(A.MIGRATION_PREDICT)
+    assert (10 << 30, thin.capacity_bytes) == (asked.disk_bytes, 10 << 30), report.checks
+
+
 async def test_only_strategy_auto_has_the_source_measure_before_a_migration(
         coordinator, mesh, watcher, nats_client):
     for vm, strategy in (("vm1", Strategy.PRECOPY), ("vmshared", Strategy.AUTO)):
@@ -201,7 +214,10 @@ async def test_only_strategy_auto_has_the_source_measure_before_a_migration(
     [asked] = mesh.agents["h1"].asked(A.MIGRATION_PREDICT)
     assert (50, "vmshared") == (asked.link_mib_s, asked.vm)
     [started] = [r for r in mesh.agents["h1"].asked(A.MIGRATION_START) if r.vm == "vmshared"]
-    assert 2.0 == started.expected_dirty_rate_mib_s  # the source's ETA starts from it
+    # the source's ETA starts from them
+    assert (2.0, record.prediction.whole_mib) == (started.expected_dirty_rate_mib_s,
+                                                  started.expected_whole_mib)
+    assert record.prediction.whole_mib > 0
 
 
 async def test_steps_the_source_reports_only_in_its_outcome_reach_the_record(

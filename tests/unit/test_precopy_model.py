@@ -51,6 +51,20 @@ NO = Outcome(False, None, None, 1)
      {"remaining_bytes": 256 * MIB}, Outcome(True, 2 + 1 + 0.5 + 0.25, 250, 3)),
     ("mid-pass with nothing left and nothing dirtied", (GIB, 0, LINK, 300),
      {"remaining_bytes": 0, "disk_bytes": 64 * MIB}, Outcome(True, 0.5, 0, 1)),
+    # half of memory is zero pages: pass 1 sends 512 MiB (4 s), and the guest dirties half as
+    # much meanwhile: 2, 1, 0.5 s and a 0.25 s pause
+    ("zero pages cost the first pass nothing", (GIB, 64 * MIB, LINK, 300),
+     {"first_pass_bytes": 512 * MIB}, Outcome(True, 4 + 2 + 1 + 0.5 + 0.25, 250, 4)),
+    ("whole pages beyond memory are memory", (GIB, 0, LINK, 300),
+     {"first_pass_bytes": 2 * GIB}, Outcome(True, 8.0, 0, 1)),
+    # mid-pass, what is left is what was counted: the whole pages do not apply
+    ("mid-pass the first pass's whole pages are already counted", (GIB, 64 * MIB, LINK, 300),
+     {"remaining_bytes": 256 * MIB, "first_pass_bytes": 128 * MIB},
+     Outcome(True, 2 + 1 + 0.5 + 0.25, 250, 3)),
+    # a guest dirtying twice as fast as the link re-sends 16 MiB after a first pass of 8: judged
+    # against the 1 GiB that pass went through, that still shrank; pass 2 (32 MiB) did not
+    ("a first pass of few whole pages is judged against all of memory",
+     (GIB, 2 * LINK, LINK, 100), {"first_pass_bytes": 8 * MIB}, Outcome(False, None, None, 2)),
 ])
 def test_simulate(name, args, kwargs, expected):
     assert expected == simulate(*args, **kwargs), name

@@ -661,3 +661,11 @@ async def test_gather_reports_a_failed_probe():
     got = await gather(Agents(write_ok=False, write_detail="denied"),  # type: ignore[arg-type]
                        "vm1", "h1", "h2", live=True, storage=StorageMode.AUTO)
     assert got.probe_error == f"the source could not write a probe token beside {IMAGES}/a.qcow2: denied"
+
+
+def test_the_memory_that_is_not_zero_pages_is_named_when_sampled():
+    found = check_convergence(facts(
+        intent=Intent(predict=True),
+        prediction=msgspec.structs.replace(predicted(Strategy.PRECOPY, 2.9, 120), whole_mib=94,
+                                           dirty_rate_mode="memory-peek")))
+    assert "of 128 MiB (memory-peek; 94 MiB of it not zero pages): at 30 MiB/s" in found.reason
