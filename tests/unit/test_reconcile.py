@@ -125,3 +125,12 @@ async def test_a_failing_pass_does_not_end_the_loop(monkeypatch):
     alive = not loop.done()
     loop.cancel()
     assert alive and passes > 2
+
+
+async def test_saving_again_says_whether_the_record_reached_the_store():
+    store = FlakyStore(failures=2)
+    tracker = PhaseTracker(record(), Subjects(), Wire().publish, store=store)
+    await tracker.transition(Phase.CHECKING)  # refused
+    assert (False, True) == (await tracker.save(), tracker.unsaved)  # refused again
+    assert (True, False) == (await tracker.save(), tracker.unsaved)
+    assert Phase.CHECKING == store.records["m1"].phase
