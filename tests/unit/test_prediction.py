@@ -11,6 +11,7 @@ import pytest
 
 from baton.agent.hypervisor import DirtyRate
 from baton.agent.libvirt.dirtyrate import modes_for
+from baton.agent.memory_sample import Sampled
 from baton.agent.prediction import (
     MEMORY_PEEK,
     SAMPLE_PAGES,
@@ -19,6 +20,7 @@ from baton.agent.prediction import (
     eta_of,
     first_pass_left,
     modelled,
+    sampled_rate,
     whole_page_share,
     working_set,
 )
@@ -468,3 +470,26 @@ def test_the_eta_of_a_first_pass_counts_the_whole_pages_pre_flight_expected():
     assert 10.0 == eta_of(stats, request, downtime_ms=300, postcopy=False)
     unsampled = msgspec.structs.replace(request, expected_whole_mib=None)
     assert eta_of(stats, unsampled, downtime_ms=300, postcopy=False) < 4.0
+
+
+@pytest.mark.parametrize(("short", "long", "bounded"), [
+    (20, 36, False),  # a 2 MiB/s guest: 20 and 36 of 1024 pages is noise, not a bound
+    (20, 16, True),  # fewer pages over the longer window: bounded whatever the noise
+    (256, 256, True),  # 32 MiB rewritten within both windows: the working set
+    (166, 256, True),  # 16 MiB/s over 32 MiB: the long window saturates
+    (166, 300, False),  # within two deviations of the 332 a guest dirtying new pages gives
+])
+def test_a_sampled_working_set_must_stand_clear_of_the_counts_noise(short, long, bounded):
+    per_page = 128 * MIB / 1024
+    found = working_set(short * per_page / MIB / 1.0, long * per_page / MIB / 2.0, 1.0, 2.0,
+                        128 * MIB, samples=1024)
+    assert bounded == (found is not None)
+    if bounded:
+        assert max(short, long) * per_page == found
+
+
+def test_an_unbounded_sampled_rate_pools_both_windows_and_a_bounded_one_keeps_the_short():
+    found = Sampled(zero_share=0.3, short_mib_s=3.0, long_mib_s=1.5, short_s=1.0, long_s=2.0,
+                    pages=1024)
+    assert 2.0 == sampled_rate(found, None)  # 3 + 3 MiB over 3 s
+    assert 3.0 == sampled_rate(found, 3 * MIB)
