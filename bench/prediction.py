@@ -59,6 +59,7 @@ async def _predicted(nc: Client, vm: str, storage: StorageMode, cap: int) -> dic
     if report.prediction is None:
         raise RuntimeError(f"no prediction for {vm}: {report.checks}")
     return {"dirty_rate_mib_s": report.prediction.dirty_rate_mib_s,
+            "whole_mib": report.prediction.whole_mib,
             "predicted_s": report.prediction.total_s,
             "predicted_strategy": report.prediction.strategy}
 
