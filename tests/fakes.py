@@ -12,7 +12,9 @@ features, the richest model within them, every feature listed; the refusals are 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -126,6 +128,15 @@ class FakeHypervisor:
         if name not in known:
             raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {name!r} on this host")
         return known[name]
+
+    async def page_digests(self, vm: str, pages: Sequence[int]) -> list[bytes]:
+        """As the test driver: a running domain's every page reads the same non-zero bytes."""
+        self._require_connection()
+        domain = self._lookup(vm)
+        if not domain.active:
+            raise BatonError(ErrorCode.HYPERVISOR, f"reading the memory of {vm}: Requested "
+                             "operation is not valid: domain is not running")
+        return [hashlib.blake2b(b"\x01" * 4096, digest_size=8).digest() for _ in pages]
 
     async def domains(self, names: list[str] | None, include_cpu_xml: bool) -> list[DomainInfo]:
         self._require_connection()

@@ -30,6 +30,7 @@ _LATE_S = 5.0  # QEMU ends the calculation a little after its period
 _PAGE = 4096
 _PAGES_PER_CALL = 128  # one worker-thread call reads this many (about 0.15 s under TCG)
 _ZERO = bytes(_PAGE)
+_X86 = ("x86_64", "i686")
 
 
 def modes_for(domain_type: str | None) -> list[tuple[str, int]]:
@@ -83,6 +84,16 @@ async def page_digests(connection: Connection, vm: str, pages: Sequence[int]) ->
                            hashlib.blake2b(data, digest_size=8).digest())
         return digests
 
+    def arch(conn: libvirt.virConnect) -> str | None:
+        os_type = ElementTree.fromstring(lookup(conn, vm).XMLDesc(0)).find("os/type")
+        return None if os_type is None else os_type.get("arch")
+
+    # The sampled page numbers assume x86's guest-physical layout (agent/memory_sample.py);
+    # elsewhere RAM starts higher up, and libvirt's own calculation measures instead.
+    found_arch = await connection.call(f"reading the architecture of {vm}", arch)
+    if found_arch not in _X86:
+        raise BatonError(ErrorCode.UNSUPPORTED, f"{vm} is a {found_arch} guest: only x86 guests' "
+                         "memory is sampled")
     found: list[bytes] = []
     for start in range(0, len(pages), _PAGES_PER_CALL):
         found += await connection.call(f"reading the memory of {vm}",
