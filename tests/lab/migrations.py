@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from tests.lab.labctl import Lab
 from tests.lab.stack import BatonStack
 
 MIB = 1024 * 1024
@@ -56,3 +57,21 @@ def memory_rate_mib_s(rec: dict[str, Any]) -> float:
 
 def check(rec: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in rec["checks"] if c["name"] == name)
+
+
+_UNITS = {"B": 1, "bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def processed_bytes(lab: Lab, host: str, vm: str) -> int:
+    """What libvirt's own job on ``host`` has moved so far (``virsh domjobinfo``'s "Data
+    processed"; 0 while there is no job)."""
+    value, _, unit = lab.jobinfo(host, vm).get("Data processed", "0 B").partition(" ")
+    return int(float(value) * _UNITS[unit.strip()])
+
+
+def wait_copied(lab: Lab, host: str, vm: str, at_least: int, timeout: float = 120) -> None:
+    """Until libvirt's job on ``host`` has moved ``at_least`` more bytes than it had when asked:
+    a copy shown under way by libvirt's figures, not slept on."""
+    start = processed_bytes(lab, host, vm)
+    lab._poll(lambda: processed_bytes(lab, host, vm) >= start + at_least, timeout,
+              f"libvirt's job for {vm} on {host} to move {at_least >> 20} MiB more")

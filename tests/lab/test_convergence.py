@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.lab.migrations import check, final, migrate, record, start
+from tests.lab.migrations import MIB, check, final, migrate, record, start, wait_copied
 
 pytestmark = pytest.mark.lab
 
@@ -107,7 +107,7 @@ def test_a_postcopy_migration_whose_stream_breaks_is_recovered_and_loses_nothing
     # broken once the guest runs on h2 (the device state is there, pages are still on h1):
     # a break within the switch itself leaves nothing to resume (QEMU's own limit)
     wait_until(lambda: lab.domstate("h2", vm) == "running", 30, "the guest running on h2")
-    time.sleep(1)
+    wait_copied(lab, "h1", vm, at_least=2 * MIB)  # pages flowing after the switch
     break_migration_stream(lab, "h1", "h2")
     rec = final(stack, migration_id)
     assert "succeeded" == rec["phase"], rec.get("error")

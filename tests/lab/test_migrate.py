@@ -22,6 +22,7 @@ from tests.lab.migrations import (
     migrate,
     record,
     start,
+    wait_copied,
     wait_phase,
 )
 
@@ -239,7 +240,7 @@ def test_abort_mid_migration_keeps_the_guest_on_the_source_and_cleans_the_destin
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "2")
     wait_phase(stack, migration_id, {"migrating"})
-    time.sleep(2)
+    wait_copied(lab, "h1", vm, at_least=2 * MIB)  # mid-copy by libvirt's own figures
     stack.baton("abort", migration_id)
     rec = final(stack, migration_id)
     assert "aborted" == rec["phase"]

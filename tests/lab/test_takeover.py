@@ -14,7 +14,7 @@ import pytest
 from baton.mesh import client
 from baton.schemas.migration import Ack, AgentAbortRequest
 from baton.schemas.subjects import AgentEndpoint, Subjects
-from tests.lab.migrations import final, start, wait_phase
+from tests.lab.migrations import MIB, final, start, wait_copied, wait_phase
 
 pytestmark = pytest.mark.lab
 S = Subjects()
@@ -30,7 +30,7 @@ def test_a_copy_finished_while_no_coordinator_ran_is_completed_by_the_next_one(s
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
-    time.sleep(1)
+    wait_copied(lab, "h1", vm, at_least=4 * MIB)  # mid-copy by libvirt's own figures
     stack.restart_coordinator(crash=True)
     rec = final(stack, migration_id)
     assert "succeeded" == rec["phase"]  # written by the new coordinator: the old one is dead
@@ -70,7 +70,7 @@ def test_a_source_agent_killed_mid_copy_still_ends_in_a_finished_record_and_no_l
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
-    time.sleep(1)
+    wait_copied(lab, "h1", vm, at_least=4 * MIB)  # mid-copy by libvirt's own figures
     stack.restart_agent("h1", crash=True)
     rec = final(stack, migration_id, timeout=400)
     assert ("succeeded", None) == (rec["phase"], rec["error"])
@@ -86,7 +86,7 @@ def test_a_destination_agent_killed_mid_copy_loses_nothing(stack, lab, guest):
     seq_before = lab.alive_seq(vm)
     migration_id = start(stack, vm, "--to", "h2", "--bandwidth", "8")
     wait_phase(stack, migration_id, {"migrating"})
-    time.sleep(1)
+    wait_copied(lab, "h1", vm, at_least=4 * MIB)  # mid-copy by libvirt's own figures
     stack.restart_agent("h2", crash=True)
     rec = final(stack, migration_id, timeout=400)
     assert ("succeeded", None) == (rec["phase"], rec["error"])
