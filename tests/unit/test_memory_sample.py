@@ -85,3 +85,37 @@ def test_passes_out_of_order_are_refused(starts):
 def test_passes_over_different_pages_are_refused():
     with pytest.raises(ValueError, match="passes of 2 and 1 pages"):
         changed_share(digests("a", "b"), digests("a"))
+
+
+def test_a_guest_of_exactly_1_mib_has_no_empty_range_after_the_hole():
+    assert [(0, 0xA0)] == ram_ranges(MIB)
+
+
+class Picks:
+    """An rng whose sample is given: the picks, as indexes into all the RAM pages."""
+
+    def __init__(self, *picks: int):
+        self.picks = list(picks)
+
+    def sample(self, population, k):
+        assert len(self.picks) == k <= len(population)
+        return self.picks
+
+
+def test_picks_map_onto_the_ranges_in_order_across_both_holes():
+    low, high = ram_ranges(8 * GIB)[1:]
+    below = 0xA0 + (low[1] - low[0])  # pages below 4 GiB
+    total = below + high[1] - high[0]
+    pages = sample_pages(8 * GIB, 5, Picks(total - 1, 0, 0x9F, 0xA0, below))
+    assert [0, 0x9F, 0x100, high[0], high[1] - 1] == pages
+
+
+def test_empty_passes_have_nothing_changed_and_nothing_zero():
+    assert 0.0 == changed_share([], [])
+    found = sampled(Pass([], 0.0, 0.0), Pass([], 1.0, 1.0), Pass([], 2.0, 2.0), 128 * MIB)
+    assert (0.0, 0.0, 0.0, 0) == (found.zero_share, found.short_mib_s, found.long_mib_s,
+                                  found.pages)
+
+
+def test_a_guest_smaller_than_a_page_has_no_ram_to_sample():
+    assert [] == ram_ranges(2048)

@@ -394,17 +394,25 @@ class Peeked(Measured):
     """A guest whose memory libvirt can read: every fourth page is zero, and every eighth
     (from page 1) is rewritten between any two reads; ``fails`` raises instead."""
 
-    def __init__(self, fails: BatonError | None = None):
+    def __init__(self, fails: BatonError | None = None, read_s: float = 0.0,
+                 changed=lambda page, read: read if page % 8 == 1 else 0):
         super().__init__(DomainState.RUNNING, {1: 99.0, 2: 99.0})
         self.reads: list[list[int]] = []
+        self.read_at: list[float] = []
         self.fails = fails
+        self.read_s = read_s  # how long one read takes
+        self.changed = changed  # (page, read number from 1) -> the page's version then
 
     async def page_digests(self, vm: str, pages) -> list[bytes]:
+        if vm != "g1":
+            raise BatonError(ErrorCode.NOT_FOUND, f"no domain named {vm!r} on this host")
         if self.fails is not None:
             raise self.fails
+        self.read_at.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(self.read_s)
         self.reads.append(list(pages))
         version = len(self.reads)
-        return [b"" if p % 4 == 0 else f"{p}:{version if p % 8 == 1 else 0}".encode()
+        return [b"" if p % 4 == 0 else f"{p}:{self.changed(p, version)}".encode()
                 for p in pages]
 
 
@@ -478,6 +486,7 @@ def test_the_eta_of_a_first_pass_counts_the_whole_pages_pre_flight_expected():
     (256, 256, True),  # 32 MiB rewritten within both windows: the working set
     (166, 256, True),  # 16 MiB/s over 32 MiB: the long window saturates
     (166, 300, False),  # within two deviations of the 332 a guest dirtying new pages gives
+    (100, 160, False),  # 2 x sqrt(4 x 100 + 160) = 47: 160 is within 200 - 47
 ])
 def test_a_sampled_working_set_must_stand_clear_of_the_counts_noise(short, long, bounded):
     per_page = 128 * MIB / 1024
@@ -489,7 +498,32 @@ def test_a_sampled_working_set_must_stand_clear_of_the_counts_noise(short, long,
 
 
 def test_an_unbounded_sampled_rate_pools_both_windows_and_a_bounded_one_keeps_the_short():
-    found = Sampled(zero_share=0.3, short_mib_s=3.0, long_mib_s=1.5, short_s=1.0, long_s=2.0,
+    found = Sampled(zero_share=0.3, short_mib_s=3.0, long_mib_s=1.5, short_s=2.0, long_s=4.0,
                     pages=1024)
-    assert 2.0 == sampled_rate(found, None)  # 3 + 3 MiB over 3 s
+    assert 2.0 == sampled_rate(found, None)  # 6 + 6 MiB over 6 s
     assert 3.0 == sampled_rate(found, 3 * MIB)
+
+
+def test_the_first_pass_left_without_whole_bytes_reported_is_all_expected():
+    assert 96 * MIB == first_pass_left(JobStats(), 100 * MIB, 96)
+
+
+async def test_each_read_begins_a_window_after_the_first_or_at_once_when_reads_are_slower():
+    fast = Peeked()
+    await Predictor(fast, random.Random(1)).predict(PredictRequest(vm="g1", measure_s=2))
+    slow = Peeked(read_s=1.2)
+    await Predictor(slow, random.Random(1)).predict(PredictRequest(vm="g1"))
+    for hv, expected in ((fast, [0, 2, 4]), (slow, [0, 1.2, 2.4])):
+        began = [t - hv.read_at[0] for t in hv.read_at]
+        assert began == pytest.approx(expected, abs=0.15)
+
+
+async def test_few_changed_pages_a_little_short_of_proportional_are_no_working_set():
+    # every read rewrites 1 page in 64; the third also 1 in 256 more: about 16 and 20 of the
+    # 1024 pages, 20 of the 32 a proportional long window gives: noise, not a bound
+    hv = Peeked(changed=lambda page, read: read if page % 64 == 1 else
+                int(read >= 3) if page % 256 == 2 else 0)
+    found = await Predictor(hv, random.Random(3)).predict(PredictRequest(vm="g1"))
+    assert None is found.working_set_mib
+    # pooled: about 36 changed pages of 1024 (4.5 MiB) over 3 s
+    assert found.dirty_rate_mib_s == pytest.approx(1.5, rel=0.35)
