@@ -463,3 +463,28 @@ async def test_a_job_already_completing_is_not_aborted_by_its_timeout(quick):
         await run(job)
     assert (Phase.SUCCEEDED, 0) == (job.record.phase, job.aborts_asked)
     assert "completion_timeout" not in [entry["event"] for entry in logged]
+
+
+def test_a_timed_out_error_carries_every_figure_reached_and_says_what_to_do():
+    mib = 1 << 20
+    error = job_runner.timed_out("migration", 60, JobStats(
+        data_processed_bytes=600 * mib, data_remaining_bytes=90 * mib, data_total_bytes=690 * mib,
+        memory_iteration=7, memory_dirty_rate_pages_s=10240, memory_bps=31 * mib + mib // 2,
+        auto_converge_throttle_pct=40))
+    assert (ErrorCode.TIMEOUT, None) == (error.code, error.error_id)
+    assert error.message == (
+        "the migration did not complete within its 60 s timeout (600 MiB sent, 90 MiB left); it "
+        "was aborted and the VM stays where it ran. A guest that dirties memory faster than the "
+        "link copies it never converges: raise --bandwidth, add --auto-converge, or allow a "
+        "longer --timeout")
+    assert {"processed_mib": "600", "remaining_mib": "90", "total_mib": "690",
+            "memory_iteration": "7", "memory_dirty_rate_pages_s": "10240",
+            "transfer_mib_s": "31.5", "auto_converge_throttle_pct": "40",
+            "timeout_s": "60"} == error.details
+
+
+def test_a_job_timed_out_before_any_figure_says_so_and_keeps_only_its_limit():
+    error = job_runner.timed_out("disk move", 5, JobStats(data_processed_bytes=3 << 20))
+    assert "the disk move did not complete within its 5 s timeout (no figures yet);" in \
+        error.message
+    assert {"processed_mib": "3", "timeout_s": "5"} == error.details

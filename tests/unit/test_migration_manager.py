@@ -1303,3 +1303,39 @@ async def test_another_domain_of_that_name_on_the_destination_is_no_proof(monkey
     impostor = msgspec.structs.replace(domain("vm1"), uuid="other")
     finished = await broken_once(hv, None, impostor)
     assert finished.error is not None and "not recovered" in finished.error.message
+
+
+async def postcopy_ended_here(hv: Hypervisor, peer_domains) -> SourceFinished:
+    """A post-copy migration whose stream broke, after which libvirt here shows vm1 shut off
+    and still defined (QEMU may have finished the move); ``peer_domains`` answers for h2."""
+    async with agent(hv, within_s=15, peer_domains=peer_domains) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2",
+                      undefine_source=True)
+        await switched(a)
+        hv.vms["vm1"] = domain("vm1", state=DomainState.SHUTOFF)
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await a.ended.wait()
+    [finished] = a.finished
+    return finished
+
+
+@pytest.mark.parametrize("peer_domains", [
+    peer(BatonError(ErrorCode.UNAVAILABLE, "no agent answers for host 'h2'")), None],
+    ids=["destination-agent-away", "no-way-to-ask"])
+async def test_without_the_destinations_word_the_source_left_after_postcopy_is_never_undefined(
+        monkeypatch, peer_domains):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 0.5)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    finished = await postcopy_ended_here(hv, peer_domains)
+    assert finished.error is not None and "not recovered" in finished.error.message
+    assert ([], "vm1") == (hv.called("remove_domain"), hv.vms["vm1"].name)
+
+
+async def test_the_source_asks_the_destination_named_and_undefines_its_own_domain(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    fetch = peer(domain("vm1"))  # running there, all its memory
+    finished = await postcopy_ended_here(hv, fetch)
+    assert (None, ["vm1"], {}) == (finished.error, hv.called("remove_domain"), hv.vms)
+    assert {("h2", "vm1")} == set(fetch.asked)  # type: ignore[attr-defined]
