@@ -59,13 +59,12 @@ def make_plan(facts: Facts) -> MigrationPlan:
                           capacity_bytes=d.disk.capacity_bytes,
                           source_path=d.path if d.landing else None)
                  for d in facts.disks if d.copyable]
+    measured = facts.prediction
     return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
                          disks=disks, tls=migration_tls(facts),
-                         dirty_rate_mib_s=facts.prediction.dirty_rate_mib_s
-                         if facts.prediction else None,
-                         working_set_mib=facts.prediction.working_set_mib
-                         if facts.prediction else None,
-                         whole_mib=facts.prediction.whole_mib if facts.prediction else None)
+                         dirty_rate_mib_s=measured.dirty_rate_mib_s if measured else None,
+                         working_set_mib=measured.working_set_mib if measured else None,
+                         whole_mib=measured.whole_mib if measured else None)
 
 
 def host_of(uri: str) -> str | None:
