@@ -101,7 +101,7 @@ def drained(reply: DrainReply, records: dict[str, MigrationRecord]) -> bool:
 @click.option("--bandwidth", type=click.IntRange(1, 1_000_000), metavar="MIB_S",
               help="Each migration's bandwidth cap.")
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
-              default=Strategy.PRECOPY.value, show_default=True,
+              default=Strategy.AUTO.value, show_default=True,
               help="Each migration's strategy (see baton migrate --help).")
 @click.option("--allow-postcopy", is_flag=True, help="With --strategy auto (see baton migrate).")
 @click.option("--no-tls", is_flag=True, help="Send guest memory unencrypted (pre-flight warns).")

@@ -113,14 +113,18 @@ def pool_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Abort the migration if it has not completed this long after it started "
               "copying (the VM keeps running on the source; the record says how far it got).")
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
-              default=Strategy.PRECOPY.value, show_default=True,
-              help="precopy: leave the downtime limit as set; auto: when the remaining "
+              default=Strategy.AUTO.value, show_default=True,
+              help="auto: measure the guest first (a few seconds) and, when the remaining "
               "memory stops shrinking for 10 s, raise the downtime limit step by step (500, "
-              "1000, 2000 ms, or up to --max-downtime); auto-converge: let QEMU throttle the "
-              "guest's vCPUs (as --auto-converge); postcopy: switch to post-copy after the "
-              "first pass (always ends, but cannot be rolled back; pre-flight warns).")
+              "1000, 2000 ms, or up to --max-downtime); when the prediction (at --bandwidth) "
+              "says that cannot end the move, start with what can: post-copy after the first "
+              "pass with --allow-postcopy, else auto-converge. precopy: leave the downtime "
+              "limit as set (the move may run until --timeout). auto-converge: let QEMU "
+              "throttle the guest's vCPUs (as --auto-converge). postcopy: switch to post-copy "
+              "after the first pass (always ends, but cannot be rolled back; pre-flight warns).")
 @click.option("--allow-postcopy", is_flag=True, help="With --strategy auto: switch to "
-              "post-copy when the last downtime step stalls too.")
+              "post-copy when the last downtime step stalls too, or after the first pass when "
+              "the prediction says only post-copy ends the move.")
 @click.option("--no-tls", is_flag=True, help="Send guest memory and disks unencrypted even "
               "when both hosts could use TLS (pre-flight warns).")
 @pool_options
@@ -159,7 +163,8 @@ def migrate(vm: str, destination: str | None, source: str | None, offline: bool,
       baton migrate web1 --to node3 --copy-storage --target-pool fast
       baton migrate web1 --to node2 --auto-converge --max-downtime 500 -o json
       baton migrate web1 --to node2 --bandwidth 100 --timeout 600
-      baton migrate busy1 --to node2 --strategy auto --allow-postcopy
+      baton migrate busy1 --to node2 --bandwidth 100 --allow-postcopy
+      baton migrate web1 --to node2 --strategy precopy --timeout 600
       baton migrate db1 --to node2 --offline
       baton migrate web1 --to node2 --dry-run
     """
@@ -206,7 +211,7 @@ def _show_accepted(settings: Settings, accepted: MigrateAccepted) -> None:
 @click.option("--shared-storage", "storage", flag_value=StorageMode.SHARED.value)
 @click.option("--no-tls", is_flag=True, help="Judge an unencrypted migration stream.")
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]),
-              default=Strategy.PRECOPY.value, show_default=True,
+              default=Strategy.AUTO.value, show_default=True,
               help="Judge a migration with this strategy (see baton migrate --help).")
 @click.option("--allow-postcopy", is_flag=True, help="Judge strategy auto allowed to switch "
               "to post-copy.")

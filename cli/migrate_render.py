@@ -103,7 +103,8 @@ def outcome_line(record: MigrationRecord) -> str:
         parts.append(f"{human_bytes(stats.data_processed_bytes)} moved")
     if record.postcopy:
         parts.append("post-copy")
-    steps = "".join(f"\n  escalated: {escape(step)}" for step in record.escalations)
+    chose = f"\n  strategy auto chose {escape(record.auto_choice)}" if record.auto_choice else ""
+    steps = chose + "".join(f"\n  escalated: {escape(step)}" for step in record.escalations)
     return (f"{route} {phase_text(record.phase)} ({', '.join(parts)}, storage {record.storage})"
             + steps + placed_line(record))
 

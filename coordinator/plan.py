@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from baton.coordinator.options import postcopy_switch
+from baton.coordinator.options import auto_choice
 from baton.coordinator.preflight import Facts, migration_tls, resolved_storage
 from baton.schemas.migration import (
     DiskPlan,
     MigrateRequest,
+    PostcopySwitch,
     PrepareRequest,
     StartRequest,
     StorageMode,
@@ -34,6 +35,11 @@ class MigrationPlan:
     dirty_rate_mib_s: float | None = None  # pre-flight's measurement, for the source's ETA
     working_set_mib: int | None = None
     whole_mib: int | None = None  # what the first pass sends as whole pages, pre-flight found
+    # When the source switches to post-copy, whether QEMU throttles the guest (auto-converge),
+    # and why, as strategy auto chose them from the prediction (:func:`auto_choice`)
+    postcopy: PostcopySwitch = PostcopySwitch.OFF
+    auto_converge: bool = False
+    auto_choice: str = ""
 
     @property
     def copy_targets(self) -> list[str]:
@@ -60,11 +66,15 @@ def make_plan(facts: Facts) -> MigrationPlan:
                           source_path=d.path if d.landing else None)
                  for d in facts.disks if d.copyable]
     measured = facts.prediction
+    intent = facts.intent
+    choice = auto_choice(intent.strategy, intent.postcopy, measured)
     return MigrationPlan(storage=storage, destination_uri=facts.destination_caps.migration_uri,
                          disks=disks, tls=migration_tls(facts),
                          dirty_rate_mib_s=measured.dirty_rate_mib_s if measured else None,
                          working_set_mib=measured.working_set_mib if measured else None,
-                         whole_mib=measured.whole_mib if measured else None)
+                         whole_mib=measured.whole_mib if measured else None,
+                         postcopy=choice.postcopy, auto_converge=choice.auto_converge,
+                         auto_choice=choice.reason)
 
 
 def host_of(uri: str) -> str | None:
@@ -86,12 +96,13 @@ def start_request(migration_id: str, request: MigrateRequest, plan: MigrationPla
         live=request.live,
         persistent=request.persistent, undefine_source=request.undefine_source,
         copy_disks=plan.copy_targets, destination_paths=plan.destination_paths,
-        auto_converge=request.auto_converge or request.strategy == Strategy.AUTO_CONVERGE,
+        auto_converge=(request.auto_converge or request.strategy == Strategy.AUTO_CONVERGE
+                       or plan.auto_converge),
         auto_converge_initial_pct=request.auto_converge_initial_pct,
         auto_converge_increment_pct=request.auto_converge_increment_pct,
         bandwidth_mib_s=bandwidth_mib_s, max_downtime_ms=request.max_downtime_ms,
         downtime_ramp=request.strategy == Strategy.AUTO,
-        postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
+        postcopy=plan.postcopy,
         expected_dirty_rate_mib_s=plan.dirty_rate_mib_s,
         expected_working_set_mib=plan.working_set_mib,
         expected_whole_mib=plan.whole_mib,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from baton.coordinator.agents import AgentClient
-from baton.coordinator.options import postcopy_switch
+from baton.coordinator.options import auto_choice, postcopy_switch
 from baton.schemas.agent import (
     CpuCompareReply,
     DiskInfo,
@@ -495,9 +495,13 @@ def check_convergence(facts: Facts) -> CheckResult:
     if not facts.live:
         return _result(CheckName.CONVERGENCE, [], "offline: no memory to copy")
     expected, concerns = expectation(facts)
-    if facts.intent.postcopy is not PostcopySwitch.OFF:
+    switch = auto_choice(facts.intent.strategy, facts.intent.postcopy, facts.prediction).postcopy
+    if switch is not PostcopySwitch.OFF:
+        when = _POSTCOPY_WHEN[switch] if switch == facts.intent.postcopy else \
+            "strategy auto switches after the first pass, as the prediction says nothing else " \
+            "ends this move"
         concerns.append(
-            f"post-copy ({_POSTCOPY_WHEN[facts.intent.postcopy]}): from the switch on, the "
+            f"post-copy ({when}): from the switch on, the "
             "guest runs on the destination, and the move can be neither aborted nor rolled back "
             "to the source; if the link or either host fails before the last page arrives, the "
             "guest stays paused on the destination until the migration is recovered")
@@ -512,15 +516,16 @@ def check_convergence(facts: Facts) -> CheckResult:
 _ENDED_BY = {
     Strategy.AUTO: "raising the downtime limit (--strategy auto)",
     Strategy.POSTCOPY: "switching to post-copy",
-    Strategy.AUTO_CONVERGE: "throttling the guest's vCPUs (--strategy auto-converge), or "
-    "post-copy (--strategy postcopy, or auto with --allow-postcopy)",
+    Strategy.AUTO_CONVERGE: "throttling the guest's vCPUs (--strategy auto, which then "
+    "starts with auto-converge, or --strategy auto-converge), or post-copy (--strategy "
+    "postcopy, or auto with --allow-postcopy)",
 }
 # The strategies that end a move predicted to need each one.
 _ENOUGH = {
     Strategy.PRECOPY: set(Strategy),
     Strategy.AUTO: {Strategy.AUTO, Strategy.POSTCOPY, Strategy.AUTO_CONVERGE},
     Strategy.POSTCOPY: {Strategy.POSTCOPY},
-    Strategy.AUTO_CONVERGE: {Strategy.AUTO_CONVERGE, Strategy.POSTCOPY},
+    Strategy.AUTO_CONVERGE: {Strategy.AUTO, Strategy.AUTO_CONVERGE, Strategy.POSTCOPY},
 }
 
 

@@ -162,6 +162,8 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
         self._raise_if_aborted()
         plan = planning.make_plan(facts)
         self._plan = plan
+        if plan.auto_choice:
+            self.tracker.update(auto_choice=plan.auto_choice)
         await self.tracker.transition(Phase.PREPARING, f"storage {plan.storage}")
         await self._prepare(plan)
         await holds.hold_at("prepared")

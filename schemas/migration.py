@@ -54,9 +54,13 @@ class Strategy(StrEnum):
     """What the source does when pre-copy stops converging (agent/convergence.py)."""
 
     PRECOPY = "precopy"  # nothing: the downtime limit stays as set (the timeout may end it)
-    AUTO = "auto"  # raise the downtime limit step by step (500, 1000, 2000 ms, or up to
-    # max_downtime_ms) each time the remainder makes no progress for 10 s; with
-    # allow_postcopy, switch to post-copy once the last step stalls too
+    # The default. The source measures the guest first; when the prediction says neither plain
+    # pre-copy nor the downtime ramp ends the move, it starts with what does: post-copy after
+    # the first pass (allow_postcopy), else auto-converge. Running, it raises the downtime limit
+    # step by step (500, 1000, 2000 ms, or up to max_downtime_ms) each time the remainder makes
+    # no progress for 10 s; with allow_postcopy, it switches to post-copy once the last step
+    # stalls too.
+    AUTO = "auto"
     AUTO_CONVERGE = "auto-converge"  # QEMU throttles the guest's vCPUs until it converges
     POSTCOPY = "postcopy"  # switch to post-copy as soon as the first pass is sent
 
@@ -102,7 +106,7 @@ class MigrateRequest(Message, frozen=True, kw_only=True, tag="coordinator.migrat
     # aborted (the guest keeps running on the source) and fails with code "timeout" and the
     # figures it had reached. None: no limit.
     timeout_s: CompletionTimeoutS | None = None
-    strategy: Strategy = Strategy.PRECOPY
+    strategy: Strategy = Strategy.AUTO
     # Strategy auto may switch to post-copy once raising the downtime limit no longer helps.
     allow_postcopy: bool = False
     dry_run: bool = False  # run the checks only and answer with the report
@@ -126,7 +130,7 @@ class CheckRequest(Message, frozen=True, kw_only=True, tag="coordinator.check.re
     storage: StorageMode = StorageMode.AUTO
     tls: bool = True
     # The strategy the migration would run with: the report says what it risks.
-    strategy: Strategy = Strategy.PRECOPY
+    strategy: Strategy = Strategy.AUTO
     allow_postcopy: bool = False
     bandwidth_mib_s: BandwidthMiBs | None = None  # the cap: the prediction's link rate
     max_downtime_ms: DowntimeMs | None = None
@@ -204,7 +208,7 @@ class DrainRequest(Message, frozen=True, kw_only=True, tag="coordinator.drain.re
     # At most this many of the drain's migrations at once (the coordinator's limits still hold).
     parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     bandwidth_mib_s: BandwidthMiBs | None = None  # each migration's cap
-    strategy: Strategy = Strategy.PRECOPY
+    strategy: Strategy = Strategy.AUTO
     allow_postcopy: bool = False
     tls: bool = True
     dry_run: bool = False  # the plan only: where each VM would go, or why it cannot
@@ -289,6 +293,9 @@ class MigrationRecord(Message, frozen=True, kw_only=True, tag="coordinator.migra
     error: ErrorReply | None = None
     # What the source did to make it converge (strategy auto), oldest first, each with why.
     escalations: list[str] = []
+    # What strategy auto chose before starting, from the prediction, and why ("" when it did
+    # not choose: another strategy, an offline move, or no prediction to choose from).
+    auto_choice: str = ""
     # The source switched to post-copy: the guest runs on the destination from then on, and
     # the migration can no longer be aborted or rolled back.
     postcopy: bool = False

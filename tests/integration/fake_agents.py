@@ -119,6 +119,7 @@ class Script:
     final_escalations: list[str] = field(default_factory=list)  # said only in the outcome
     postcopy_from_step: int | None = None  # progress says "switched to post-copy" from here
     abort_takes_s: float = 0.0  # a hanging job ends this long after its abort (libvirt's)
+    abort_too_late: bool = False  # ... and then completes the move all the same (a lost race)
 
 
 @dataclass
@@ -198,6 +199,8 @@ class FakeAgent:
         self.service: Service | None = None
         self.dirty_rate_mib_s = 2.0  # what a dirty-rate measurement of any running guest reads
         self.whole_share = 0.75  # the share of a guest's memory its sampled pages find not zero
+        self.measuring: asyncio.Event | None = None  # when set: a prediction lasts until it is set
+        self.predict_error: BatonError | None = None  # e.g. libvirt cannot measure this guest
 
     def asked(self, endpoint: AgentEndpoint) -> list[Any]:
         return [r for e, r in self.requests if e == endpoint]
@@ -425,6 +428,10 @@ class FakeAgent:
             raise BatonError(ErrorCode.PRECONDITION_FAILED, f"{request.vm} is {domain.state}: "
                              "only a running guest dirties memory; nothing to predict")
         memory = domain.memory_kib * 1024
+        if self.measuring is not None:
+            await self.measuring.wait()
+        if self.predict_error is not None:
+            raise self.predict_error
         return modelled(request, memory, self.dirty_rate_mib_s, "fake",
                         whole_bytes=int(memory * self.whole_share))
 
@@ -433,7 +440,7 @@ class FakeAgent:
     async def _run_script(self, request: StartRequest) -> None:
         script, job = self.script, self.migrations[request.migration_id]
         for step in range(script.steps):
-            if job.abort.is_set():
+            if job.abort.is_set() and not script.abort_too_late:
                 return await self._finish(request, aborted=True)
             await self._progress(request, step, script.steps)
             await asyncio.sleep(script.silence_s if step == 0 and script.silence_s
@@ -441,7 +448,8 @@ class FakeAgent:
         if script.outcome == "hang":
             await job.abort.wait()
             await asyncio.sleep(script.abort_takes_s)
-            return await self._finish(request, aborted=True)
+            if not script.abort_too_late:
+                return await self._finish(request, aborted=True)
         if script.outcome == "fail":
             return await self._finish(request, error=ErrorReply(
                 code=ErrorCode.HYPERVISOR, message=LIBVIRT_FAILURE))

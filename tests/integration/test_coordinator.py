@@ -32,6 +32,7 @@ from baton.schemas.migration import (
     MigrateRequest,
     MigrationRecord,
     Phase,
+    PostcopySwitch,
     PreflightReport,
     StorageMode,
     Strategy,
@@ -172,8 +173,9 @@ async def test_check_with_a_cap_predicts_from_the_sources_measurement(coordinato
     calm = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2",
                                                         bandwidth_mib_s=50), PreflightReport)
     source.dirty_rate_mib_s = 80.0  # faster than the link: pre-copy never ends
-    busy = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2",
-                                                        bandwidth_mib_s=50), PreflightReport)
+    busy = await ask(nats_client, C.CHECK, CheckRequest(
+        vm="vm1", destination="h2", bandwidth_mib_s=50, strategy=Strategy.PRECOPY),
+        PreflightReport)
     uncapped = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2"),
                          PreflightReport)
     assert calm.prediction is not None and busy.prediction is not None
@@ -188,6 +190,24 @@ async def test_check_with_a_cap_predicts_from_the_sources_measurement(coordinato
                                                     convergence[80.0].status)
     assert uncapped.prediction is not None and uncapped.prediction.strategy is None
     assert 3 == len(source.asked(A.MIGRATION_PREDICT))
+
+
+async def test_the_prediction_is_asked_at_the_limit_and_switch_asked_for_and_its_failure_said(
+        coordinator, mesh, nats_client):
+    source = mesh.agents["h1"]
+    # shared storage asked for a VM with a local disk: that check fails, the disk is not copied
+    await ask(nats_client, C.CHECK, CheckRequest(
+        vm="vm1", destination="h2", storage=StorageMode.SHARED, bandwidth_mib_s=50,
+        max_downtime_ms=500, allow_postcopy=True), PreflightReport)
+    [asked] = source.asked(A.MIGRATION_PREDICT)
+    assert (50, 500, True, 0) == (asked.link_mib_s, asked.max_downtime_ms, asked.allow_postcopy,
+                                  asked.disk_bytes)
+    source.predict_error = BatonError(ErrorCode.UNSUPPORTED, "cannot read this guest's memory")
+    report = await ask(nats_client, C.CHECK, CheckRequest(vm="vm1", destination="h2"),
+                       PreflightReport)
+    convergence = next(c for c in report.checks if c.name == CheckName.CONVERGENCE)
+    assert (None, CheckStatus.WARN, "no prediction: cannot read this guest's memory") == (
+        report.prediction, convergence.status, convergence.reason)
 
 
 async def test_a_copy_is_predicted_to_send_each_disk_at_its_whole_virtual_size(
@@ -218,6 +238,31 @@ async def test_only_strategy_auto_has_the_source_measure_before_a_migration(
     assert (2.0, record.prediction.whole_mib) == (started.expected_dirty_rate_mib_s,
                                                   started.expected_whole_mib)
     assert record.prediction.whole_mib > 0
+
+
+async def test_by_default_auto_starts_with_what_the_prediction_says_ends_the_move(
+        coordinator, mesh, watcher, nats_client):
+    # 80 MiB/s dirtied behind a 50 MiB/s cap: neither pre-copy nor the downtime ramp ends it
+    source = mesh.agents["h1"]
+    source.dirty_rate_mib_s = 80.0
+    chosen = {}
+    for vm, allow_postcopy in (("vm1", True), ("vmshared", False)):
+        accepted = await migrate(nats_client, vm=vm, destination="h2", bandwidth_mib_s=50,
+                                 allow_postcopy=allow_postcopy)  # no strategy: auto
+        record = await watcher.final(accepted.migration_id)
+        assert Phase.SUCCEEDED == record.phase, record.error
+        assert record.prediction is not None and record.prediction.dirty_rate_mib_s == 80.0
+        chosen[vm] = record.auto_choice
+    switched, throttled = (next(r for r in source.asked(A.MIGRATION_START) if r.vm == vm)
+                           for vm in ("vm1", "vmshared"))
+    assert (PostcopySwitch.AFTER_FIRST_PASS, False, True) == (
+        switched.postcopy, switched.auto_converge, switched.downtime_ramp)
+    assert (PostcopySwitch.OFF, True, True) == (
+        throttled.postcopy, throttled.auto_converge, throttled.downtime_ramp)
+    stuck = ("predicted at 50 MiB/s for a guest dirtying 80.0 MiB/s, neither pre-copy nor "
+             "raising the downtime limit ends it")
+    assert chosen["vm1"] == f"post-copy after the first pass: {stuck}"
+    assert chosen["vmshared"].startswith(f"auto-converge from the start: {stuck}")
 
 
 async def test_steps_the_source_reports_only_in_its_outcome_reach_the_record(
@@ -374,6 +419,21 @@ async def test_bandwidth_change_is_forwarded_to_the_source_while_migrating(
               MigrationRecord)
 
 
+async def test_a_cap_changed_before_the_source_starts_is_the_one_it_starts_with(
+        coordinator, mesh, watcher, nats_client):
+    source = mesh.agents["h1"]
+    source.measuring = asyncio.Event()  # strategy auto's measurement holds it in checking
+    accepted = await migrate(nats_client, bandwidth_mib_s=100)
+    await watcher.until(accepted.migration_id, {Phase.CHECKING})
+    record = await ask(nats_client, C.BANDWIDTH, BandwidthRequest(
+        migration_id=accepted.migration_id, bandwidth_mib_s=20), MigrationRecord)
+    assert (Phase.CHECKING, 20) == (record.phase, record.bandwidth_mib_s)
+    source.measuring.set()
+    assert Phase.SUCCEEDED == (await watcher.final(accepted.migration_id)).phase
+    [start] = source.asked(A.MIGRATION_START)
+    assert (20, []) == (start.bandwidth_mib_s, source.asked(A.MIGRATION_SPEED))
+
+
 async def test_jobs_lists_migrations_and_filters_active_ones(coordinator, mesh, watcher,
                                                             nats_client):
     done = await migrate(nats_client, vm="vmshared")
@@ -409,6 +469,20 @@ async def test_bad_input_gets_a_typed_error_and_the_service_keeps_serving(
     assert isinstance(reply, ErrorReply) and code == reply.code, reply
     assert [] == touched(mesh)
     assert isinstance(await ask(nats_client, C.JOBS, b"", JobsReply), JobsReply)
+
+
+async def test_an_abort_that_comes_too_late_waits_for_the_sources_outcome_and_removes_nothing(
+        coordinator, mesh, watcher, nats_client):
+    # libvirt finishes the move 0.3 s after the abort was asked: the outcome, not a guess, says so
+    mesh["h1"].script = Script(outcome="hang", abort_takes_s=0.3, abort_too_late=True)
+    accepted = await migrate(nats_client)
+    await watcher.until(accepted.migration_id, {Phase.MIGRATING})
+    await ask(nats_client, C.ABORT, AbortRequest(migration_id=accepted.migration_id),
+              MigrationRecord)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, None) == (record.phase, record.error)
+    assert ("vm1" in mesh["h2"].domains, "vm1" in mesh["h1"].domains) == (True, False)
+    assert [] == mesh["h2"].asked(A.MIGRATION_CLEANUP)  # the guest runs there: nothing removed
 
 
 async def test_abort_of_an_unknown_migration_is_not_found(coordinator, nats_client):

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from tests.lab.labctl import Lab
+from tests.lab.labctl import Lab, LabError
 from tests.lab.stack import BatonStack
 
 MIB = 1024 * 1024
@@ -75,3 +75,15 @@ def wait_copied(lab: Lab, host: str, vm: str, at_least: int, timeout: float = 12
     start = processed_bytes(lab, host, vm)
     lab._poll(lambda: processed_bytes(lab, host, vm) >= start + at_least, timeout,
               f"libvirt's job for {vm} on {host} to move {at_least >> 20} MiB more")
+
+
+def throttle_pct(lab: Lab, vm: str, host: str = "h1") -> int | None:
+    """libvirt's auto-converge throttle on ``host`` for the running job; None once the job is
+    gone."""
+    try:
+        info = lab.jobinfo(host, vm)
+    except LabError:
+        return None
+    if not info:
+        return None
+    return int(info.get("Auto converge throttle", "0").split()[0])

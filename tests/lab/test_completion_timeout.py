@@ -14,7 +14,8 @@ pytestmark = pytest.mark.lab
 def test_a_migration_past_its_timeout_is_aborted_and_the_vm_stays_on_the_source(stack, lab, guest):
     vm = guest("h1", storage="shared")  # dirties 8 MiB/s: 2 MiB/s cannot carry it
     seq_before = lab.alive_seq(vm)
-    code, rec = migrate(stack, vm, "--to", "h2", "--bandwidth", "2", "--timeout", "15")
+    code, rec = migrate(stack, vm, "--to", "h2", "--bandwidth", "2", "--timeout", "15",
+                        "--strategy", "precopy")
     error = rec["error"]
     assert (1, "failed", "timeout") == (code, rec["phase"], error["code"])
     assert "within its 15 s timeout" in error["message"]

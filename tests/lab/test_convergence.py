@@ -11,22 +11,32 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.lab.migrations import MIB, check, final, migrate, record, start, wait_copied
+from tests.lab.migrations import (
+    MIB,
+    check,
+    final,
+    migrate,
+    record,
+    start,
+    throttle_pct,
+    wait_copied,
+    wait_phase,
+)
 
 pytestmark = pytest.mark.lab
 
 
-def assert_measured(prediction: dict) -> None:
+def assert_measured(prediction: dict, link_mib_s: float = 30) -> None:
     """The source read the guest's sampled pages with libvirt (memory-peek): a guest rewriting
     32 MiB at 40 MiB/s rewrites all of it within either window (about 1.3 and 2.6 s), so the
     working set reads about 32 MiB and the rate at least 32 MiB over the short window; its
     buffer is not zero pages, and a fresh 128 MiB guest has some. The cap is the link rate."""
-    assert ("memory-peek", 128, 30) == (prediction["dirty_rate_mode"],
-                                        prediction["memory_mib"], prediction["link_mib_s"])
+    assert ("memory-peek", 128, link_mib_s) == (prediction["dirty_rate_mode"],
+                                                prediction["memory_mib"], prediction["link_mib_s"])
     assert 24 <= prediction["working_set_mib"] <= 40, prediction
     assert prediction["dirty_rate_mib_s"] > 15, prediction
     assert 32 < prediction["whole_mib"] < 128, prediction
-    assert prediction["strategy"] in {"precopy", "auto", "auto-converge"}, prediction
+    assert prediction["strategy"] in {"precopy", "auto", "auto-converge", "postcopy"}, prediction
 
 
 def test_strategy_auto_raises_the_downtime_until_a_stalled_migration_completes(stack, lab, guest):
@@ -72,6 +82,40 @@ def test_strategy_postcopy_moves_a_guest_precopy_cannot_and_loses_nothing(stack,
     assert (0, 1) == (records.corrupt_records, len(records.boot_ids))
     assert set(range(max(1, before - 5), before + 1)) <= set(records.valid_seqs)
     assert records.max_seq > before
+
+
+@pytest.mark.parametrize("allow_postcopy", [True, False], ids=["postcopy", "auto-converge"])
+def test_by_default_auto_starts_with_what_the_prediction_says_ends_the_move(
+        stack, lab, guest, allow_postcopy):
+    # 32 MiB rewritten at 40 MiB/s behind a 16 MiB/s cap, with a 1 s pause at most: each pass
+    # leaves the working set, 2 s at the cap, and the ramp has no step above 1000 ms. So no
+    # stall window is waited out: with --allow-postcopy the source switches right after the
+    # first pass, else QEMU throttles the guest from the start (libvirt shows the throttle).
+    vm = guest("h1", storage="shared", memory_mib=128, dirty_mb=32, dirty_rate_mib_s=40)
+    lab.wait_alive_past(vm, 3)
+    seq_before = lab.alive_seq(vm)
+    options = ("--to", "h2", "--bandwidth", "16", "--max-downtime", "1000", "--timeout", "240")
+    migration_id = start(stack, vm, *options, *(["--allow-postcopy"] if allow_postcopy else []))
+    throttles: list[int] = []
+    if not allow_postcopy:
+        wait_phase(stack, migration_id, {"migrating", "completing", "succeeded"})
+        while (pct := throttle_pct(lab, vm)) is not None:
+            throttles.append(pct)
+            time.sleep(0.5)
+    rec = final(stack, migration_id, 240)
+    assert "succeeded" == rec["phase"], rec.get("error")
+    assert_measured(rec["prediction"], link_mib_s=16)
+    assert rec["prediction"]["strategy"] == ("postcopy" if allow_postcopy else "auto-converge")
+    if allow_postcopy:
+        assert rec["auto_choice"].startswith("post-copy after the first pass: "), rec
+        assert rec["postcopy"] is True
+        assert rec["escalations"][0].startswith("first pass sent"), rec["escalations"]
+    else:
+        assert rec["auto_choice"].startswith("auto-converge from the start: "), rec
+        assert (False, True) == (rec["postcopy"], max(throttles, default=0) > 0), throttles
+    assert not any(step.startswith("no progress") for step in rec["escalations"]), rec
+    assert ("running", None) == (lab.domstate("h2", vm), lab.domstate("h1", vm))
+    lab.wait_alive_past(vm, seq_before + 2)
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:

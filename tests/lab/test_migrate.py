@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from tests.lab.labctl import LabError
 from tests.lab.migrations import (
     MIB,
     check,
@@ -22,6 +21,7 @@ from tests.lab.migrations import (
     migrate,
     record,
     start,
+    throttle_pct,
     wait_copied,
     wait_phase,
 )
@@ -154,23 +154,12 @@ def test_the_migration_stream_is_tls_unless_the_operator_says_no(stack, lab, gue
     assert_guest_alive_on(lab, vm, "h2", 0)
 
 
-def throttle_pct(lab, vm: str) -> int | None:
-    """libvirt's auto-converge throttle on h1 for the running job; None once the job is gone."""
-    try:
-        info = lab.jobinfo("h1", vm)
-    except LabError:
-        return None
-    if not info:
-        return None
-    return int(info.get("Auto converge throttle", "0").split()[0])
-
-
 def test_auto_converge_throttles_the_guest_and_plain_migration_does_not(stack, lab, guest):
     """A guest dirtying 40 MiB/s behind a 30 MiB/s cap: without auto-converge libvirt shows no
     throttle and the job is still copying after 10 s (then aborted, guest unharmed); with it,
     libvirt's throttle rises from the initial 20 % and the move finishes."""
     vm = guest("h1", memory_mib=128, dirty_mb=32, dirty_rate_mib_s=40)
-    plain = start(stack, vm, "--to", "h2", "--bandwidth", "30")
+    plain = start(stack, vm, "--to", "h2", "--bandwidth", "30", "--strategy", "precopy")
     wait_phase(stack, plain, {"migrating"})
     # watching, for 10 s (two passes and more at 30 MiB/s), that nothing throttles the guest
     plain_throttles, deadline = [], time.monotonic() + 10
@@ -183,7 +172,7 @@ def test_auto_converge_throttles_the_guest_and_plain_migration_does_not(stack, l
     assert "aborted" == final(stack, plain)["phase"]
     assert "running" == lab.domstate("h1", vm)
 
-    converging = start(stack, vm, "--to", "h2", "--bandwidth", "30",
+    converging = start(stack, vm, "--to", "h2", "--bandwidth", "30", "--strategy", "precopy",
                        "--auto-converge", "--ac-initial", "20", "--ac-increment", "10")
     wait_phase(stack, converging, {"migrating", "completing", "succeeded"})
     throttles: list[int] = []

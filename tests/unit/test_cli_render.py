@@ -89,13 +89,16 @@ def test_a_migrations_outcome_names_its_escalations_and_a_postcopy_finish() -> N
     record = msgspec.structs.replace(
         sample(MigrationRecord), vm="g1", source="h1", destination="h2", phase=Phase.SUCCEEDED,
         storage=StorageMode.SHARED, error=None, postcopy=True, placement=None,
+        auto_choice="post-copy after the first pass: predicted ...",
         escalations=["first pass sent (40 MiB left at pass 2): switched to post-copy"],
         result=JobStats(time_elapsed_ms=12_300, downtime_ms=80, data_processed_bytes=3 << 20))
     assert ("g1: h1 -> h2 [green]succeeded[/] (12.3 s, downtime 80 ms, 3.0 MiB moved, post-copy, "
-            "storage shared)\n  escalated: first pass sent (40 MiB left at pass 2): switched to "
+            "storage shared)\n  strategy auto chose post-copy after the first pass: predicted "
+            "...\n  escalated: first pass sent (40 MiB left at pass 2): switched to "
             "post-copy") == outcome_line(record)
-    plain = msgspec.structs.replace(record, postcopy=False, escalations=[])
+    plain = msgspec.structs.replace(record, postcopy=False, escalations=[], auto_choice="")
     assert "post-copy" not in outcome_line(plain) and "escalated" not in outcome_line(plain)
+    assert "chose" not in outcome_line(plain)
 
 
 def test_a_placed_migration_says_which_hosts_were_weighed_and_the_check_shows_the_ranking() -> None:

@@ -7,13 +7,25 @@ import pytest
 
 from baton.coordinator.completion import confirmation_problems, source_intact
 from baton.coordinator.core import pick_source
-from baton.coordinator.options import check_against_domain, option_problems, postcopy_switch
+from baton.coordinator.options import (
+    Choice,
+    auto_choice,
+    check_against_domain,
+    option_problems,
+    postcopy_switch,
+)
 from baton.coordinator.plan import host_of, make_plan, start_request
-from baton.coordinator.preflight import DiskView, Facts
+from baton.coordinator.preflight import DiskView, Facts, intent_of
 from baton.schemas.agent import DomainState as D
 from baton.schemas.agent import HostCaps
 from baton.schemas.errors import BatonError, ErrorCode
-from baton.schemas.migration import MigrateRequest, PostcopySwitch, StorageMode, Strategy
+from baton.schemas.migration import (
+    MigrateRequest,
+    PostcopySwitch,
+    Prediction,
+    StorageMode,
+    Strategy,
+)
 from tests.integration.fake_agents import IMAGES, SHARED, domain, host_caps
 
 
@@ -26,7 +38,8 @@ def req(**options) -> MigrateRequest:
                                                           "auto_converge_initial_pct": 20},
     {"persistent": False, "undefine_source": False},
     {"strategy": Strategy.AUTO, "allow_postcopy": True}, {"strategy": Strategy.POSTCOPY},
-    {"strategy": Strategy.AUTO_CONVERGE, "auto_converge_initial_pct": 20}])
+    {"strategy": Strategy.AUTO_CONVERGE, "auto_converge_initial_pct": 20},
+    {"live": False, "strategy": Strategy.AUTO}, {"live": False, "strategy": Strategy.PRECOPY}])
 def test_valid_combinations_have_no_problems(options):
     assert [] == option_problems(req(**options))
 
@@ -37,9 +50,11 @@ def test_valid_combinations_have_no_problems(options):
     ({"auto_converge_increment_pct": 5}, "need auto_converge"),
     ({"live": False, "auto_converge": True}, "means nothing offline"),
     ({"live": False, "max_downtime_ms": 300}, "live migration only"),
-    ({"allow_postcopy": True}, "with strategy precopy it means nothing"),
+    ({"strategy": Strategy.PRECOPY, "allow_postcopy": True},
+     "with strategy precopy it means nothing"),
     ({"strategy": Strategy.POSTCOPY, "allow_postcopy": True}, "with strategy postcopy"),
-    ({"live": False, "strategy": Strategy.AUTO}, "an offline migration has none"),
+    ({"live": False, "strategy": Strategy.POSTCOPY}, "an offline migration has none"),
+    ({"live": False, "strategy": Strategy.AUTO_CONVERGE}, "an offline migration has none"),
 ])
 def test_invalid_combinations_say_what_to_change(options, words):
     [problem] = option_problems(req(**options))
@@ -54,13 +69,15 @@ def test_options_that_contradict_the_vm_state_are_bad_requests(options, state, s
     assert ErrorCode.BAD_REQUEST == caught.value.code
 
 
-def facts(shared: bool, source_caps: HostCaps | None = None) -> Facts:
+def facts(shared: bool, source_caps: HostCaps | None = None,
+          request: MigrateRequest | None = None, prediction: Prediction | None = None) -> Facts:
     vm = domain("vm1", directory=SHARED if shared else IMAGES)
     return Facts(vm="vm1", source="h1", destination="h2", live=True,
                  requested_storage=StorageMode.AUTO, domain=vm,
                  destination_caps=host_caps("h2"), on_destination=None,
                  disks=[DiskView(vm.disks[0], shared=shared)],
-                 source_caps=source_caps or host_caps("h1"))
+                 source_caps=source_caps or host_caps("h1"),
+                 intent=intent_of(request or req(), predict=True), prediction=prediction)
 
 
 def test_a_copy_plan_names_exactly_the_local_disks_and_maps_every_option():
@@ -84,8 +101,8 @@ def test_a_copy_plan_names_exactly_the_local_disks_and_maps_every_option():
 ])
 def test_the_strategy_says_when_the_source_switches_to_postcopy(strategy, allow_postcopy, switch):
     assert switch == postcopy_switch(strategy, allow_postcopy)
-    start = start_request("m1", req(strategy=strategy, allow_postcopy=allow_postcopy),
-                          make_plan(facts(shared=True)), None)
+    request = req(strategy=strategy, allow_postcopy=allow_postcopy)
+    start = start_request("m1", request, make_plan(facts(shared=True, request=request)), None)
     assert (switch, strategy == Strategy.AUTO) == (start.postcopy, start.downtime_ramp)
 
 
@@ -149,3 +166,56 @@ def test_the_source_is_the_one_host_running_the_vm():
     assert ErrorCode.BAD_REQUEST == caught.value.code
     with pytest.raises(BatonError):
         pick_source("vm1", [])
+
+
+def prediction_of(strategy: Strategy | None, total_s: float | None = None,
+                  downtime_ms: int | None = None) -> Prediction:
+    return Prediction(dirty_rate_mib_s=12.5, dirty_rate_mode="memory-peek", memory_mib=128,
+                      link_mib_s=None if strategy is None else 30,
+                      converges=strategy is Strategy.PRECOPY, total_s=total_s,
+                      downtime_ms=downtime_ms, strategy=strategy)
+
+
+SAID = "predicted at 30 MiB/s for a guest dirtying 12.5 MiB/s"
+STUCK = f"{SAID}, neither pre-copy nor raising the downtime limit ends it"
+OFF, STALLED, FIRST = (PostcopySwitch.OFF, PostcopySwitch.WHEN_STALLED,
+                       PostcopySwitch.AFTER_FIRST_PASS)
+
+
+@pytest.mark.parametrize(("strategy", "asked", "prediction", "chosen"), [
+    (Strategy.AUTO, OFF, prediction_of(Strategy.PRECOPY, 4.6, 120), Choice(
+        OFF, reason=f"pre-copy: {SAID}, it converges at the downtime limit asked for in 4.6 s "
+        "with a 120 ms pause")),
+    (Strategy.AUTO, STALLED, prediction_of(Strategy.AUTO, 25.1, 1200), Choice(
+        STALLED, reason=f"pre-copy with the downtime ramp: {SAID}, it converges once the limit "
+        "is raised, in 25.1 s with a 1200 ms pause")),
+    (Strategy.AUTO, STALLED, prediction_of(Strategy.POSTCOPY, 8.5, 50), Choice(
+        FIRST, reason=f"post-copy after the first pass: {STUCK}")),
+    (Strategy.AUTO, OFF, prediction_of(Strategy.AUTO_CONVERGE), Choice(
+        OFF, auto_converge=True, reason=f"auto-converge from the start: {STUCK} "
+        "(--allow-postcopy would let it switch to post-copy instead)")),
+    # never for another strategy, nor without a strategy predicted (no link rate) or at all
+    (Strategy.PRECOPY, OFF, prediction_of(Strategy.AUTO_CONVERGE), Choice(OFF)),
+    (Strategy.POSTCOPY, FIRST, prediction_of(Strategy.POSTCOPY, 8.5, 50), Choice(FIRST)),
+    (Strategy.AUTO_CONVERGE, OFF, prediction_of(Strategy.AUTO_CONVERGE), Choice(OFF)),
+    (Strategy.AUTO, STALLED, prediction_of(None), Choice(STALLED)),
+    (Strategy.AUTO, OFF, None, Choice(OFF)),
+])
+def test_strategy_auto_starts_with_what_the_prediction_says_ends_the_move(
+        strategy, asked, prediction, chosen):
+    assert chosen == auto_choice(strategy, asked, prediction)
+
+
+def test_the_start_request_carries_what_strategy_auto_chose():
+    request = req(allow_postcopy=True, bandwidth_mib_s=30)
+    switched = start_request("m1", request, make_plan(facts(
+        shared=True, request=request, prediction=prediction_of(Strategy.POSTCOPY, 8.5, 50))), 30)
+    assert (FIRST, False, True) == (switched.postcopy, switched.auto_converge,
+                                    switched.downtime_ramp)
+    request = req(bandwidth_mib_s=30)
+    plan = make_plan(facts(shared=True, request=request,
+                           prediction=prediction_of(Strategy.AUTO_CONVERGE)))
+    throttled = start_request("m1", request, plan, 30)
+    assert (OFF, True, True) == (throttled.postcopy, throttled.auto_converge,
+                                 throttled.downtime_ramp)
+    assert plan.auto_choice.startswith("auto-converge from the start: ")

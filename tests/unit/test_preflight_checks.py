@@ -455,6 +455,9 @@ def test_convergence_reasons():
 
 AFTER_FIRST_PASS = PostcopySwitch.AFTER_FIRST_PASS
 MEASURED = "the guest dirties 12.5 MiB/s of 128 MiB (page-sampling)"
+THROTTLING = ("throttling the guest's vCPUs (--strategy auto, which then starts with "
+              "auto-converge, or --strategy auto-converge), or post-copy (--strategy postcopy, "
+              "or auto with --allow-postcopy)")
 PRECOPY_NOTE = ("pre-copy: the guest runs on the source until the switch-over, and a failure "
                 "before it leaves it there")
 
@@ -479,15 +482,15 @@ def predicted(strategy: Strategy | None, total_s: float | None = None,
      f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; raising the downtime limit "
      "(--strategy auto) ends it, in about 25.1 s with a 1200 ms pause; with strategy precopy "
      "it would run until --timeout (if given) aborts it"),
-    (Strategy.AUTO, predicted(Strategy.AUTO_CONVERGE), WARN,
-     f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; throttling the guest's vCPUs "
-     "(--strategy auto-converge), or post-copy (--strategy postcopy, or auto with "
-     "--allow-postcopy) ends it; with strategy auto it would run until --timeout (if given) "
-     "aborts it"),
+    (Strategy.AUTO, predicted(Strategy.AUTO_CONVERGE), PASS,
+     f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, plain pre-copy does not converge; {THROTTLING} "
+     "ends it"),
+    (Strategy.PRECOPY, predicted(Strategy.AUTO_CONVERGE), WARN,
+     f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; {THROTTLING} ends it; with "
+     "strategy precopy it would run until --timeout (if given) aborts it"),
     (Strategy.AUTO_CONVERGE, predicted(Strategy.AUTO_CONVERGE), PASS,
-     f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, plain pre-copy does not converge; throttling "
-     "the guest's vCPUs (--strategy auto-converge), or post-copy (--strategy postcopy, or auto "
-     "with --allow-postcopy) ends it"),
+     f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, plain pre-copy does not converge; {THROTTLING} "
+     "ends it"),
 ])
 def test_the_convergence_check_says_the_prediction_and_warns_when_the_strategy_falls_short(
         asked, prediction, status, reason):
@@ -514,7 +517,9 @@ def test_auto_allowed_to_switch_is_enough_for_a_move_only_postcopy_ends():
     assert WARN == found.status  # the post-copy warning, not a shortfall
     assert found.reason.startswith(f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; "
                                    "switching to post-copy ends it, in about 8.5 s with a 50 ms "
-                                   "pause; post-copy (strategy auto with --allow-postcopy")
+                                   "pause; post-copy (strategy auto switches after the "
+                                   "first pass, as the prediction says nothing else ends this "
+                                   "move): from the switch on")
     assert "would run until" not in found.reason
 
 
