@@ -211,6 +211,40 @@ async def test_migrations_sharing_a_host_share_its_bandwidth_budget_and_get_it_b
             await nc.drain()
 
 
+async def test_a_cap_lowered_below_its_share_holds_when_the_budget_is_shared_anew(nats_server):
+    mesh = three_vms_on_h1()
+    async with mesh.serving(nats_server.url):
+        nc, phases = await watching(nats_server.url)
+        stop, task, _ = await start_coordinator(
+            nats_server.url, limits=Limits(host_bandwidth_mib_s=60))
+        try:
+            mesh["h1"].script = Script(outcome="hang")
+            first = await migrate(nc, "vma")
+            await phases.until(first, Phase.MIGRATING)
+            second = await migrate(nc, "vmb")
+            await phases.until(second, Phase.MIGRATING)
+            await until_speed(mesh, "vma", 30)
+            lowered = decode_any((await nc.request(S.coordinator(C.BANDWIDTH), encode(
+                BandwidthRequest(migration_id=first, bandwidth_mib_s=20)), timeout=15)).data,
+                MigrationRecord)
+            # its own cap holds it now, not the budget
+            assert (20, None) == (lowered.bandwidth_mib_s, lowered.budget_mib_s)
+            await until_speed(mesh, "vma", 20)
+            await abort(nc, second)
+            await phases.until(second, Phase.ABORTED)
+            third = await migrate(nc, "vmc")  # shared anew twice: alone, then beside the third
+            await phases.until(third, Phase.MIGRATING)
+            speeds = [r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_SPEED)
+                      if r.vm == "vma"]
+            assert [30, 20] == speeds  # never raised above the operator's 20 (60, then 30)
+            await abort(nc, third)
+            await abort(nc, first)
+        finally:
+            stop.set()
+            await task
+            await nc.drain()
+
+
 async def until_speed(mesh: Mesh, vm: str, mib_s: int, within_s: float = 10) -> None:
     """The source agent was last asked to run ``vm``'s migration at ``mib_s``."""
     async with asyncio.timeout(within_s):

@@ -101,6 +101,7 @@ class Agent(FakeAgent):
         self.ignore_abort = False
         self.prepare_error: BatonError | None = None
         self.status_error: BatonError | None = None  # migration.status answers this
+        self.job_ran_at_cleanup: list[bool] = []  # per clean-up: did any host still run a job
         self._scenarios: asyncio.TaskGroup | None = None
 
     async def serve(self, url: str, tasks: asyncio.TaskGroup) -> None:
@@ -141,6 +142,7 @@ class Agent(FakeAgent):
         return await super().migration_status(request)
 
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
+        self.job_ran_at_cleanup.append(any(a.migrations for a in self.mesh.agents.values()))
         if self.cleanup_silent:
             await asyncio.Event().wait()
         return await super().cleanup(request)
@@ -464,6 +466,29 @@ async def test_a_start_that_times_out_is_stopped_before_the_destination_is_clean
                                             mesh.storage.exists("h2", DISK))
 
 
+@pytest.mark.parametrize("facts_readable", [True, False])
+async def test_an_offline_move_whose_start_times_out_is_cleaned_only_once_its_job_has_ended(
+        coordinator, mesh, watcher, nats_client, monkeypatch, facts_readable):
+    """An offline move's roll-back reads no libvirt job facts (the guest runs nowhere): the wait
+    for the source's outcome after the abort is all that keeps the clean-up from removing the
+    destination's files while the source still writes them. Facts that cannot be read while it
+    waits are no proof that the job has ended: the wait then runs to its end (ABORT_SETTLE)."""
+    monkeypatch.setattr(timeouts, "AGENT_MIGRATION_START", 0.3)
+    monkeypatch.setattr(timeouts, "ABORT_SETTLE", 1.5)  # the job ends 0.5 s after the abort
+    if not facts_readable:
+        mesh["h2"].status_error = BatonError(ErrorCode.UNAVAILABLE, "libvirt connection lost")
+    mesh["h1"].domains["vmshared"] = domain("vmshared", directory=SHARED,
+                                            state=DomainState.SHUTOFF)
+    mesh["h1"].script = Script(outcome="hang", abort_takes_s=0.5)
+    mesh["h1"].start_reply_delay_s = 1.0
+    accepted = await migrate(nats_client, vm="vmshared", live=False)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, ErrorCode.TIMEOUT) == (record.phase, record.error.code)
+    assert [False] == mesh["h2"].job_ran_at_cleanup
+    assert (DomainState.SHUTOFF, {}) == (mesh["h1"].domains["vmshared"].state,
+                                         mesh["h1"].migrations)
+
+
 async def test_an_abort_the_source_never_confirms_does_not_clean_the_destination(
         coordinator, mesh, watcher, nats_client, monkeypatch):
     """The roll-back asks both agents' migration.status: the source still runs the job, so the
@@ -572,6 +597,19 @@ async def test_a_quiet_source_agent_that_still_runs_the_job_is_waited_for(
     assert (Phase.SUCCEEDED, 42) == (record.phase, record.result.downtime_ms)  # its own report
     assert [] == [e for e in watcher.phases if e.migration_id == accepted.migration_id
                   and "fell silent" in (e.reason or "")]
+    assert len(mesh["h1"].asked(A.MIGRATION_STATUS)) >= 1  # it was asked while quiet
+
+
+async def test_a_quiet_source_agent_that_cannot_say_whether_it_runs_the_job_is_waited_for(
+        coordinator, mesh, watcher, nats_client, monkeypatch):
+    """No answer is no proof that the job is gone: the silence limit decides, not the probe."""
+    monkeypatch.setattr(timeouts, "SOURCE_SILENCE_LIMIT", 3600)
+    monkeypatch.setattr(timeouts, "SOURCE_QUIET_PROBE", 0.3)
+    mesh["h1"].script = Script(silence_s=2.0)
+    mesh["h1"].status_error = BatonError(ErrorCode.UNAVAILABLE, "libvirt connection lost")
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.SUCCEEDED, 42) == (record.phase, record.result.downtime_ms)  # its own report
     assert len(mesh["h1"].asked(A.MIGRATION_STATUS)) >= 1  # it was asked while quiet
 
 

@@ -469,7 +469,7 @@ def test_a_timed_out_error_carries_every_figure_reached_and_says_what_to_do():
     mib = 1 << 20
     error = job_runner.timed_out("migration", 60, JobStats(
         data_processed_bytes=600 * mib, data_remaining_bytes=90 * mib, data_total_bytes=690 * mib,
-        memory_iteration=7, memory_dirty_rate_pages_s=10240, memory_bps=31 * mib + mib // 2,
+        memory_iteration=7, memory_dirty_rate_pages_s=10240, memory_bps=31 * mib + int(0.48 * mib),
         auto_converge_throttle_pct=40))
     assert (ErrorCode.TIMEOUT, None) == (error.code, error.error_id)
     assert error.message == (
@@ -488,3 +488,6 @@ def test_a_job_timed_out_before_any_figure_says_so_and_keeps_only_its_limit():
     assert "the disk move did not complete within its 5 s timeout (no figures yet);" in \
         error.message
     assert {"processed_mib": "3", "timeout_s": "5"} == error.details
+    both = job_runner.timed_out("disk move", 5, JobStats(data_processed_bytes=3 << 20,
+                                                         data_remaining_bytes=1 << 20))
+    assert "within its 5 s timeout (3 MiB sent, 1 MiB left);" in both.message
