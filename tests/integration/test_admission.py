@@ -5,7 +5,9 @@ waits again after a coordinator restart (scripted fake agents; JetStream for the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -179,70 +181,77 @@ async def test_a_queued_migration_waits_again_after_a_coordinator_restart_and_th
     assert "vmb" in mesh["h2"].domains and "vma" in mesh["h1"].domains
 
 
-async def test_migrations_sharing_a_host_share_its_bandwidth_budget_and_get_it_back(nats_server):
+@dataclass
+class Sharing:
+    """Two hanging migrations from h1, vma (``first``) then vmb (``second``), sharing its 60 MiB/s
+    budget."""
+
+    mesh: Mesh
+    nc: nats.aio.client.Client
+    phases: Phases
+    first: str
+    second: str
+
+
+@contextlib.asynccontextmanager
+async def two_sharing_a_budget(url: str) -> AsyncIterator[Sharing]:
     mesh = three_vms_on_h1()
-    async with mesh.serving(nats_server.url):
-        nc, phases = await watching(nats_server.url)
-        stop, task, _ = await start_coordinator(
-            nats_server.url, limits=Limits(host_bandwidth_mib_s=60))
+    async with mesh.serving(url):
+        nc, phases = await watching(url)
+        stop, task, _ = await start_coordinator(url, limits=Limits(host_bandwidth_mib_s=60))
         try:
             mesh["h1"].script = Script(outcome="hang")
             first = await migrate(nc, "vma")
             await phases.until(first, Phase.MIGRATING)
             second = await migrate(nc, "vmb")
             await phases.until(second, Phase.MIGRATING)
-            starts = {r.vm: r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_START)}
-            assert {"vma": 60, "vmb": 30} == starts  # alone, then beside the first
-            await until_speed(mesh, "vma", 30)  # the first's cap came down to its share
-            raised = await nc.request(S.coordinator(C.BANDWIDTH), encode(BandwidthRequest(
-                migration_id=first, bandwidth_mib_s=100)), timeout=15)
-            record = decode_any(raised.data, MigrationRecord)
-            assert (100, 30) == (record.bandwidth_mib_s, record.budget_mib_s)  # asked, held
-            await until_speed(mesh, "vma", 30)
-            stopped = await abort(nc, second)
-            assert isinstance(stopped, MigrationRecord) and 30 == stopped.budget_mib_s
-            await until_speed(mesh, "vma", 60)  # and went back up once it was alone again
-            stopped = await abort(nc, first)
-            assert isinstance(stopped, MigrationRecord)
-            assert (100, 60) == (stopped.bandwidth_mib_s, stopped.budget_mib_s)
+            yield Sharing(mesh, nc, phases, first, second)
         finally:
             stop.set()
             await task
             await nc.drain()
+
+
+async def set_bandwidth(nc, migration_id: str, mib_s: int) -> MigrationRecord:
+    reply = await nc.request(S.coordinator(C.BANDWIDTH), encode(BandwidthRequest(
+        migration_id=migration_id, bandwidth_mib_s=mib_s)), timeout=15)
+    return decode_any(reply.data, MigrationRecord)
+
+
+async def test_migrations_sharing_a_host_share_its_bandwidth_budget_and_get_it_back(nats_server):
+    async with two_sharing_a_budget(nats_server.url) as sharing:
+        mesh, nc, first, second = sharing.mesh, sharing.nc, sharing.first, sharing.second
+        starts = {r.vm: r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_START)}
+        assert {"vma": 60, "vmb": 30} == starts  # alone, then beside the first
+        await until_speed(mesh, "vma", 30)  # the first's cap came down to its share
+        record = await set_bandwidth(nc, first, 100)
+        assert (100, 30) == (record.bandwidth_mib_s, record.budget_mib_s)  # asked, held
+        await until_speed(mesh, "vma", 30)
+        stopped = await abort(nc, second)
+        assert isinstance(stopped, MigrationRecord) and 30 == stopped.budget_mib_s
+        await until_speed(mesh, "vma", 60)  # and went back up once it was alone again
+        stopped = await abort(nc, first)
+        assert isinstance(stopped, MigrationRecord)
+        assert (100, 60) == (stopped.bandwidth_mib_s, stopped.budget_mib_s)
 
 
 async def test_a_cap_lowered_below_its_share_holds_when_the_budget_is_shared_anew(nats_server):
-    mesh = three_vms_on_h1()
-    async with mesh.serving(nats_server.url):
-        nc, phases = await watching(nats_server.url)
-        stop, task, _ = await start_coordinator(
-            nats_server.url, limits=Limits(host_bandwidth_mib_s=60))
-        try:
-            mesh["h1"].script = Script(outcome="hang")
-            first = await migrate(nc, "vma")
-            await phases.until(first, Phase.MIGRATING)
-            second = await migrate(nc, "vmb")
-            await phases.until(second, Phase.MIGRATING)
-            await until_speed(mesh, "vma", 30)
-            lowered = decode_any((await nc.request(S.coordinator(C.BANDWIDTH), encode(
-                BandwidthRequest(migration_id=first, bandwidth_mib_s=20)), timeout=15)).data,
-                MigrationRecord)
-            # its own cap holds it now, not the budget
-            assert (20, None) == (lowered.bandwidth_mib_s, lowered.budget_mib_s)
-            await until_speed(mesh, "vma", 20)
-            await abort(nc, second)
-            await phases.until(second, Phase.ABORTED)
-            third = await migrate(nc, "vmc")  # shared anew twice: alone, then beside the third
-            await phases.until(third, Phase.MIGRATING)
-            speeds = [r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_SPEED)
-                      if r.vm == "vma"]
-            assert [30, 20] == speeds  # never raised above the operator's 20 (60, then 30)
-            await abort(nc, third)
-            await abort(nc, first)
-        finally:
-            stop.set()
-            await task
-            await nc.drain()
+    async with two_sharing_a_budget(nats_server.url) as sharing:
+        mesh, nc, phases = sharing.mesh, sharing.nc, sharing.phases
+        await until_speed(mesh, "vma", 30)
+        lowered = await set_bandwidth(nc, sharing.first, 20)
+        # its own cap holds it now, not the budget
+        assert (20, None) == (lowered.bandwidth_mib_s, lowered.budget_mib_s)
+        await until_speed(mesh, "vma", 20)
+        await abort(nc, sharing.second)
+        await phases.until(sharing.second, Phase.ABORTED)
+        third = await migrate(nc, "vmc")  # shared anew twice: alone, then beside the third
+        await phases.until(third, Phase.MIGRATING)
+        speeds = [r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_SPEED)
+                  if r.vm == "vma"]
+        assert [30, 20] == speeds  # never raised above the operator's 20 (60, then 30)
+        await abort(nc, third)
+        await abort(nc, sharing.first)
 
 
 async def until_speed(mesh: Mesh, vm: str, mib_s: int, within_s: float = 10) -> None:
