@@ -117,6 +117,7 @@ class Script:
     silence_s: float = 0.0  # a pause without any report after the first figure
     resume_lead_s: float = 0.2  # destination resumes this long before the source returns
     final_escalations: list[str] = field(default_factory=list)  # said only in the outcome
+    final_postcopy: bool = False  # the outcome says the move switched to post-copy
     postcopy_from_step: int | None = None  # progress says "switched to post-copy" from here
     abort_takes_s: float = 0.0  # a hanging job ends this long after its abort (libvirt's)
     abort_too_late: bool = False  # ... and then completes the move all the same (a lost race)
@@ -496,7 +497,7 @@ class FakeAgent:
         await self._publish_migration(request, MigrationEvent.SOURCE_FINISHED, SourceFinished(
             migration_id=request.migration_id, host_id=self.host, at=utc_now(), stats=stats,
             error=error, aborted=aborted, escalations=self.script.final_escalations,
-            postcopy=bool(self.script.final_escalations)))
+            postcopy=self.script.final_postcopy))
 
     async def _publish_migration(self, request: Any, event: MigrationEvent,
                                  message: Any) -> None:

@@ -265,13 +265,19 @@ async def test_by_default_auto_starts_with_what_the_prediction_says_ends_the_mov
     assert chosen["vmshared"].startswith(f"auto-converge from the start: {stuck}")
 
 
-async def test_steps_the_source_reports_only_in_its_outcome_reach_the_record(
-        coordinator, mesh, watcher, nats_client):
+@pytest.mark.parametrize(("escalations", "postcopy"), [
     # a post-copy recovery happens after the source's last progress report
-    mesh["h1"].script.final_escalations = ["switched to post-copy", "recovered (attempt 1)"]
+    (["switched to post-copy", "recovered (attempt 1)"], True),
+    (["downtime limit raised to 500 ms"], False),  # either alone is enough to be noted
+    ([], True),
+])
+async def test_steps_the_source_reports_only_in_its_outcome_reach_the_record(
+        coordinator, mesh, watcher, nats_client, escalations, postcopy):
+    mesh["h1"].script.final_escalations = escalations
+    mesh["h1"].script.final_postcopy = postcopy
     accepted = await migrate(nats_client, strategy=Strategy.POSTCOPY)
     record = await watcher.final(accepted.migration_id)
-    assert (Phase.SUCCEEDED, ["switched to post-copy", "recovered (attempt 1)"], True) == (
+    assert (Phase.SUCCEEDED, escalations, postcopy) == (
         record.phase, record.escalations, record.postcopy)
 
 

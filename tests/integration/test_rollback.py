@@ -101,6 +101,9 @@ class Agent(FakeAgent):
         self.ignore_abort = False
         self.prepare_error: BatonError | None = None
         self.status_error: BatonError | None = None  # migration.status answers this
+        # migration.status says libvirt still runs a job here for this many more reads (an
+        # incoming job that ends a little after the source's call returned)
+        self.job_reads_left = 0
         self.job_ran_at_cleanup: list[bool] = []  # per clean-up: did any host still run a job
         self._scenarios: asyncio.TaskGroup | None = None
 
@@ -139,7 +142,11 @@ class Agent(FakeAgent):
     async def migration_status(self, request: MigrationStatusRequest) -> MigrationStatus:
         if self.status_error is not None:
             raise self.status_error
-        return await super().migration_status(request)
+        status = await super().migration_status(request)
+        if self.job_reads_left > 0:
+            self.job_reads_left -= 1
+            return msgspec.structs.replace(status, job=JobStats(operation="migration_in"))
+        return status
 
     async def cleanup(self, request: CleanupRequest) -> CleanupReply:
         self.job_ran_at_cleanup.append(any(a.migrations for a in self.mesh.agents.values()))
@@ -372,16 +379,32 @@ async def test_no_roll_back_when_the_guest_runs_on_the_destination_too_though_no
         cleanups(mesh, "h2"), mesh["h2"].domains["vm1"].state, mesh.storage.exists("h2", DISK))
 
 
-async def test_a_failure_the_source_reported_is_rolled_back_without_asking_it_to_abort(
+async def test_no_roll_back_while_the_migrations_facts_cannot_be_read(
         coordinator, mesh, watcher, nats_client):
     mesh["h1"].plan = "fail_then_hide"
     mesh["h1"].release.set()
+    mesh["h2"].status_error = BatonError(ErrorCode.UNAVAILABLE, "libvirt connection lost")
+    accepted = await migrate(nats_client)
+    record = await watcher.final(accepted.migration_id)
+    assert (Phase.FAILED, LIBVIRT_FAILURE) == (record.phase, record.error.message)
+    assert "not rolled back: cannot read the migration's facts (libvirt connection lost); " \
+        "check both hosts" == rollback_note(record)
+    assert ([], True) == (cleanups(mesh, "h2"), mesh.storage.exists("h2", DISK))
+
+
+@pytest.mark.parametrize("incoming_job_reads", [0, 2])
+async def test_a_failure_the_source_reported_is_rolled_back_without_asking_it_to_abort(
+        coordinator, mesh, watcher, nats_client, incoming_job_reads):
+    """Once the destination's incoming job has ended too: it is waited for."""
+    mesh["h1"].plan = "fail_then_hide"
+    mesh["h1"].release.set()
+    mesh["h2"].job_reads_left = incoming_job_reads
     accepted = await migrate(nats_client)
     record = await watcher.final(accepted.migration_id)
     [cleanup] = cleanups(mesh, "h2")
-    assert (Phase.FAILED, [], True, [DISK]) == (
+    assert (Phase.FAILED, [], True, [DISK], 0) == (
         record.phase, mesh["h1"].asked(A.MIGRATION_ABORT), cleanup.remove_domain,
-        cleanup.delete_paths)
+        cleanup.delete_paths, mesh["h2"].job_reads_left)
 
 
 async def test_a_prepare_failure_asks_the_source_nothing_and_cleans_only_the_destination(

@@ -393,6 +393,16 @@ async def test_a_job_past_its_timeout_is_aborted_and_fails_as_timed_out_with_its
     assert [Phase.FAILED] == [Phase(p) for p, _ in job.wire.phases[-1:]]
 
 
+async def test_a_timed_out_job_whose_abort_is_never_confirmed_fails_saying_so(quick):
+    """Not as cleanly timed out: its agent's job may still run."""
+    quick(settle=0.05)
+    job = Limited(0.05, confirms=None)
+    await run(job)
+    assert job.record.error is not None
+    assert (Phase.FAILED, "the source agent did not confirm the abort within 0.05 s") == (
+        job.record.phase, job.record.error.message)
+
+
 async def test_a_job_that_ends_within_its_timeout_is_not_stopped(quick):
     quick()
     job = Limited(SLOW, outcome_after=0.05)
