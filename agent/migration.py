@@ -30,6 +30,7 @@ from baton.agent.migration_plan import Definitions, MigrationFlag, MigrationPlan
 from baton.agent.peers import CheckPeer
 from baton.agent.prediction import PassClock, eta_of
 from baton.agent.relocation import check_paths, relocate_disks
+from baton.agent.start_cost import StartCost
 from baton.schemas.agent import (
     PAUSED_POSTCOPY,
     PAUSED_POSTCOPY_FAILED,
@@ -82,6 +83,7 @@ class _Running:
     # migrate call applied its own parameters (it does just before the memory is sent) is
     # overwritten by the call's cap, so it is set again once memory is being sent.
     speed_pending: int | None = None
+    speed_changed: bool = False  # the cap changed while it ran: its time says nothing of the start
     completed: asyncio.Future[JobStats] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
     escalator: convergence.Escalator = field(init=False)  # kept across a post-copy recovery
@@ -106,6 +108,8 @@ class MigrationManager(RunningJobs[_Running]):
         self._ledger = ledger
         self._check_peer = check_peer
         self._fetch_remote_domain = fetch_remote_domain
+        self.start_cost = StartCost()  # learned from the moves that complete here; read by
+        # this host's predictions (agent/prediction.py)
 
     # --- source -------------------------------------------------------------------------------
 
@@ -291,6 +295,11 @@ class MigrationManager(RunningJobs[_Running]):
                                   aborted=error is not None and running.abort_requested,
                                   escalations=list(running.escalator.escalations),
                                   postcopy=running.in_postcopy)
+        # A success (the only outcome with figures) teaches this host's start, unless it
+        # switched to post-copy: that phase runs at a cap of its own.
+        if stats is not None and not running.in_postcopy:
+            self.start_cost.observe(bool(request.copy_disks), stats,
+                                    None if running.speed_changed else request.bandwidth_mib_s)
         log.info("migration_finished", migration_id=request.migration_id, vm=request.vm,
                  ok=error is None, aborted=finished.aborted,
                  error=None if error is None else error.message)
@@ -362,6 +371,7 @@ class MigrationManager(RunningJobs[_Running]):
     async def speed(self, request: SpeedRequest) -> Ack:
         running = self._find(request.migration_id, request.vm)
         running.speed_pending = request.bandwidth_mib_s
+        running.speed_changed = True
         await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s)
         if running.request.postcopy != PostcopySwitch.OFF:  # the post-copy phase has its own
             await self._hv.set_max_speed(request.vm, request.bandwidth_mib_s, postcopy=True)

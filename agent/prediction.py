@@ -27,6 +27,7 @@ import msgspec
 
 from baton.agent import convergence, memory_sample, precopy_model
 from baton.agent.hypervisor import DirtyRate, Hypervisor
+from baton.agent.start_cost import StartCost
 from baton.schemas.agent import DomainState
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobStats
@@ -92,8 +93,9 @@ def sampled_rate(found: memory_sample.Sampled, working_set_bytes: int | None) ->
 
 def modelled(request: PredictRequest, memory_bytes: int, dirty_mib_s: float,
              mode: str, working_set_bytes: int | None = None,
-             whole_bytes: int | None = None) -> Prediction:
-    """The prediction for a measured guest (pure)."""
+             whole_bytes: int | None = None, start_s: float = 0.0) -> Prediction:
+    """The prediction for a measured guest (pure); ``start_s``, the move's fixed start
+    (agent/start_cost.py), is part of its total."""
     measured = Prediction(
         dirty_rate_mib_s=round(dirty_mib_s, 1), dirty_rate_mode=mode,
         memory_mib=memory_bytes // MIB,
@@ -109,8 +111,9 @@ def modelled(request: PredictRequest, memory_bytes: int, dirty_mib_s: float,
         working_set_bytes=working_set_bytes, first_pass_bytes=whole_bytes)
     return msgspec.structs.replace(
         measured, link_mib_s=float(request.link_mib_s), converges=model.converges,
-        total_s=None if model.total_s is None else round(model.total_s, 1),
-        downtime_ms=model.downtime_ms, strategy=STRATEGY_OF[model.strategy])
+        total_s=None if model.total_s is None else round(start_s + model.total_s, 1),
+        start_s=round(start_s, 1), downtime_ms=model.downtime_ms,
+        strategy=STRATEGY_OF[model.strategy])
 
 
 def whole_page_share(stats: JobStats) -> float:
@@ -199,9 +202,11 @@ class Predictor:
     predictions asked together for one guest (two operators' checks, a check beside a
     migration's pre-flight) share one measurement instead of failing each other."""
 
-    def __init__(self, hv: Hypervisor, rng: random.Random | None = None) -> None:
+    def __init__(self, hv: Hypervisor, rng: random.Random | None = None,
+                 start: StartCost | None = None) -> None:
         self._hv = hv
         self._rng = rng or random.Random()
+        self._start = start or StartCost()
         self._measuring: dict[str, tuple[int, asyncio.Future[_Measurement]]] = {}
 
     async def predict(self, request: PredictRequest) -> Prediction:
@@ -212,7 +217,8 @@ class Predictor:
         memory = domain.memory_kib * 1024
         found = await self._measurement(request.vm, request.measure_s, memory)
         return modelled(request, memory, found.rate.mib_s, found.rate.mode,
-                        found.working_set_bytes, found.whole_bytes)
+                        found.working_set_bytes, found.whole_bytes,
+                        self._start.seconds(copy=request.disk_bytes > 0))
 
     async def _measurement(self, vm: str, measure_s: int, memory: int) -> _Measurement:
         while (running := self._measuring.get(vm)) is not None:

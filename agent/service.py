@@ -99,7 +99,7 @@ async def start_service(nc: NATS, subjects: Subjects, core: AgentCore, hv: Hyper
         (AgentEndpoint.MIGRATION_ABORT, AgentAbortRequest, migrations.abort),
         (AgentEndpoint.MIGRATION_CLEANUP, CleanupRequest, migrations.cleanup),
         (AgentEndpoint.MIGRATION_STATUS, MigrationStatusRequest, job_status(migrations, storage)),
-        (AgentEndpoint.MIGRATION_PREDICT, PredictRequest, Predictor(hv).predict),
+        (AgentEndpoint.MIGRATION_PREDICT, PredictRequest, Predictor(hv, start=migrations.start_cost).predict),
     ]
     if storage is not None:
         routes += [

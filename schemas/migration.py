@@ -160,6 +160,9 @@ class Prediction(Message, frozen=True, kw_only=True, tag="agent.migration.predic
     link_mib_s: float | None = None
     converges: bool | None = None  # under plain pre-copy at the downtime limit asked for
     total_s: float | None = None  # under ``strategy``; None when it cannot be predicted
+    # Of total_s, the move's fixed start (libvirt connecting, the destination's QEMU starting),
+    # learned from the source's last completed moves of the kind (shared or copy).
+    start_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     downtime_ms: NonNegativeInt | None = None
     # precopy: converges as asked; auto: once the downtime ramp raised the limit; postcopy:
     # only by switching (allowed); auto-converge: only by throttling the guest (not modelled)

@@ -24,6 +24,7 @@ from baton.agent import migration
 from baton.agent.ledger import Entry, Ledger
 from baton.agent.migration import POSTCOPY_RECOVERY_ATTEMPTS, MigrationManager
 from baton.agent.migration_plan import MigrationFlag, MigrationPlan
+from baton.agent.start_cost import PRIOR_S
 from baton.schemas.agent import (
     PAUSED_POSTCOPY_FAILED,
     RUNNING_POSTCOPY_FAILED,
@@ -387,6 +388,49 @@ async def test_a_success_reports_the_figures_of_libvirts_job_completed_event():
                                             stats=figures, at=utc_now()))
         finished = await a.outcome(None)
     assert (None, figures) == (finished.error, finished.stats)
+
+
+CAPPED_MOVE = JobStats(operation="migration_out", time_elapsed_ms=2500,
+                      data_processed_bytes=96 << 20)  # 96 MiB at 48 MiB/s: 2 s of the 2.5
+
+
+async def completed(a: Agent, hv: Hypervisor, error: BaseException | None = None,
+                    **options) -> SourceFinished:
+    await a.start(**options)
+    await hv.migrating.wait()
+    a.manager.observe(JobCompletedEvent(host_id="h1", vm="vm1", uuid="uuid-vm1",
+                                        stats=CAPPED_MOVE, at=utc_now()))
+    return await a.outcome(error)
+
+
+@pytest.mark.parametrize("copy_disks", [[], ["vda"]])
+async def test_a_completed_move_at_one_cap_teaches_this_hosts_start_for_its_kind(copy_disks):
+    hv = host(domain("vm1", ("/pool/vm1.qcow2",)))
+    async with agent(hv) as a:
+        await completed(a, hv, bandwidth_mib_s=48, copy_disks=copy_disks)
+    learned = a.manager.start_cost
+    assert (pytest.approx(0.5), PRIOR_S) == (learned.seconds(copy=bool(copy_disks)),
+                                             learned.seconds(copy=not copy_disks))
+
+
+async def test_a_move_whose_cap_changed_while_it_ran_teaches_nothing():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await a.start(bandwidth_mib_s=48)
+        await hv.migrating.wait()
+        await a.manager.speed(SpeedRequest(migration_id="m1", vm="vm1", bandwidth_mib_s=48))
+        a.manager.observe(JobCompletedEvent(host_id="h1", vm="vm1", uuid="uuid-vm1",
+                                            stats=CAPPED_MOVE, at=utc_now()))
+        await a.outcome(None)
+    assert PRIOR_S == a.manager.start_cost.seconds(copy=False)
+
+
+async def test_a_failed_move_teaches_nothing():
+    hv = host(domain("vm1"))
+    async with agent(hv) as a:
+        await completed(a, hv, BatonError(ErrorCode.HYPERVISOR, "migrating vm1: broken"),
+                        bandwidth_mib_s=48)
+    assert PRIOR_S == a.manager.start_cost.seconds(copy=False)
 
 
 async def test_a_success_without_the_job_completed_event_is_reported_without_figures():
@@ -1135,6 +1179,19 @@ async def test_strategy_postcopy_switches_once_and_the_progress_says_so():
     [step] = progress.escalations
     assert step.endswith("switched to post-copy")
     assert [] == hv.called("set_max_downtime")
+
+
+async def test_a_move_switched_to_postcopy_teaches_no_start():
+    """Its post-copy phase runs at a cap of its own."""
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=48)
+        while not (await a.progress.get()).postcopy:
+            pass
+        a.manager.observe(JobCompletedEvent(host_id="h1", vm="vm1", uuid="uuid-vm1",
+                                            stats=CAPPED_MOVE, at=utc_now()))
+        finished = await a.outcome(None)
+    assert (True, PRIOR_S) == (finished.postcopy, a.manager.start_cost.seconds(copy=False))
 
 
 async def test_a_refused_postcopy_switch_is_tried_again_and_not_reported_as_done():

@@ -24,6 +24,7 @@ from baton.agent.prediction import (
     whole_page_share,
     working_set,
 )
+from baton.agent.start_cost import PRIOR_S, StartCost
 from baton.schemas.agent import DomainInfo, DomainState
 from baton.schemas.errors import BatonError, ErrorCode
 from baton.schemas.events import JobStats
@@ -53,6 +54,32 @@ def test_a_guest_that_converges_at_300_ms():
     p = predict(4, link_mib_s=32)
     assert (True, Strategy.PRECOPY, 62, 4.6) == (p.converges, p.strategy, p.downtime_ms,
                                                  p.total_s)
+
+
+def test_the_moves_fixed_start_is_part_of_its_total_and_reported():
+    plain = predict(0, link_mib_s=32)
+    started = modelled(PredictRequest(vm="g1", link_mib_s=32), 128 * MIB, 0, "page-sampling",
+                       start_s=0.44)
+    assert (4.4, 0.4, 0.0) == (started.total_s, started.start_s, plain.start_s)
+    ramped = modelled(PredictRequest(vm="g1", link_mib_s=32), 128 * MIB, 30, "page-sampling",
+                      start_s=0.5)
+    assert ramped.total_s == pytest.approx(predict(30, link_mib_s=32).total_s + 0.5)
+    assert None is modelled(PredictRequest(vm="g1"), 128 * MIB, 0, "page-sampling",
+                            start_s=0.5).start_s  # no link rate: no times at all
+
+
+@pytest.mark.parametrize(("disk_bytes", "start_s"), [(0, 0.2), (64 * MIB, 0.9)])
+async def test_the_predictor_adds_the_start_its_host_learned_for_the_kind_of_move(disk_bytes,
+                                                                                 start_s):
+    start = StartCost()
+    for copy, learned_s in ((False, 0.2), (True, 0.9)):
+        start.observe(copy, JobStats(time_elapsed_ms=round((2 + learned_s) * 1000),
+                                     data_processed_bytes=64 * MIB), 32)
+    hv = Measured(DomainState.RUNNING, {1: 0.0, 2: 0.0})
+    request = PredictRequest(vm="g1", link_mib_s=48, disk_bytes=disk_bytes)
+    found = await Predictor(hv, start=start).predict(request)
+    assert found == modelled(request, 128 * MIB, 0.0, "page-sampling", start_s=start_s)
+    assert start_s == found.start_s
 
 
 @pytest.mark.parametrize(("max_downtime", "allow_postcopy", "strategy", "converges"), [
@@ -235,7 +262,7 @@ async def test_the_predictor_measures_two_windows_and_bounds_the_working_set():
         found.dirty_rate_mib_s, found.dirty_rate_mode, found.memory_mib, found.working_set_mib,
         found.link_mib_s)
     assert found == modelled(PredictRequest(vm="g1", link_mib_s=48), 256 * MIB, 32.0,
-                             "page-sampling", 32 * MIB)
+                             "page-sampling", 32 * MIB, start_s=PRIOR_S)
 
 
 async def test_the_predictor_scales_both_windows_with_measure_s():
@@ -257,8 +284,9 @@ async def test_the_prediction_sends_the_guests_memory_in_bytes():
     hv = Measured(DomainState.RUNNING, {1: 0.0, 2: 0.0}, memory_mib=16384)
     request = PredictRequest(vm="g1", link_mib_s=48)
     found = await Predictor(hv).predict(request)
-    assert found == modelled(request, 16384 * MIB, 0.0, "page-sampling")
-    assert found.total_s != modelled(request, 16384 * 1025 * 1024, 0.0, "page-sampling").total_s
+    assert found == modelled(request, 16384 * MIB, 0.0, "page-sampling", start_s=PRIOR_S)
+    assert found.total_s != modelled(request, 16384 * 1025 * 1024, 0.0, "page-sampling",
+                                     start_s=PRIOR_S).total_s
 
 
 @pytest.mark.parametrize("state", [DomainState.PAUSED, DomainState.SHUTOFF])
@@ -430,7 +458,7 @@ async def test_a_guest_whose_memory_libvirt_reads_is_sampled_not_calculated():
     assert found.working_set_mib == pytest.approx(16, rel=0.2)
     rounded = modelled(PredictRequest(vm="g1", link_mib_s=48), 128 * MIB,
                        found.dirty_rate_mib_s, MEMORY_PEEK, found.working_set_mib * MIB,
-                       found.whole_mib * MIB)  # from the figures as reported (rounded)
+                       found.whole_mib * MIB, PRIOR_S)  # from the figures as reported (rounded)
     assert (rounded.strategy, rounded.total_s) == (found.strategy, found.total_s)
 
 
@@ -438,7 +466,8 @@ async def test_a_sampled_prediction_prices_the_first_pass_at_its_whole_pages():
     found = await Predictor(Peeked(), random.Random(3)).predict(
         PredictRequest(vm="g1", link_mib_s=48))
     everything = modelled(PredictRequest(vm="g1", link_mib_s=48), 128 * MIB,
-                          found.dirty_rate_mib_s, MEMORY_PEEK, found.working_set_mib * MIB)
+                          found.dirty_rate_mib_s, MEMORY_PEEK, found.working_set_mib * MIB,
+                          start_s=PRIOR_S)
     assert found.total_s < everything.total_s - 0.4  # about 32 MiB less at 48 MiB/s
 
 
