@@ -36,6 +36,7 @@ from baton.agent.ledger import Entry
 from baton.agent.migration_plan import plan_migration
 from baton.agent.prediction import modelled
 from baton.agent.relocation import check_paths, relocate_disks
+from baton.agent.start_cost import StartCost
 from baton.agent.storage_move import start_problems
 from baton.mesh.daemon import announce_ready
 from baton.mesh.rpc import typed_handler
@@ -434,7 +435,8 @@ class FakeAgent:
         if self.predict_error is not None:
             raise self.predict_error
         return modelled(request, memory, self.dirty_rate_mib_s, "fake",
-                        whole_bytes=int(memory * self.whole_share))
+                        whole_bytes=int(memory * self.whole_share),
+                        start_s=StartCost().seconds(copy=request.disk_bytes > 0))  # none learned
 
     # --- the scripted migration ----------------------------------------------------------------
 
