@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -94,9 +95,10 @@ def three_vms_on_h1() -> Mesh:
     return mesh
 
 
-async def migrate(nc, vm: str) -> str:
+async def migrate(nc, vm: str, **options: Any) -> str:
     reply = await nc.request(S.coordinator(C.MIGRATE),
-                             encode(MigrateRequest(vm=vm, destination="h2")), timeout=15)
+                             encode(MigrateRequest(vm=vm, destination="h2", **options)),
+                             timeout=15)
     return decode_any(reply.data, MigrateAccepted).migration_id
 
 
@@ -256,6 +258,27 @@ async def test_a_cap_lowered_below_its_share_holds_when_the_budget_is_shared_ane
         assert [30, 20] == speeds  # never raised above the operator's 20 (60, then 30)
         await abort(nc, third)
         await abort(nc, sharing.first)
+
+
+async def test_a_migration_capped_within_the_budget_starts_at_its_cap_not_held_by_it(
+        nats_server):
+    mesh = three_vms_on_h1()
+    async with mesh.serving(nats_server.url):
+        nc, phases = await watching(nats_server.url)
+        stop, task, _ = await start_coordinator(nats_server.url,
+                                                limits=Limits(host_bandwidth_mib_s=60))
+        try:
+            mesh["h1"].script = Script(outcome="hang")
+            first = await migrate(nc, "vma", bandwidth_mib_s=40)
+            await phases.until(first, Phase.MIGRATING)
+            stopped = await abort(nc, first)
+        finally:
+            stop.set()
+            await task
+            await nc.drain()
+    assert [40] == [r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_START)]
+    assert isinstance(stopped, MigrationRecord)
+    assert (40, None) == (stopped.bandwidth_mib_s, stopped.budget_mib_s)
 
 
 async def until_speed(mesh: Mesh, vm: str, mib_s: int, within_s: float = 10) -> None:

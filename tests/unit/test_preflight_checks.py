@@ -198,6 +198,26 @@ def test_copy_reason_counts_and_sizes_the_local_disks():
                        reason="copy 2 local disk(s), 3.5 GiB, into pools on h2") == result
 
 
+def test_copies_into_other_pools_name_each_disk_and_where_it_lands():
+    a, b = disk(f"{IMAGES}/a.qcow2", gib=1), disk(f"{IMAGES}/b.qcow2", gib=1, target="vdb")
+    caps = with_pools(pool("default", IMAGES), pool("fast", "/srv/fast"))
+    landed = [dataclasses.replace(view(a), landing="/srv/fast/a.qcow2"),
+              dataclasses.replace(view(b), landing="/srv/fast/b.qcow2")]
+    result = check_storage(facts(destination_caps=caps, disks=landed))
+    assert (PASS, "copy 2 local disk(s), 2.0 GiB, into pools on h2; vda into /srv/fast/a.qcow2; "
+            "vdb into /srv/fast/b.qcow2") == (result.status, result.reason)
+
+
+def test_an_offline_copy_is_refused_naming_every_disk_and_what_to_do():
+    off = msgspec.structs.replace(domain("vm1", state=D.SHUTOFF), active=False)
+    a, b = disk(f"{IMAGES}/a.qcow2"), disk(f"{IMAGES}/b.qcow2", target="vdb")
+    result = check_storage(facts(domain=off, live=False, disks=[view(a), view(b)]))
+    assert (FAIL, f"vm1 is shutoff and its disks {IMAGES}/a.qcow2, {IMAGES}/b.qcow2 are not on "
+            "storage h2 sees: libvirt cannot copy the disks of a domain that is not running; "
+            "start it and migrate it live with --copy-storage, or put the disks on shared "
+            "storage") == (result.status, result.reason)
+
+
 def test_copy_with_only_shared_disks_has_nothing_to_copy():
     a = disk(f"{SHARED}/a.qcow2")
     local = disk(f"{IMAGES}/b.qcow2", target="vdb")
@@ -264,6 +284,16 @@ def test_a_pool_must_be_active_and_its_target_may_end_in_a_slash():
     assert PASS == check_storage(facts(destination_caps=slashed, disks=[view(a)])).status
     assert FAIL == check_storage(facts(destination_caps=with_pools(pool("none", None)),
                                        disks=[view(a)])).status
+
+
+@pytest.mark.parametrize(("target", "path"), [
+    ("/srv/VMX", "/srv/VMX/a.qcow2"),  # only the slashes are trimmed, whatever the name ends in
+    ("/srv/VMX/", "/srv/VMX/a.qcow2"),
+    ("/", "/a.qcow2"),  # a pool at the root matches a disk there
+])
+def test_a_pool_matches_its_directory_by_the_path_less_trailing_slashes(target, path):
+    caps = with_pools(pool("p", target))
+    assert PASS == check_storage(facts(destination_caps=caps, disks=[view(disk(path))])).status
 
 
 def test_two_disks_in_one_pool_directory_are_named_together():
