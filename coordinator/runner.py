@@ -149,8 +149,10 @@ class MigrationRunner(JobRunner[MigrationRecord, SourceFinished]):
                     Phase.QUEUED, f"waiting for a slot: {admission.why_waiting(ticket)}")
             self._raise_if_aborted()
             await self._wait_for_wake()
-        if record.bandwidth_mib_s != ticket.cap_mib_s and record.bandwidth_mib_s is not None:
-            admission.set_own_cap(record.migration_id, record.bandwidth_mib_s)  # changed queued
+        # the record now, not the one queued: the operator may have changed its cap meanwhile
+        asked = self.record.bandwidth_mib_s
+        if asked != ticket.cap_mib_s and asked is not None:
+            admission.set_own_cap(record.migration_id, asked)  # changed queued
         self._cap = admission.cap(record.migration_id)
         self._raise_if_aborted()
 

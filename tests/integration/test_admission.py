@@ -156,6 +156,59 @@ async def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the
     assert first_ended <= second_checked and done.destination == "h2"
 
 
+async def test_a_cap_changed_while_queued_is_the_one_the_migration_starts_with(nats_server):
+    mesh = three_vms_on_h1()
+    async with mesh.serving(nats_server.url):
+        nc, phases = await watching(nats_server.url)
+        stop, task, _ = await start_coordinator(nats_server.url)
+        try:
+            mesh["h1"].script = Script(outcome="hang")
+            first = await migrate(nc, "vma")
+            await phases.until(first, Phase.MIGRATING)
+            second = await migrate(nc, "vmb", bandwidth_mib_s=50)
+            await phases.until(second, Phase.QUEUED)
+            changed = await set_bandwidth(nc, second, 20)
+            assert (Phase.QUEUED, 20) == (changed.phase, changed.bandwidth_mib_s)
+            await abort(nc, first)
+            await phases.until(second, Phase.MIGRATING)
+            await abort(nc, second)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await nc.drain()
+    assert {"vma": None, "vmb": 20} == {r.vm: r.bandwidth_mib_s
+                                        for r in mesh["h1"].asked(A.MIGRATION_START)}
+
+
+async def test_host_limits_count_each_migration_at_its_own_source_and_destination(nats_server):
+    """One leaving and one arriving per host: h1 -> h2 and h3 -> h1 share no such slot."""
+    mesh = Mesh()
+    for host in ("h1", "h2", "h3"):
+        mesh.add(host)
+    mesh["h1"].add_domain(domain("vma", directory=SHARED))
+    mesh["h3"].add_domain(domain("vmc", directory=SHARED))
+    async with mesh.serving(nats_server.url):
+        nc, phases = await watching(nats_server.url)
+        stop, task, _ = await start_coordinator(nats_server.url,
+                                                limits=Limits(outbound=1, inbound=1))
+        try:
+            for agent in mesh.agents.values():
+                agent.script = Script(outcome="hang")
+            first = await migrate(nc, "vma")
+            await phases.until(first, Phase.MIGRATING)
+            reply = await nc.request(S.coordinator(C.MIGRATE), encode(MigrateRequest(
+                vm="vmc", source="h3", destination="h1")), timeout=15)
+            second = decode_any(reply.data, MigrateAccepted).migration_id
+            await phases.until(second, Phase.MIGRATING)
+            await abort(nc, second)
+            await abort(nc, first)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await nc.drain()
+    assert Phase.QUEUED not in phases.of(second)
+
+
 async def test_a_queued_migration_waits_again_after_a_coordinator_restart_and_then_runs(js_server):
     mesh = three_vms_on_h1()
     async with mesh.serving(js_server.url):
