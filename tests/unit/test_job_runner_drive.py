@@ -236,6 +236,24 @@ async def test_an_agent_silent_past_the_limit_fails_the_job_and_its_job_is_stopp
     assert 1 == job.aborts_asked  # the failed job's agent job is asked to stop, once
 
 
+async def test_a_quiet_agent_is_asked_whether_it_still_runs_the_job_once_per_probe_interval(
+        quick, monkeypatch):
+    """Every SOURCE_QUIET_PROBE while it stays quiet, not at every wake-up (every 10 ms here)."""
+    quick()
+    monkeypatch.setattr(timeouts, "SOURCE_QUIET_PROBE", 0.1)
+
+    class Quiet(Agent):
+        probes = 0
+
+        async def _agent_forgot_job(self) -> bool:
+            self.probes += 1
+            return False  # it answers that the job runs
+    job = Quiet(outcome_after=0.55)
+    took = await run(job)
+    assert Phase.SUCCEEDED == job.record.phase
+    assert 2 <= job.probes <= took / 0.1 + 1, (job.probes, took)
+
+
 async def test_an_abort_the_agent_never_confirms_times_out_after_the_settle_time(quick):
     quick(settle=0.05)
     job = Agent(confirms=None)
