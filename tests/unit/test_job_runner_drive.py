@@ -254,6 +254,22 @@ async def test_a_quiet_agent_is_asked_whether_it_still_runs_the_job_once_per_pro
     assert 2 <= job.probes <= took / 0.1 + 1, (job.probes, took)
 
 
+async def test_an_agent_that_forgot_the_job_fails_it_at_once_saying_its_report_is_lost(
+        quick, monkeypatch):
+    quick()
+    monkeypatch.setattr(timeouts, "SOURCE_QUIET_PROBE", 0.05)
+
+    class Restarted(Agent):
+        async def _agent_forgot_job(self) -> bool:
+            return True
+    job = Restarted()
+    await run(job)
+    assert job.record.error is not None
+    assert (Phase.FAILED, ErrorCode.TIMEOUT, "the source agent answers but no longer runs the "
+            "job (it restarted): its report is lost") == (
+        job.record.phase, job.record.error.code, job.record.error.message)
+
+
 async def test_an_abort_the_agent_never_confirms_times_out_after_the_settle_time(quick):
     quick(settle=0.05)
     job = Agent(confirms=None)
