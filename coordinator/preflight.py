@@ -59,7 +59,6 @@ class Intent:
     predict: bool = False  # have the source measure the dirty rate and predict the move
     bandwidth_mib_s: int | None = None  # the prediction's link rate
     max_downtime_ms: int | None = None
-    allow_postcopy: bool = False
     target_pool: str | None = None  # the destination pool for every copied disk
     disk_pools: dict[str, str] = field(default_factory=dict)  # per disk target; wins
 
@@ -119,8 +118,8 @@ def intent_of(request: MigrateRequest | CheckRequest, predict: bool) -> Intent:
     return Intent(strategy=request.strategy,
                   postcopy=postcopy_switch(request.strategy, request.allow_postcopy),
                   predict=predict and request.live, bandwidth_mib_s=request.bandwidth_mib_s,
-                  max_downtime_ms=request.max_downtime_ms, allow_postcopy=request.allow_postcopy,
-                  target_pool=request.target_pool, disk_pools=dict(request.disk_pools))
+                  max_downtime_ms=request.max_downtime_ms, target_pool=request.target_pool,
+                  disk_pools=dict(request.disk_pools))
 
 
 # --- gathering (I/O) --------------------------------------------------------------------------

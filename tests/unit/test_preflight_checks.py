@@ -505,6 +505,9 @@ def predicted(strategy: Strategy | None, total_s: float | None = None,
      "120 ms pause"),
     (Strategy.PRECOPY, predicted(None, link=None), PASS,
      f"{PRECOPY_NOTE}; {MEASURED}; give --bandwidth for a prediction of time and pause"),
+    # a link rate without a strategy (not what an agent sends): the measurement only
+    (Strategy.PRECOPY, predicted(None), PASS,
+     f"{PRECOPY_NOTE}; {MEASURED}; give --bandwidth for a prediction of time and pause"),
     (Strategy.AUTO, predicted(Strategy.AUTO, 25.1, 1200), PASS,
      f"{PRECOPY_NOTE}; {MEASURED}: at 30 MiB/s, plain pre-copy does not converge; raising the "
      "downtime limit (--strategy auto) ends it, in about 25.1 s with a 1200 ms pause"),
@@ -542,7 +545,7 @@ def test_a_bounded_working_set_is_named():
 def test_auto_allowed_to_switch_is_enough_for_a_move_only_postcopy_ends():
     found = check_convergence(facts(
         intent=Intent(strategy=Strategy.AUTO, postcopy=PostcopySwitch.WHEN_STALLED,
-                      predict=True, allow_postcopy=True),
+                      predict=True),
         prediction=predicted(Strategy.POSTCOPY, 8.5, 50)))
     assert WARN == found.status  # the post-copy warning, not a shortfall
     assert found.reason.startswith(f"{MEASURED}: at 30 MiB/s, plain pre-copy does not converge; "
@@ -558,6 +561,9 @@ def test_a_prediction_that_failed_warns_with_its_reason_and_one_not_asked_for_is
     assert CheckResult(name=CheckName.CONVERGENCE, status=WARN,
                        reason="no prediction: timed out") == found
     assert PASS == check_convergence(facts(prediction_error="timed out")).status
+    unmeasured = check_convergence(facts(intent=Intent(predict=True)))
+    assert (WARN, "no prediction: the guest is not running") == (unmeasured.status,
+                                                                 unmeasured.reason)
 
 
 # --- report -----------------------------------------------------------------------------------------
