@@ -254,6 +254,17 @@ async def test_a_quiet_agent_is_asked_whether_it_still_runs_the_job_once_per_pro
     assert 2 <= job.probes <= took / 0.1 + 1, (job.probes, took)
 
 
+async def test_a_job_whose_agent_cannot_be_asked_about_its_job_waits_out_a_quiet_spell(
+        quick, monkeypatch):
+    """By default a runner cannot tell whether a quiet agent still runs the job (a disk move's
+    agent is never asked): only the silence limit ends the wait."""
+    quick()
+    monkeypatch.setattr(timeouts, "SOURCE_QUIET_PROBE", 0.05)
+    job = Agent(outcome_after=0.3)
+    await run(job)
+    assert (Phase.SUCCEEDED, None) == (job.record.phase, job.record.error)
+
+
 async def test_an_agent_that_forgot_the_job_fails_it_at_once_saying_its_report_is_lost(
         quick, monkeypatch):
     quick()
