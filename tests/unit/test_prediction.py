@@ -68,7 +68,7 @@ def test_the_moves_fixed_start_is_part_of_its_total_and_reported():
                             start_s=0.5).start_s  # no link rate: no times at all
 
 
-@pytest.mark.parametrize(("disk_bytes", "start_s"), [(0, 0.2), (64 * MIB, 0.9)])
+@pytest.mark.parametrize(("disk_bytes", "start_s"), [(0, 0.2), (1, 0.9), (64 * MIB, 0.9)])
 async def test_the_predictor_adds_the_start_its_host_learned_for_the_kind_of_move(disk_bytes,
                                                                                  start_s):
     start = StartCost()

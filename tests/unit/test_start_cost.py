@@ -25,6 +25,8 @@ def done(elapsed_s: float, sent_mib: float | None = None, **figures) -> JobStats
     (done(2.25, memory_processed_bytes=96 * MIB), 48, 0.25),
     (done(2.0, 96 - 0.001), 48, pytest.approx(0.0, abs=1e-4)),
     (done(MOST_S + 10.0, 480), 48, MOST_S),  # the longest start still learned
+    (done(3.0, 2), 1, 1.0),  # the lowest cap there is
+    (done(0.9, 40), 48, pytest.approx(0.9 - 40 / 48)),  # a move of under a second
 ])
 def test_a_capped_moves_start_is_its_time_less_its_bytes_at_the_cap(stats, cap, start_s):
     assert start_s == observed_start_s(stats, cap)
