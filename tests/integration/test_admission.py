@@ -95,6 +95,22 @@ def three_vms_on_h1() -> Mesh:
     return mesh
 
 
+@contextlib.asynccontextmanager
+async def coordinating(url: str, mesh: Mesh, limits: Limits = ONE_AT_A_TIME,
+                       ) -> AsyncIterator[tuple[nats.aio.client.Client, Phases]]:
+    """``mesh``'s agents and a coordinator with ``limits`` serving on ``url``; a connection and
+    the phase events it hears. The coordinator is stopped and waited for on leaving."""
+    async with mesh.serving(url):
+        nc, phases = await watching(url)
+        stop, task, _ = await start_coordinator(url, limits=limits)
+        try:
+            yield nc, phases
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await nc.drain()
+
+
 async def migrate(nc, vm: str, **options: Any) -> str:
     reply = await nc.request(S.coordinator(C.MIGRATE),
                              encode(MigrateRequest(vm=vm, destination="h2", **options)),
@@ -119,31 +135,24 @@ def prepared_vms(mesh: Mesh) -> list[str]:
 async def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the_next_runs_after(
         nats_server):
     mesh = three_vms_on_h1()
-    async with mesh.serving(nats_server.url):
-        nc, phases = await watching(nats_server.url)
-        stop, task, _ = await start_coordinator(nats_server.url)
-        try:
-            mesh["h1"].script = Script(outcome="hang")
-            first = await migrate(nc, "vma")
-            await phases.until(first, Phase.MIGRATING)
-            mesh["h1"].script = Script()  # what starts later succeeds
-            second, third = await migrate(nc, "vmb"), await migrate(nc, "vmc")
-            await phases.until(third, Phase.QUEUED)
-            await phases.until(second, Phase.QUEUED)
-            [why] = [e.reason for e in phases.seen if e.migration_id == third
-                     and e.phase == Phase.QUEUED]
-            assert "waiting for a slot: 1 migrations run in the cluster (limit 1)" == why
-            dropped = await abort(nc, third)
-            assert isinstance(dropped, MigrationRecord) and Phase.ABORTED == dropped.phase
-            await asyncio.sleep(0.5)
-            assert (["vma"], ["vma"]) == (started_vms(mesh), prepared_vms(mesh))
-            assert Phase.QUEUED == phases.of(second)[-1]
-            await abort(nc, first)  # frees the slot
-            done = await phases.until(second, Phase.SUCCEEDED)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-            await nc.drain()
+    async with coordinating(nats_server.url, mesh) as (nc, phases):
+        mesh["h1"].script = Script(outcome="hang")
+        first = await migrate(nc, "vma")
+        await phases.until(first, Phase.MIGRATING)
+        mesh["h1"].script = Script()  # what starts later succeeds
+        second, third = await migrate(nc, "vmb"), await migrate(nc, "vmc")
+        await phases.until(third, Phase.QUEUED)
+        await phases.until(second, Phase.QUEUED)
+        [why] = [e.reason for e in phases.seen if e.migration_id == third
+                 and e.phase == Phase.QUEUED]
+        assert "waiting for a slot: 1 migrations run in the cluster (limit 1)" == why
+        dropped = await abort(nc, third)
+        assert isinstance(dropped, MigrationRecord) and Phase.ABORTED == dropped.phase
+        await asyncio.sleep(0.5)
+        assert (["vma"], ["vma"]) == (started_vms(mesh), prepared_vms(mesh))
+        assert Phase.QUEUED == phases.of(second)[-1]
+        await abort(nc, first)  # frees the slot
+        done = await phases.until(second, Phase.SUCCEEDED)
     assert [Phase.PENDING, Phase.QUEUED, Phase.ABORTED] == phases.of(third)
     assert [Phase.PENDING, Phase.QUEUED, Phase.CHECKING, Phase.PREPARING, Phase.MIGRATING,
             Phase.COMPLETING, Phase.SUCCEEDED] == phases.of(second)
@@ -158,24 +167,17 @@ async def test_with_a_limit_of_one_the_others_queue_one_is_aborted_there_and_the
 
 async def test_a_cap_changed_while_queued_is_the_one_the_migration_starts_with(nats_server):
     mesh = three_vms_on_h1()
-    async with mesh.serving(nats_server.url):
-        nc, phases = await watching(nats_server.url)
-        stop, task, _ = await start_coordinator(nats_server.url)
-        try:
-            mesh["h1"].script = Script(outcome="hang")
-            first = await migrate(nc, "vma")
-            await phases.until(first, Phase.MIGRATING)
-            second = await migrate(nc, "vmb", bandwidth_mib_s=50)
-            await phases.until(second, Phase.QUEUED)
-            changed = await set_bandwidth(nc, second, 20)
-            assert (Phase.QUEUED, 20) == (changed.phase, changed.bandwidth_mib_s)
-            await abort(nc, first)
-            await phases.until(second, Phase.MIGRATING)
-            await abort(nc, second)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-            await nc.drain()
+    async with coordinating(nats_server.url, mesh) as (nc, phases):
+        mesh["h1"].script = Script(outcome="hang")
+        first = await migrate(nc, "vma")
+        await phases.until(first, Phase.MIGRATING)
+        second = await migrate(nc, "vmb", bandwidth_mib_s=50)
+        await phases.until(second, Phase.QUEUED)
+        changed = await set_bandwidth(nc, second, 20)
+        assert (Phase.QUEUED, 20) == (changed.phase, changed.bandwidth_mib_s)
+        await abort(nc, first)
+        await phases.until(second, Phase.MIGRATING)
+        await abort(nc, second)
     assert {"vma": None, "vmb": 20} == {r.vm: r.bandwidth_mib_s
                                         for r in mesh["h1"].asked(A.MIGRATION_START)}
 
@@ -187,25 +189,17 @@ async def test_host_limits_count_each_migration_at_its_own_source_and_destinatio
         mesh.add(host)
     mesh["h1"].add_domain(domain("vma", directory=SHARED))
     mesh["h3"].add_domain(domain("vmc", directory=SHARED))
-    async with mesh.serving(nats_server.url):
-        nc, phases = await watching(nats_server.url)
-        stop, task, _ = await start_coordinator(nats_server.url,
-                                                limits=Limits(outbound=1, inbound=1))
-        try:
-            for agent in mesh.agents.values():
-                agent.script = Script(outcome="hang")
-            first = await migrate(nc, "vma")
-            await phases.until(first, Phase.MIGRATING)
-            reply = await nc.request(S.coordinator(C.MIGRATE), encode(MigrateRequest(
-                vm="vmc", source="h3", destination="h1")), timeout=15)
-            second = decode_any(reply.data, MigrateAccepted).migration_id
-            await phases.until(second, Phase.MIGRATING)
-            await abort(nc, second)
-            await abort(nc, first)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-            await nc.drain()
+    async with coordinating(nats_server.url, mesh, Limits(outbound=1, inbound=1)) as (nc, phases):
+        for agent in mesh.agents.values():
+            agent.script = Script(outcome="hang")
+        first = await migrate(nc, "vma")
+        await phases.until(first, Phase.MIGRATING)
+        reply = await nc.request(S.coordinator(C.MIGRATE), encode(MigrateRequest(
+            vm="vmc", source="h3", destination="h1")), timeout=15)
+        second = decode_any(reply.data, MigrateAccepted).migration_id
+        await phases.until(second, Phase.MIGRATING)
+        await abort(nc, second)
+        await abort(nc, first)
     assert Phase.QUEUED not in phases.of(second)
 
 
@@ -251,20 +245,13 @@ class Sharing:
 @contextlib.asynccontextmanager
 async def two_sharing_a_budget(url: str) -> AsyncIterator[Sharing]:
     mesh = three_vms_on_h1()
-    async with mesh.serving(url):
-        nc, phases = await watching(url)
-        stop, task, _ = await start_coordinator(url, limits=Limits(host_bandwidth_mib_s=60))
-        try:
-            mesh["h1"].script = Script(outcome="hang")
-            first = await migrate(nc, "vma")
-            await phases.until(first, Phase.MIGRATING)
-            second = await migrate(nc, "vmb")
-            await phases.until(second, Phase.MIGRATING)
-            yield Sharing(mesh, nc, phases, first, second)
-        finally:
-            stop.set()
-            await task
-            await nc.drain()
+    async with coordinating(url, mesh, Limits(host_bandwidth_mib_s=60)) as (nc, phases):
+        mesh["h1"].script = Script(outcome="hang")
+        first = await migrate(nc, "vma")
+        await phases.until(first, Phase.MIGRATING)
+        second = await migrate(nc, "vmb")
+        await phases.until(second, Phase.MIGRATING)
+        yield Sharing(mesh, nc, phases, first, second)
 
 
 async def set_bandwidth(nc, migration_id: str, mib_s: int) -> MigrationRecord:
@@ -316,19 +303,11 @@ async def test_a_cap_lowered_below_its_share_holds_when_the_budget_is_shared_ane
 async def test_a_migration_capped_within_the_budget_starts_at_its_cap_not_held_by_it(
         nats_server):
     mesh = three_vms_on_h1()
-    async with mesh.serving(nats_server.url):
-        nc, phases = await watching(nats_server.url)
-        stop, task, _ = await start_coordinator(nats_server.url,
-                                                limits=Limits(host_bandwidth_mib_s=60))
-        try:
-            mesh["h1"].script = Script(outcome="hang")
-            first = await migrate(nc, "vma", bandwidth_mib_s=40)
-            await phases.until(first, Phase.MIGRATING)
-            stopped = await abort(nc, first)
-        finally:
-            stop.set()
-            await task
-            await nc.drain()
+    async with coordinating(nats_server.url, mesh, Limits(host_bandwidth_mib_s=60)) as (nc, phases):
+        mesh["h1"].script = Script(outcome="hang")
+        first = await migrate(nc, "vma", bandwidth_mib_s=40)
+        await phases.until(first, Phase.MIGRATING)
+        stopped = await abort(nc, first)
     assert [40] == [r.bandwidth_mib_s for r in mesh["h1"].asked(A.MIGRATION_START)]
     assert isinstance(stopped, MigrationRecord)
     assert (40, None) == (stopped.bandwidth_mib_s, stopped.budget_mib_s)
