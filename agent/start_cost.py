@@ -3,7 +3,7 @@ before and around its data, which the pre-copy model (agent/precopy_model.py) do
 
 libvirt connects to the destination, which starts its QEMU (and, for a copy, its NBD server and
 the disks' mirrors) before a byte of memory flows; the switch-over then hands the devices across.
-In the lab that is 0.2-0.4 s of a 2-3 s move at 48 MiB/s: unpriced, a short move's prediction
+In the lab that is 0.2-0.7 s of a 2-5 s move at 48 MiB/s: unpriced, a short move's prediction
 came out a tenth to a third under the measured time. It depends on the hosts, so it is learned
 from this host's completed moves: a move capped at C that sent B bytes in T seconds spent
 ``T - B / C`` on everything but sending (the pause's bytes included in B, as the model prices
@@ -19,9 +19,9 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
+from baton.agent.precopy_model import MIB
 from baton.schemas.events import JobStats
 
-MIB = 1 << 20
 PRIOR_S = 0.3  # before this host completed a move of the kind: what the lab measures
 MOST_S = 3.0  # a longer "start" is something else (a host under load): not learned
 KEPT = 5  # completed moves whose start counts
