@@ -79,8 +79,11 @@ def test_drain_parallel_2_empties_the_host_two_at_a_time_and_the_bridged_guest_a
     shared = [guest("h1", dirty_mb=8, dirty_rate_mib_s=2) for _ in range(2)]
     vms = [local, bridged, *shared]
     seq_before = {vm: lab.alive_seq(vm) for vm in vms}
+    # --strategy precopy: auto's dirty-rate measurement took 6-10 s per move on a loaded CI
+    # runner, longer than the 3-5 s libvirt jobs it precedes, so a pair's jobs could run one
+    # after the other though both held a slot; without it a pair's jobs start together.
     proc = subprocess.Popen([*stack.baton_argv(), "drain", "h1", "--parallel", "2",
-                             "--bandwidth", "32", "-o", "json"],
+                             "--bandwidth", "32", "--strategy", "precopy", "-o", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=stack.baton_env())
     seen = []
