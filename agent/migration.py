@@ -21,7 +21,7 @@ from enum import StrEnum
 import msgspec
 import structlog
 
-from baton.agent import convergence, disks, ownership
+from baton.agent import convergence, disks, ownership, precopy_model
 from baton.agent.core import FetchRemoteDomain
 from baton.agent.hypervisor import Hypervisor
 from baton.agent.jobs import Publish, RunningJobs, crashed
@@ -66,6 +66,16 @@ POSTCOPY_RECOVERY_ATTEMPTS = 5  # resume calls
 POSTCOPY_RECOVERY_WAIT_S = 3.0  # between readings of libvirt's facts
 POSTCOPY_RECOVERY_WINDOW_S = 120.0  # then the operator is told how to go on
 POSTCOPY_RESUME_SLACK_S = 60.0  # a resume call's bound beyond the time its memory needs
+POSTCOPY_RESUME_UNCAPPED_S = 60.0  # the time the memory needs when no cap says it
+
+
+def resume_bound_s(cap_mib_s: int | None, memory_total_bytes: int | None) -> float:
+    """How long one post-copy resume call may run: twice the time the guest's whole memory
+    (as libvirt last reported it) needs at the cap, or a minute without a cap, and
+    :data:`POSTCOPY_RESUME_SLACK_S` more."""
+    if not cap_mib_s:
+        return POSTCOPY_RESUME_SLACK_S + POSTCOPY_RESUME_UNCAPPED_S
+    return POSTCOPY_RESUME_SLACK_S + 2 * (memory_total_bytes or 0) / (cap_mib_s * precopy_model.MIB)
 
 
 class PostcopyState(StrEnum):
@@ -221,9 +231,8 @@ class MigrationManager(RunningJobs[_Running]):
         """One resume call, given the time the rest of the memory needs at the cap and a
         minute more: a resume was seen to hang when the stream broke in the switch itself.
         Past it the call is cancelled (its job interrupted, agent/libvirt/migrate.py)."""
-        cap = running.request.bandwidth_mib_s
-        total = running.escalator.memory_total_bytes or 0
-        bound_s = POSTCOPY_RESUME_SLACK_S + (2 * total / (cap << 20) if cap else 60.0)
+        bound_s = resume_bound_s(running.request.bandwidth_mib_s,
+                                 running.escalator.memory_total_bytes)
         try:
             async with asyncio.timeout(bound_s):
                 return await self._migrate_with_progress(running, resume)

@@ -22,10 +22,11 @@ from structlog.testing import capture_logs
 
 from baton.agent import migration
 from baton.agent.ledger import Entry, Ledger
-from baton.agent.migration import POSTCOPY_RECOVERY_ATTEMPTS, MigrationManager
+from baton.agent.migration import POSTCOPY_RECOVERY_ATTEMPTS, MigrationManager, resume_bound_s
 from baton.agent.migration_plan import MigrationFlag, MigrationPlan
 from baton.agent.start_cost import PRIOR_S
 from baton.schemas.agent import (
+    PAUSED_POSTCOPY,
     PAUSED_POSTCOPY_FAILED,
     RUNNING_POSTCOPY_FAILED,
     DiskInfo,
@@ -1239,7 +1240,8 @@ async def test_a_postcopy_migration_whose_stream_failed_is_recovered_with_postco
     monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.0)
     hv = Stalling(vms={"vm1": domain("vm1")})
     async with agent(hv, within_s=15) as a:
-        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16)
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16,
+                      max_downtime_ms=700)
         await switched(a)
         hv.vms["vm1"] = stream_broken()
         await end_call(hv, 1, POSTCOPY_BROKEN)
@@ -1252,6 +1254,8 @@ async def test_a_postcopy_migration_whose_stream_failed_is_recovered_with_postco
         "recovered (attempt 2)"
     resumed = [MigrationFlag.POSTCOPY_RESUME in plan.flags for plan in hv.plans]
     assert [False, True, True] == resumed
+    # the guest already runs on the destination: a resume has no downtime to limit
+    assert [700, None, None] == [plan.max_downtime_ms for plan in hv.plans]
     assert 16 == hv.plans[2].params["bandwidth.postcopy"]
     assert ["vm1"] == hv.called("start_postcopy")  # switched once, never again on resume
 
@@ -1294,11 +1298,13 @@ async def test_a_bandwidth_change_reaches_the_postcopy_cap_too_when_it_may_switc
                                               hv.called("set_max_speed_postcopy"))
 
 
-async def broken_once(hv: Hypervisor, source_now: DomainInfo | None, answers: DomainInfo,
+async def broken_once(hv: Hypervisor, source_now: DomainInfo | None, answers,
                       **options) -> SourceFinished:
     """A post-copy migration whose stream broke once, libvirt here then showing ``source_now``
-    (None: the domain is gone) and the destination's agent answering ``answers``."""
-    async with agent(hv, within_s=15, peer_domains=peer(answers)) as a:
+    (None: the domain is gone) and the destination's agent answering ``answers`` (a domain, or
+    a fetch of its own)."""
+    fetch = answers if callable(answers) else peer(answers)
+    async with agent(hv, within_s=15, peer_domains=fetch) as a:
         await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2", **options)
         await switched(a)
         if source_now is None:
@@ -1396,3 +1402,109 @@ async def test_the_source_asks_the_destination_named_and_undefines_its_own_domai
     finished = await postcopy_ended_here(hv, fetch)
     assert (None, ["vm1"], {}) == (finished.error, hv.called("remove_domain"), hv.vms)
     assert {("h2", "vm1")} == set(fetch.asked)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("cap_mib_s", "memory_total_bytes", "bound_s"), [
+    (16, 1024 * MIB, 60 + 2 * 1024 / 16),  # twice the whole memory at the cap, and the slack
+    (64, 1024 * MIB, 60 + 2 * 1024 / 64),
+    (16, None, 60),  # libvirt reported no memory yet: the slack alone
+    (None, 1024 * MIB, 60 + 60),  # no cap to reckon with: a minute
+])
+def test_a_resume_call_may_run_twice_its_memorys_time_at_the_cap_and_a_minute_more(
+        cap_mib_s, memory_total_bytes, bound_s):
+    assert bound_s == resume_bound_s(cap_mib_s, memory_total_bytes)
+
+
+async def test_a_resume_call_that_hangs_is_interrupted_at_its_bound_and_tried_again(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 1.0)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RESUME_SLACK_S", 0.05)
+    hv = Stalling(vms={"vm1": domain("vm1")})  # its figures give no memory total: the slack
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16,
+                      destination_host="h2")
+        await switched(a)
+        hv.vms["vm1"] = stream_broken()
+        await end_call(hv, 1, POSTCOPY_BROKEN)  # every resume call after it hangs
+        await a.ended.wait()
+    [finished] = a.finished
+    assert (1 + POSTCOPY_RECOVERY_ATTEMPTS, POSTCOPY_RECOVERY_ATTEMPTS) == (
+        len(hv.plans), len(hv.called("migrate_cancelled")))
+    assert finished.error is not None
+    assert finished.error.message.startswith("post-copy failed and was not recovered (the "
+                                             "post-copy resume of vm1 did not end within 0 s; "
+                                             "it was interrupted): the guest waits on h2")
+
+
+def watch_readings(hv: Hypervisor) -> asyncio.Event:
+    """An event set each time libvirt here is asked for every domain (the recovery's reading)."""
+    read, domains = asyncio.Event(), hv.domains
+
+    async def reading(names, include_cpu_xml):
+        if names is None:
+            read.set()
+        return await domains(names, include_cpu_xml)
+    hv.domains = reading  # type: ignore[method-assign]
+    return read
+
+
+async def test_a_postcopy_still_running_here_is_waited_for_then_resumed_once_it_failed(
+        monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS)
+        await switched(a)
+        # the call failed, but libvirt here still shows post-copy under way: QEMU is at it
+        hv.vms["vm1"] = msgspec.structs.replace(domain("vm1", state=DomainState.PAUSED),
+                                                state_reason=PAUSED_POSTCOPY)
+        read = watch_readings(hv)
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        for _ in range(2):  # two readings that show it still under way
+            read.clear()
+            await read.wait()
+        hv.vms["vm1"] = stream_broken()  # now it failed: the agent resumes it
+        await end_call(hv, 2, None)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert (None, [False, True]) == (finished.error, [MigrationFlag.POSTCOPY_RESUME in p.flags
+                                                      for p in hv.plans])
+
+
+def answering(*answers: DomainInfo):
+    """The destination's agent answering for vm1 with each of ``answers`` in turn, then the
+    last one again."""
+    left = list(answers)
+
+    async def fetch(host: str, vm: str) -> DomainInfo:
+        return left.pop(0) if len(left) > 1 else left[0]
+    return fetch
+
+
+async def test_a_postcopy_gone_from_here_is_done_once_the_destination_has_all_its_memory(
+        monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    still_missing_pages = msgspec.structs.replace(domain("vm1"),
+                                                  state_reason=RUNNING_POSTCOPY_FAILED)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    finished = await broken_once(hv, None, answering(still_missing_pages, domain("vm1")))
+    assert (None, 1) == (finished.error, len(hv.plans))  # asked again, not given up on
+    assert finished.escalations[-1].endswith("it completed all the same")
+
+
+async def test_without_its_ledger_entry_the_source_proves_nothing_and_undefines_nothing(
+        monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 0.5)
+    hv = Stalling(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15, peer_domains=peer(domain("vm1"))) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, destination_host="h2",
+                      undefine_source=True)
+        await switched(a)
+        (a.ledger.directory / "m1.json").unlink()  # the UUID it sent is no longer known
+        hv.vms["vm1"] = domain("vm1", state=DomainState.SHUTOFF)
+        await end_call(hv, 1, POSTCOPY_BROKEN)
+        await a.ended.wait()
+    [finished] = a.finished
+    assert finished.error is not None and "not recovered" in finished.error.message
+    assert ([], "vm1") == (hv.called("remove_domain"), hv.vms["vm1"].name)
