@@ -121,6 +121,14 @@ def figures(**fields) -> JobStats:
 
 @pytest.mark.parametrize(("name", "stats", "request_", "downtime_ms", "postcopy", "eta"), [
     ("no figures yet", JobStats(), start(bandwidth_mib_s=32), 300, False, None),
+    ("the memory but no remainder yet", figures(), start(bandwidth_mib_s=32), 300, False, None),
+    ("a remainder but not the memory", JobStats(memory_remaining_bytes=64 * MIB),
+     start(bandwidth_mib_s=32), 300, False, None),
+    # pass 2 and libvirt gave no dirty rate: nothing dirtied, 64 MiB at 1 MiB/s (a rate of
+    # even one page a second would add a last pass: 64 pages, 0.25 s)
+    ("pass 2 without libvirt's dirty rate", figures(memory_remaining_bytes=64 * MIB,
+                                                    memory_iteration=2),
+     start(bandwidth_mib_s=1), 300, False, 64.0),
     ("no rate and no cap", figures(memory_remaining_bytes=64 * MIB), start(), 300, False, None),
     # half of pass 1 left at the cap, nothing dirtied: 2 s
     ("first pass, idle guest, the cap as the rate", figures(memory_remaining_bytes=64 * MIB),
@@ -150,6 +158,10 @@ def figures(**fields) -> JobStats:
                                               memory_dirty_rate_pages_s=16384,
                                               memory_iteration=3),
      start(bandwidth_mib_s=32), 300, True, 2.0),
+    # the memory and any disk left, once each: 52 MiB at 32 MiB/s, to a tenth
+    ("post-copy with a disk left", figures(memory_remaining_bytes=50 * MIB,
+                                           disk_remaining_bytes=2 * MIB),
+     start(bandwidth_mib_s=32), 300, True, 1.6),
     # a copy's disk phase: 96 MiB of disk at 32 MiB/s (libvirt's disk rate), then 128 MiB
     ("disks first, at the disks' rate", figures(memory_remaining_bytes=128 * MIB,
                                                 disk_remaining_bytes=96 * MIB,
@@ -191,6 +203,28 @@ def test_the_pass_clock_restarts_at_each_new_pass_half_way_between_readings():
     assert [0.5, 1.0, 0.25, 0.75, 0.5, 0.7] == [
         pytest.approx(clock.pass_elapsed_s(JobStats(time_elapsed_ms=ms, memory_iteration=it)))
         for ms, it in readings]
+
+
+def test_a_clock_first_read_in_a_later_pass_takes_it_to_have_begun_half_way_there():
+    # the agent's first reading falls in pass 2 (the readings began late): it began between
+    # the job's start and this reading
+    clock = PassClock()
+    assert 2.0 == clock.pass_elapsed_s(JobStats(time_elapsed_ms=4000, memory_iteration=2))
+
+
+def test_a_reading_without_libvirts_elapsed_time_is_at_the_start():
+    assert 0.0 == PassClock().pass_elapsed_s(JobStats(memory_iteration=1))
+
+
+def test_a_copys_disk_phase_counts_no_time_spent_in_a_memory_pass():
+    # 96 MiB of disk at 32 MiB/s (3 s), then 128 MiB of memory (4 s) with pre-flight's
+    # 4 MiB/s dirtied meanwhile (16 MiB: 0.5 s, then 2 MiB fits 300 ms: 62.5 ms). The clock
+    # runs from the job's start, but no memory pass has begun: its seconds dirty nothing yet.
+    stats = figures(memory_remaining_bytes=128 * MIB, disk_remaining_bytes=96 * MIB,
+                    disk_bps=32 * MIB)
+    request = start(expected_dirty_rate_mib_s=4)
+    assert [7.6] * 3 == [eta_of(stats, request, 300, False, pass_elapsed_s=s)
+                         for s in (0.0, 1.0, 5.0)]
 
 
 def test_a_copys_memory_passes_start_after_its_disks():
