@@ -171,7 +171,8 @@ def landings(domain: DomainInfo, caps: HostCaps, intent: Intent) -> dict[str, st
     for disk in domain.disks:
         if disk.readonly or disk.shareable:  # never copied; check_storage refuses them by name
             continue
-        pool = pools.get(intent.pool_for(disk.target) or "")
+        asked = intent.pool_for(disk.target)
+        pool = pools.get(asked) if asked else None
         if pool is not None and pool.target_path and disk.source_path:
             landing = os.path.join(pool.target_path, os.path.basename(disk.source_path))
             if landing != disk.source_path:

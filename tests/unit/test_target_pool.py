@@ -74,6 +74,13 @@ def test_a_target_pool_puts_every_writable_disk_in_its_directory_and_a_disk_map_
         domain_, host_caps("h2"), Intent(target_pool="fast", disk_pools={"vdb": "default"}))
 
 
+def test_a_disk_never_copied_is_passed_over_and_the_disks_after_it_still_land():
+    domain_ = vm(disk(f"{IMAGES}/iso.img", "hdc", readonly=True),
+                 disk(f"{IMAGES}/shared.img", "vdb", shareable=True), disk(f"{IMAGES}/a.qcow2"))
+    assert {"vda": f"{FAST}/a.qcow2"} == landings(domain_, host_caps("h2"),
+                                                  Intent(target_pool="fast"))
+
+
 def test_a_disk_already_in_the_pools_directory_or_in_a_pool_the_host_lacks_has_no_landing():
     domain_ = vm(disk(f"{FAST}/a.qcow2"), disk(f"{IMAGES}/b.qcow2", "vdb"))
     assert {} == landings(domain_, host_caps("h2"), Intent(disk_pools={"vda": "fast",
@@ -118,6 +125,39 @@ def test_a_pool_that_cannot_take_the_copy_fails_with_what_to_do(caps, said):
     result = check_storage(facts([local(f"{IMAGES}/a.qcow2")], Intent(target_pool="nvme"),
                                  destination_caps=caps))
     assert (FAIL, said) == (result.status, result.reason)
+
+
+def test_a_missing_pool_and_a_failed_copy_are_both_reported():
+    before = facts([local(f"{IMAGES}/a.qcow2")], Intent(target_pool="nvme"))
+    there = PathProbe(path=f"{IMAGES}/a.qcow2", exists=True)  # no landing: its own path
+    result = check_storage(dataclasses.replace(before, disks=[
+        dataclasses.replace(before.disks[0], on_destination=there)]))
+    assert (FAIL, "h2 has no storage pool 'nvme' (its pools: default, fast, shared); "
+            f"{IMAGES}/a.qcow2 already exists on h2: remove it there or move the VM elsewhere") \
+        == (result.status, result.reason)
+
+
+def test_a_host_without_pools_and_a_vm_without_file_disks_say_none():
+    bare = msgspec.structs.replace(host_caps("h2"), pools=[])
+    assert ["h2 has no storage pool 'fast' (its pools: none)"] == pool_request_problems(
+        facts([local(f"{IMAGES}/a.qcow2")], Intent(target_pool="fast"), destination_caps=bare))
+    assert ["vm1 has no file-backed disk vdz (its disks: none)"] == pool_request_problems(
+        facts([], Intent(disk_pools={"vdz": "fast"})))
+
+
+def test_a_pool_asked_for_a_vm_without_file_disks_fails_storage():
+    result = check_storage(facts([], Intent(target_pool="fast")))
+    assert (FAIL, "nothing is copied, so nothing goes into pool fast: vm1's disks are on storage "
+            "both hosts see (or read-only)") == (result.status, result.reason)
+
+
+def test_with_shared_storage_asked_for_local_disks_nothing_is_copied_or_lands():
+    # --storage shared: the local disks are not copied, so the pool gets nothing, and two of
+    # them that would land on one path there are no clash
+    views = [local(f"{IMAGES}/a.qcow2"), local(f"{SLOW}/a.qcow2", "vdb")]
+    assert ["nothing is copied, so nothing goes into pool fast: vm1's disks are on storage both "
+            "hosts see (or read-only)"] == pool_request_problems(
+        facts(views, Intent(target_pool="fast"), storage=StorageMode.SHARED))
 
 
 def test_only_copied_disks_of_this_vm_can_be_mapped():
