@@ -56,6 +56,13 @@ def test_a_guest_that_converges_at_300_ms():
                                                  p.total_s)
 
 
+def test_a_copys_disks_are_part_of_its_total_and_the_working_set_is_in_whole_mib():
+    # 64 MiB of disk then 128 MiB of memory at 32 MiB/s, nothing dirtied: 2 s + 4 s
+    p = modelled(PredictRequest(vm="g1", link_mib_s=32, disk_bytes=64 * MIB), 128 * MIB, 0,
+                 "page-sampling", working_set_bytes=16 * MIB + MIB // 2)
+    assert (6.0, 16) == (p.total_s, p.working_set_mib)
+
+
 def test_the_moves_fixed_start_is_part_of_its_total_and_reported():
     plain = predict(0, link_mib_s=32)
     started = modelled(PredictRequest(vm="g1", link_mib_s=32), 128 * MIB, 0, "page-sampling",
