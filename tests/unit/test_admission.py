@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from baton.coordinator.admission import (
@@ -52,9 +54,16 @@ def test_the_reason_names_the_limit_that_holds_a_migration_back():
     assert "earlier requests wait for the same slots" == why_waiting(t("a", "h7", "h8"), [], one)
 
 
-def test_limits_below_one_are_refused():
+@pytest.mark.parametrize("below", [{"outbound": 0}, {"inbound": 0}, {"total": 0},
+                                   {"host_bandwidth_mib_s": 0}])
+def test_limits_below_one_are_refused(below):
     with pytest.raises(ValueError, match="at least 1"):
-        Limits(outbound=0)
+        Limits(**below)
+
+
+def test_limits_of_one_are_taken():
+    assert (1, 1, 1, 1) == dataclasses.astuple(Limits(outbound=1, inbound=1, total=1,
+                                                      host_bandwidth_mib_s=1))
 
 
 def test_a_freed_slot_goes_to_the_earliest_waiting_however_the_runners_wake():
@@ -133,6 +142,7 @@ def capped(name: str, source: str, destination: str, cap: int | None = None) -> 
 @pytest.mark.parametrize(("running", "budget", "caps"), [
     ([capped("a", "h1", "h2", 30)], None, {"a": 30}),
     ([capped("a", "h1", "h2")], None, {"a": None}),
+    ([capped("a", "h1", "h2", 30), capped("b", "h3", "h4")], None, {"a": 30, "b": None}),
     ([capped("a", "h1", "h2")], 100, {"a": 100}),
     ([capped("a", "h1", "h2", 30)], 100, {"a": 30}),
     # two leave h1: each gets half of h1's budget
@@ -145,7 +155,7 @@ def capped(name: str, source: str, destination: str, cap: int | None = None) -> 
     # a share is never below 1 MiB/s, and never above the migration's own cap
     ([capped(f"m{i}", "h1", f"d{i}") for i in range(3)], 2, {"m0": 1, "m1": 1, "m2": 1}),
     ([capped("a", "h1", "h2", 10), capped("b", "h1", "h3")], 100, {"a": 10, "b": 50}),
-], ids=["own-cap", "uncapped", "alone", "own-cap-below-budget", "two-out", "in-and-out",
+], ids=["own-cap", "uncapped", "each-own-cap", "alone", "own-cap-below-budget", "two-out", "in-and-out",
         "other-hosts", "at-least-1", "own-cap-wins"])
 def test_each_running_migration_gets_its_share_of_its_hosts_budget(running, budget, caps):
     assert caps == shares(running, budget)
@@ -169,6 +179,8 @@ def test_the_runners_hear_their_new_share_as_migrations_come_and_go():
     assert ([("a", 50), ("b", 20), ("b", 100)], 100) == (heard, admission.cap("b"))
 
 
-def test_a_budget_below_one_is_refused():
-    with pytest.raises(ValueError, match="at least 1"):
-        Limits(host_bandwidth_mib_s=0)
+def test_a_ticket_keeps_the_migrations_own_cap():
+    admission = Admission(Limits(host_bandwidth_mib_s=100))
+    own = admission.ticket("a", "h1", "h2", cap_mib_s=30)
+    assert admission.try_admit(own, lambda: None)
+    assert (30, 30) == (own.cap_mib_s, admission.cap("a"))  # below its share of 100

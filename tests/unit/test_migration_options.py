@@ -14,7 +14,7 @@ from baton.coordinator.options import (
     option_problems,
     postcopy_switch,
 )
-from baton.coordinator.plan import host_of, make_plan, start_request
+from baton.coordinator.plan import PROGRESS_INTERVAL_MS, host_of, make_plan, start_request
 from baton.coordinator.preflight import DiskView, Facts, intent_of
 from baton.schemas.agent import DomainState as D
 from baton.schemas.agent import HostCaps
@@ -219,3 +219,17 @@ def test_the_start_request_carries_what_strategy_auto_chose():
     assert (OFF, True, True) == (throttled.postcopy, throttled.auto_converge,
                                  throttled.downtime_ramp)
     assert plan.auto_choice.startswith("auto-converge from the start: ")
+
+
+def test_the_start_request_carries_pre_flights_measurement_and_the_progress_interval():
+    measured = msgspec.structs.replace(prediction_of(Strategy.PRECOPY, 4.6, 120),
+                                       working_set_mib=24, whole_mib=96)
+    plan = make_plan(facts(shared=True, prediction=measured))
+    start = start_request("m1", req(), plan, None)
+    assert (12.5, 24, 96, PROGRESS_INTERVAL_MS) == (
+        start.expected_dirty_rate_mib_s, start.expected_working_set_mib,
+        start.expected_whole_mib, start.progress_interval_ms)
+    unmeasured = start_request("m1", req(), make_plan(facts(shared=True)), None)
+    assert (None, None, None) == (unmeasured.expected_dirty_rate_mib_s,
+                                  unmeasured.expected_working_set_mib,
+                                  unmeasured.expected_whole_mib)
