@@ -156,8 +156,11 @@ def test_a_postcopy_migration_whose_stream_breaks_is_recovered_and_loses_nothing
     rec = final(stack, migration_id)
     assert "succeeded" == rec["phase"], rec.get("error")
     assert rec["escalations"][0].endswith("switched to post-copy")
-    assert rec["escalations"][-1].startswith("post-copy failed (") and \
-        "recovered (attempt" in rec["escalations"][-1], rec["escalations"]
+    # resumed by the agent, or finished by QEMU before a resume was needed (the agent then
+    # proved the arrival from the destination's libvirt): both recover the move
+    assert rec["escalations"][-1].startswith("post-copy failed (") and (
+        "recovered (attempt" in rec["escalations"][-1]
+        or rec["escalations"][-1].endswith("it completed all the same")), rec["escalations"]
     assert ("running", None) == (lab.domstate("h2", vm), lab.domstate("h1", vm))
     lab.wait_alive_past(vm, lab.alive_seq(vm) + 2)
     records = lab.heartbeats(disk)
