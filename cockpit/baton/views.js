@@ -17,7 +17,7 @@ export function renderHosts(table, hosts, caps) {
 }
 
 export function renderVms(table, vms, actions) {
-    const rows = vms.map(vm => el("tr", { dataset: { vm: vm.vm, host: vm.host } },
+    const rows = vms.map(vm => el("tr", { dataset: { vm: vm.vm, host: vm.host, state: vm.state } },
         el("td", {}, vm.vm),
         el("td", {}, vm.host),
         el("td", {}, vm.state),

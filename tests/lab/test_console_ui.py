@@ -54,6 +54,9 @@ def test_an_operator_checks_and_migrates_a_vm_from_the_cockpit_page(stack, lab, 
         expect(page.locator(f"#hosts tr[data-host={host}]")).to_contain_text("connected")
     vm_row = page.locator(f"#vms tr[data-vm='{vm}']")
     expect(vm_row).to_have_attribute("data-host", "h1")
+    # as an operator would, wait for the page to show it running: the dialog offers a live
+    # move only for a running VM (seen in CI: opened while the page still had it starting)
+    expect(vm_row).to_have_attribute("data-state", "running")
     shot(page, "1-hosts-and-vms")
 
     # the checks run before Migrate can be pressed: h3 lacks the guest's bridge
