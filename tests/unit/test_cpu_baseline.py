@@ -6,7 +6,15 @@ import pytest
 
 from baton.agent import cpu_baseline
 from baton.agent.core import AgentCore
-from baton.agent.cpu_baseline import ExpandedCpu, GuestSpec, as_host_cpu, guest_spec, judge, unjudged
+from baton.agent.cpu_baseline import (
+    ExpandedCpu,
+    GuestSpec,
+    as_host_cpu,
+    expanded,
+    guest_spec,
+    judge,
+    unjudged,
+)
 from baton.schemas.agent import BaselineApi, CpuBaselineRequest, DomainInfo, GuestCpuFit
 from baton.schemas.errors import BatonError, ErrorCode
 from tests.fakes import CPU_MODELS, FakeHypervisor
@@ -30,6 +38,22 @@ def test_a_guest_cpu_spec_splits_needed_from_removed_features_by_policy():
                      removed=frozenset({"sse2", "svm"})) == spec
 
 
+def test_libvirts_expansion_requires_what_it_lists_unmarked_required_or_forced_and_nothing_nameless():
+    # libvirt's baseline lists features bare (policy require by default); a nameless <feature>
+    # is not a feature, whatever its policy
+    cpu = expanded("<cpu><model> Westmere </model><vendor>Intel</vendor><feature policy='require'/>"
+                   "<feature name=''/><feature name='vmx'/><feature policy='force' name='aes'/>"
+                   "<feature policy='disable' name='sse2'/><feature policy='optional' name='pcid'/>"
+                   "</cpu>")
+    assert ExpandedCpu(model="Westmere", vendor="Intel", required=frozenset({"vmx", "aes"})) == cpu
+
+
+def test_a_nameless_feature_of_a_guest_cpu_is_neither_needed_nor_removed():
+    spec = guest_spec("<cpu><model>Westmere</model><feature policy='require'/>"
+                      "<feature policy='disable'/></cpu>")
+    assert (frozenset(), frozenset()) == (spec.required, spec.removed)
+
+
 def test_a_cpu_without_a_mode_is_custom_and_a_domain_without_a_cpu_has_no_mode():
     assert ("custom", None) == (guest_spec("<cpu><model>qemu64</model></cpu>").mode,
                                 guest_spec(None).mode)
@@ -48,6 +72,11 @@ def test_the_guest_goes_to_libvirt_as_a_host_cpu_with_only_its_needed_features()
             == as_host_cpu(spec, "x86_64"))
 
 
+def test_the_guests_vendor_goes_to_libvirt_with_its_model():
+    spec = guest_spec(custom("EPYC").replace("</cpu>", "<vendor>AMD</vendor></cpu>"))
+    assert ("<cpu><model>EPYC</model><vendor>AMD</vendor></cpu>" == as_host_cpu(spec, None))
+
+
 @pytest.mark.parametrize(("xml", "fit", "says"), [
     (None, GuestCpuFit.RUNS, "default CPU model"),
     ("<cpu mode='host-passthrough'/>", GuestCpuFit.NOT_JUDGED, "runs only on identical hosts"),
@@ -59,6 +88,16 @@ def test_a_cpu_with_no_fixed_definition_is_answered_without_libvirt(xml, fit, sa
     verdict = unjudged(guest_spec(xml))
     assert verdict is not None
     assert (fit, True) == (verdict.fit, says in verdict.reason)
+
+
+@pytest.mark.parametrize(("xml", "reason"), [
+    (None, "no CPU definition: the guest gets the hypervisor's default CPU model, which every host "
+     "of this hypervisor runs"),
+    ("<cpu mode='custom'/>", "custom CPU without a <model>: libvirt cannot expand its features"),
+], ids=["no-cpu", "no-model"])
+def test_the_reasons_for_answering_without_libvirt_say_what_the_guest_gets(xml, reason):
+    verdict = unjudged(guest_spec(xml))
+    assert verdict is not None and reason == verdict.reason
 
 
 def test_a_custom_cpu_with_a_model_must_be_expanded_by_libvirt():
@@ -90,6 +129,12 @@ def test_a_long_list_of_missing_features_is_cut_in_the_reason_but_whole_in_the_r
     verdict = judge(BASE, guest_spec(custom("Big")), ExpandedCpu("Big", None, many))
     assert (10, True, False) == (len(verdict.missing_features), verdict.reason.endswith(", ..."),
                                  "f08" in verdict.reason)
+
+
+def test_as_many_missing_features_as_a_reason_names_are_all_named_without_an_ellipsis():
+    listed = sorted(f"f{i:02}" for i in range(cpu_baseline._LISTED))
+    verdict = judge(BASE, guest_spec(custom("Big")), ExpandedCpu("Big", None, frozenset(listed)))
+    assert verdict.reason.endswith(f"requires: {', '.join(listed)}"), verdict.reason
 
 
 @pytest.mark.parametrize(("given", "expanded_vendor"), [("AMD", None), (None, "AMD")])
@@ -162,7 +207,8 @@ async def test_a_baseline_without_a_model_is_a_hypervisor_error(monkeypatch):
     monkeypatch.setattr("tests.fakes.fake_baseline", lambda _cpus: "<cpu mode='custom'/>")
     with pytest.raises(BatonError) as refused:
         await baseline(FakeHypervisor())
-    assert ErrorCode.HYPERVISOR == refused.value.code
+    assert (ErrorCode.HYPERVISOR, "libvirt's baseline of these CPUs names no model") == (
+        refused.value.code, refused.value.message)
 
 
 async def test_a_libvirt_connection_lost_while_judging_fails_the_whole_request():
