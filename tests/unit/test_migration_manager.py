@@ -1443,6 +1443,32 @@ async def test_a_resume_call_that_hangs_is_interrupted_at_its_bound_and_tried_ag
                                              "it was interrupted): the guest waits on h2")
 
 
+class SmallGuest(Stalling):
+    """libvirt reports the guest's whole memory: 8 MiB, half a second at a 16 MiB/s cap."""
+
+    async def job_stats(self, vm: str) -> JobStats | None:
+        stats = await super().job_stats(vm)
+        return msgspec.structs.replace(stats, memory_total_bytes=8 * MIB)
+
+
+async def test_a_hanging_resume_is_given_twice_its_memorys_time_at_the_cap(monkeypatch):
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 0.5)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RESUME_SLACK_S", 0.05)
+    hv = SmallGuest(vms={"vm1": domain("vm1")})
+    async with agent(hv, within_s=15) as a:
+        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16,
+                      destination_host="h2")
+        await switched(a)
+        hv.vms["vm1"] = stream_broken()
+        await end_call(hv, 1, POSTCOPY_BROKEN)  # every resume call after it hangs
+        await a.ended.wait()
+    [finished] = a.finished
+    assert finished.error is not None
+    # 0.05 s of slack and 2 x 8 MiB at 16 MiB/s: 1.05 s, said as 1 s (without the memory: 0 s)
+    assert "the post-copy resume of vm1 did not end within 1 s" in finished.error.message
+
+
 def watch_readings(hv: Hypervisor) -> asyncio.Event:
     """An event set each time libvirt here is asked for every domain (the recovery's reading)."""
     read, domains = asyncio.Event(), hv.domains
