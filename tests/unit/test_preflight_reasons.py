@@ -141,6 +141,18 @@ def test_pool_room_is_judged_on_the_roomiest_active_pool_and_exactly_enough_is_e
             "there") == said(check_storage(facts(caps=pools(5 * GIB, 9 * GIB))))
 
 
+def test_a_disk_nobody_could_size_is_copied_with_a_warning_that_its_room_was_not_counted():
+    vm = domain("vm1")
+    unsized = msgspec.structs.replace(vm, disks=[msgspec.structs.replace(vm.disks[0],
+                                                                         capacity_bytes=0)])
+    assert (WARN, f"the size of vda ({IMAGES}/vm1.qcow2) is unknown (neither libvirt nor qemu-img "
+            "could read it): the room on h2 was checked without it") == said(
+        check_storage(facts(vm=unsized)))
+    full = caps_with(pools=[StoragePool(name="p", type="dir", target_path=IMAGES, active=True,
+                                        available_bytes=0)])
+    assert FAIL == check_storage(facts(vm=unsized, caps=full, exists=True)).status  # problems first
+
+
 # --- network ---------------------------------------------------------------------------------
 
 
