@@ -128,9 +128,12 @@ def plan(facts: StorageFacts) -> list[DiskMove]:
 # --- checks (pure) ----------------------------------------------------------------------------
 
 
-def _result(name: StorageCheckName, problems: list[str], ok_reason: str) -> StorageCheckResult:
+def _result(name: StorageCheckName, problems: list[str], ok_reason: str,
+            warnings: list[str] | None = None) -> StorageCheckResult:
     if problems:
         return StorageCheckResult(name=name, status=CheckStatus.FAIL, reason="; ".join(problems))
+    if warnings:
+        return StorageCheckResult(name=name, status=CheckStatus.WARN, reason="; ".join(warnings))
     return StorageCheckResult(name=name, status=CheckStatus.PASS, reason=ok_reason)
 
 
@@ -186,8 +189,12 @@ def check_pool(facts: StorageFacts) -> StorageCheckResult:
         problems.append(f"pool {name} has {free / GIB:.2f} GiB available, the disks need "
                         f"{need / GIB:.2f} GiB (their virtual size): free space or pick "
                         "another pool")
+    # Said, not refused: the disk may well fit, but the room check above could not count it.
+    unsized = [f"the size of {d.target} ({d.source_path}) is unknown (neither libvirt nor "
+               f"qemu-img could read it): the room in pool {name} was checked without it"
+               for d in to_move(facts) if not d.capacity_bytes]
     return _result(StorageCheckName.POOL, problems, f"pool {name} ({pool.target_path}) is active with "
-                   f"{free / GIB:.2f} GiB available for {need / GIB:.2f} GiB")
+                   f"{free / GIB:.2f} GiB available for {need / GIB:.2f} GiB", unsized)
 
 
 def pool_state_problems(pool: StoragePool, host: str) -> list[str]:

@@ -13,7 +13,7 @@ from baton.schemas.migration import CheckStatus, Phase
 from baton.schemas.storage import StorageMoveRequest, StorageStage
 from tests.integration.fake_agents import FAST, GIB, IMAGES, domain, host_caps
 
-FAIL, PASS = CheckStatus.FAIL, CheckStatus.PASS
+FAIL, PASS, WARN = CheckStatus.FAIL, CheckStatus.PASS, CheckStatus.WARN
 
 
 def facts(**request: object) -> StorageFacts:
@@ -65,6 +65,16 @@ def test_room_is_judged_against_the_virtual_size_not_the_allocation():
     f = replace(f, caps=msgspec.structs.replace(f.caps, pools=[f.caps.pools[0], small]))
     status, reason = verdicts(f)["pool"]
     assert (FAIL, True) == (status, "5.00 GiB available, the disks need 10.00 GiB" in reason)
+
+
+def test_a_disk_nobody_could_size_moves_with_a_warning_that_its_room_was_not_counted():
+    f = with_disks(facts(), disk(capacity_bytes=0))
+    assert (True, WARN, f"the size of vda ({IMAGES}/vda.qcow2) is unknown (neither libvirt nor "
+            "qemu-img could read it): the room in pool fast was checked without it") == (
+        report(f).ok, *verdicts(f)["pool"])
+    inactive = msgspec.structs.replace(f.caps.pools[1], active=False)
+    f = replace(f, caps=msgspec.structs.replace(f.caps, pools=[f.caps.pools[0], inactive]))
+    assert FAIL == verdicts(f)["pool"][0]  # a problem outranks it
 
 
 def test_the_filesystem_free_space_measured_now_wins_over_a_stale_pool_figure():
