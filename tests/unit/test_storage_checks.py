@@ -72,6 +72,8 @@ def test_a_disk_nobody_could_size_moves_with_a_warning_that_its_room_was_not_cou
     assert (True, WARN, f"the size of vda ({IMAGES}/vda.qcow2) is unknown (neither libvirt nor "
             "qemu-img could read it): the room in pool fast was checked without it") == (
         report(f).ok, *verdicts(f)["pool"])
+    two = with_disks(f, disk(capacity_bytes=0), disk("vdb", capacity_bytes=0))
+    assert "checked without it; the size of vdb" in verdicts(two)["pool"][1]  # each said
     inactive = msgspec.structs.replace(f.caps.pools[1], active=False)
     f = replace(f, caps=msgspec.structs.replace(f.caps, pools=[f.caps.pools[0], inactive]))
     assert FAIL == verdicts(f)["pool"][0]  # a problem outranks it
