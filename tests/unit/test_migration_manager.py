@@ -1422,11 +1422,12 @@ def test_a_resume_call_may_run_twice_its_memorys_time_at_the_cap_and_a_minute_mo
     assert bound_s == resume_bound_s(cap_mib_s, memory_total_bytes)
 
 
-async def test_a_resume_call_that_hangs_is_interrupted_at_its_bound_and_tried_again(monkeypatch):
+async def resumes_hanging(monkeypatch, hv: Stalling, window_s: float):
+    """A post-copy at 16 MiB/s whose stream breaks and whose every resume call hangs, each
+    interrupted at its bound (0.05 s of slack, shortened for the tests): how it finished."""
     monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
-    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 1.0)
+    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", window_s)
     monkeypatch.setattr("baton.agent.migration.POSTCOPY_RESUME_SLACK_S", 0.05)
-    hv = Stalling(vms={"vm1": domain("vm1")})  # its figures give no memory total: the slack
     async with agent(hv, within_s=15) as a:
         await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16,
                       destination_host="h2")
@@ -1435,6 +1436,12 @@ async def test_a_resume_call_that_hangs_is_interrupted_at_its_bound_and_tried_ag
         await end_call(hv, 1, POSTCOPY_BROKEN)  # every resume call after it hangs
         await a.ended.wait()
     [finished] = a.finished
+    return finished
+
+
+async def test_a_resume_call_that_hangs_is_interrupted_at_its_bound_and_tried_again(monkeypatch):
+    hv = Stalling(vms={"vm1": domain("vm1")})  # its figures give no memory total: the slack
+    finished = await resumes_hanging(monkeypatch, hv, window_s=1.0)
     assert (1 + POSTCOPY_RECOVERY_ATTEMPTS, POSTCOPY_RECOVERY_ATTEMPTS) == (
         len(hv.plans), len(hv.called("migrate_cancelled")))
     assert finished.error is not None
@@ -1452,18 +1459,8 @@ class SmallGuest(Stalling):
 
 
 async def test_a_hanging_resume_is_given_twice_its_memorys_time_at_the_cap(monkeypatch):
-    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WAIT_S", 0.01)
-    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RECOVERY_WINDOW_S", 0.5)
-    monkeypatch.setattr("baton.agent.migration.POSTCOPY_RESUME_SLACK_S", 0.05)
-    hv = SmallGuest(vms={"vm1": domain("vm1")})
-    async with agent(hv, within_s=15) as a:
-        await a.start(postcopy=PostcopySwitch.AFTER_FIRST_PASS, bandwidth_mib_s=16,
-                      destination_host="h2")
-        await switched(a)
-        hv.vms["vm1"] = stream_broken()
-        await end_call(hv, 1, POSTCOPY_BROKEN)  # every resume call after it hangs
-        await a.ended.wait()
-    [finished] = a.finished
+    finished = await resumes_hanging(monkeypatch, SmallGuest(vms={"vm1": domain("vm1")}),
+                                     window_s=0.5)
     assert finished.error is not None
     # 0.05 s of slack and 2 x 8 MiB at 16 MiB/s: 1.05 s, said as 1 s (without the memory: 0 s)
     assert "the post-copy resume of vm1 did not end within 1 s" in finished.error.message
