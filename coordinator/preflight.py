@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from baton.coordinator.agents import AgentClient
 from baton.coordinator.options import auto_choice, postcopy_switch
+from baton.coordinator.storage_checks import unsized_warnings
 from baton.schemas.agent import (
     CpuCompareReply,
     DiskInfo,
@@ -361,13 +362,10 @@ def _copy_storage(facts: Facts) -> CheckResult:
     total = sum(d.disk.capacity_bytes for d in to_copy)
     elsewhere = "".join(f"; {d.disk.target} into {d.destination_path}"
                         for d in to_copy if d.landing)
-    # Said, not refused: the disk may well fit, but the room check above could not count it.
-    unsized = [f"the size of {d.disk.target} ({d.path}) is unknown (neither libvirt nor "
-               f"qemu-img could read it): the room on {facts.destination} was checked without it"
-               for d in to_copy if not d.disk.capacity_bytes]
     return _result(CheckName.STORAGE, problems, f"copy {len(to_copy)} local disk(s), "
                    f"{total / GIB:.1f} GiB, into pools on {facts.destination}{elsewhere}"
-                   if to_copy else "every disk is on shared storage; nothing to copy", unsized)
+                   if to_copy else "every disk is on shared storage; nothing to copy",
+                   unsized_warnings([d.disk for d in to_copy], f"on {facts.destination}"))
 
 
 def _missing_readonly(disk: DiskView, destination: str) -> str:

@@ -189,12 +189,17 @@ def check_pool(facts: StorageFacts) -> StorageCheckResult:
         problems.append(f"pool {name} has {free / GIB:.2f} GiB available, the disks need "
                         f"{need / GIB:.2f} GiB (their virtual size): free space or pick "
                         "another pool")
-    # Said, not refused: the disk may well fit, but the room check above could not count it.
-    unsized = [f"the size of {d.target} ({d.source_path}) is unknown (neither libvirt nor "
-               f"qemu-img could read it): the room in pool {name} was checked without it"
-               for d in to_move(facts) if not d.capacity_bytes]
     return _result(StorageCheckName.POOL, problems, f"pool {name} ({pool.target_path}) is active with "
-                   f"{free / GIB:.2f} GiB available for {need / GIB:.2f} GiB", unsized)
+                   f"{free / GIB:.2f} GiB available for {need / GIB:.2f} GiB",
+                   unsized_warnings(to_move(facts), f"in pool {name}"))
+
+
+def unsized_warnings(disks: list[DiskInfo], room: str) -> list[str]:
+    """A warning per disk nobody could size (libvirt nor qemu-img: 0 bytes), whose room
+    (``room``: where it goes) was checked without it. Said, not refused: it may well fit."""
+    return [f"the size of {d.target} ({d.source_path}) is unknown (neither libvirt nor qemu-img "
+            f"could read it): the room {room} was checked without it"
+            for d in disks if not d.capacity_bytes]
 
 
 def pool_state_problems(pool: StoragePool, host: str) -> list[str]:
